@@ -1,0 +1,177 @@
+"""Qwen2.5-VL backbone + MLP reward head: a scalar reward read at the last real token.
+
+`from_pretrained` takes a plain Qwen2.5-VL checkpoint (fresh head) or a reward checkpoint
+written by `save_pretrained`: the backbone in Hugging Face safetensors, the head in
+`reward_head.safetensors`, and `reward_config.json` (head settings, score statistics for
+ensemble normalisation, provenance). No pickle, no remote code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mrm_ray.config import HeadConfig, head_from_dict, to_dict
+from mrm_ray.model.head import RewardHead
+from mrm_ray.model.pairing import SEG_CHOSEN, SEG_PROMPT, SEG_REJECTED, last_index, packed_attention_mask
+
+REWARD_CONFIG = "reward_config.json"
+HEAD_WEIGHTS = "reward_head.safetensors"
+FORMAT_VERSION = 1
+
+
+def is_reward_checkpoint(path: str | os.PathLike) -> bool:
+    return (Path(path) / REWARD_CONFIG).is_file()
+
+
+class RewardModel(nn.Module):
+    """rewards (B,) float32 for sequences; (chosen, rejected) for packed or paired batches."""
+
+    def __init__(self, backbone: nn.Module, head_config: HeadConfig = HeadConfig(), *,
+                 score_mean: float = 0.0, score_std: float = 1.0,
+                 provenance: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = RewardHead(backbone.config.text_config.hidden_size, head_config)
+        self.head_config = head_config
+        self.score_mean = float(score_mean)
+        self.score_std = float(score_std)
+        self.provenance = dict(provenance or {})
+
+    # ----------------------------------------------------------------- loading and saving
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, head: HeadConfig | None = None,
+                        dtype: torch.dtype | str = torch.float32,
+                        attn_implementation: str = "sdpa") -> "RewardModel":
+        """Load a reward checkpoint, or wrap a plain Qwen2.5-VL checkpoint with a new head."""
+        from transformers import Qwen2_5_VLModel
+
+        path = Path(path)
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        backbone = Qwen2_5_VLModel.from_pretrained(
+            path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=False,
+            use_safetensors=True)
+        if not is_reward_checkpoint(path):
+            model = cls(backbone, head or HeadConfig(), provenance={"base_model": str(path)})
+            return model.to(dtype)
+        meta = json.loads((path / REWARD_CONFIG).read_text())
+        if head is not None and to_dict(head) != meta["head"]:
+            raise ValueError(f"{path} is a reward checkpoint with head {meta['head']}; "
+                             "do not pass a different head config when loading it")
+        model = cls(backbone, head_from_dict(meta["head"]), score_mean=meta["score_mean"],
+                    score_std=meta["score_std"], provenance=meta.get("provenance", {}))
+        from safetensors.torch import load_file
+
+        model.head.load_state_dict(load_file(path / HEAD_WEIGHTS))
+        return model.to(dtype)
+
+    def save_pretrained(self, out_dir: str | os.PathLike, *, processor=None,
+                        extra: Mapping[str, Any] | None = None) -> Path:
+        """Write the reward checkpoint atomically (temp dir, then rename)."""
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            self.backbone.save_pretrained(tmp, safe_serialization=True)
+            head_state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
+            save_file(head_state, tmp / HEAD_WEIGHTS, metadata={"format": "pt"})
+            if processor is not None:
+                processor.save_pretrained(tmp)
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "head": to_dict(self.head_config),
+                "score_mean": self.score_mean,
+                "score_std": self.score_std,
+                "reward_token": "last real token (<|im_end|> closing the response)",
+                "provenance": {**self.provenance, **dict(extra or {}),
+                               "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "mrm_ray_version": _version()},
+            }
+            (tmp / REWARD_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            if out.exists():
+                old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                os.replace(out, old)
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+    # -------------------------------------------------------------------------- forward
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.backbone.parameters()).dtype
+
+    def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Rewards z-normalised by the statistics stored with the checkpoint."""
+        return (rewards - self.score_mean) / self.score_std
+
+    def _positions(self, input_ids, mm_token_type_ids, image_grid_thw, keep: torch.Tensor) -> torch.Tensor:
+        """(3, B, L) M-RoPE positions of the tokens where `keep` is True, by the model's own rule."""
+        positions, _ = self.backbone.get_rope_index(
+            input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw,
+            attention_mask=keep.long())
+        return positions
+
+    def _hidden(self, input_ids, attention_mask, position_ids, pixel_values, image_grid_thw) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            pixel_values=pixel_values, image_grid_thw=image_grid_thw, use_cache=False)
+        return out.last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                mm_token_type_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                image_grid_thw: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        """Padded sequences (B, L), either padding side -> rewards (B,) at each last real token."""
+        keep = attention_mask.bool()
+        positions = self._positions(input_ids, mm_token_type_ids, image_grid_thw, keep)
+        hidden = self._hidden(input_ids, attention_mask, positions, pixel_values, image_grid_thw)
+        index = last_index(keep)
+        return self.head(hidden[torch.arange(len(index), device=index.device), index])
+
+    def forward_packed(self, input_ids: torch.Tensor, segment_ids: torch.Tensor,
+                       mm_token_type_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                       image_grid_thw: torch.Tensor | None = None, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed rows `[prompt | chosen | rejected]` -> (chosen (B,), rejected (B,)) rewards."""
+        is_chosen, is_rejected = segment_ids == SEG_CHOSEN, segment_ids == SEG_REJECTED
+        prompt = segment_ids == SEG_PROMPT
+        pos_chosen = self._positions(input_ids, mm_token_type_ids, image_grid_thw, prompt | is_chosen)
+        pos_rejected = self._positions(input_ids, mm_token_type_ids, image_grid_thw, prompt | is_rejected)
+        positions = torch.where(is_rejected[None], pos_rejected, pos_chosen)
+        mask = packed_attention_mask(segment_ids, self.dtype)
+        hidden = self._hidden(input_ids, mask, positions, pixel_values, image_grid_thw)
+        rows = torch.arange(len(input_ids), device=input_ids.device)
+        both = torch.cat([hidden[rows, last_index(is_chosen)], hidden[rows, last_index(is_rejected)]])
+        rewards = self.head(both)
+        return rewards[: len(rows)], rewards[len(rows):]
+
+    def forward_pairs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chosen, rejected) rewards for a `collate_packed` or `collate_two_sequence` batch."""
+        if "segment_ids" in batch:
+            return self.forward_packed(**batch)
+        rewards = self.forward(**batch)
+        half = len(rewards) // 2
+        return rewards[:half], rewards[half:]
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("mrm-ray")
+    except Exception:
+        return "unknown"
