@@ -1,0 +1,1 @@
+"""One reader per published preference format, each yielding canonical pair dicts."""

@@ -1,0 +1,83 @@
+"""Generated preference pairs whose right answer is visible only in the image.
+
+Each pair asks about a drawn shape; the chosen answer names its true colour (or count) and
+the rejected one names another. The prompt text is the same for every pair and the two
+answers swap roles across pairs, so a model can only beat chance by looking at the image.
+Used by the learning tests and by the tiny training default: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from typing import Iterator
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 60, 220), "yellow": (235, 210, 30)}
+SHAPES = ("square", "circle", "triangle")
+COLOUR_QUESTION = "What colour is the shape in the picture?"
+COUNT_QUESTION = "How many shapes are in the picture?"
+NUMBERS = ("one", "two", "three", "four")
+
+
+def _png(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _draw_shape(draw, rng: random.Random, size: int, colour, *, scale: float = 1.0) -> None:
+    s = int(rng.randint(size // 4, size // 2) * scale)
+    x, y = rng.randint(0, size - s), rng.randint(0, size - s)
+    shape = rng.choice(SHAPES)
+    if shape == "square":
+        draw.rectangle([x, y, x + s, y + s], fill=colour)
+    elif shape == "circle":
+        draw.ellipse([x, y, x + s, y + s], fill=colour)
+    else:
+        draw.polygon([(x + s // 2, y), (x, y + s), (x + s, y + s)], fill=colour)
+
+
+def colour_pair(rng: random.Random, *, size: int = 112, blank: bool = False) -> dict:
+    """One pair about the colour of a single drawn shape; `blank` hides the shape."""
+    from PIL import Image, ImageDraw
+
+    truth, other = rng.sample(sorted(COLOURS), 2)
+    image = Image.new("RGB", (size, size), (245, 245, 245))
+    if not blank:
+        _draw_shape(ImageDraw.Draw(image), rng, size, COLOURS[truth])
+    return {
+        "prompt": COLOUR_QUESTION,
+        "images": [_png(image)],
+        "chosen": f"The shape is {truth}.",
+        "rejected": f"The shape is {other}.",
+    }
+
+
+def count_pair(rng: random.Random, *, size: int = 112, blank: bool = False) -> dict:
+    """One pair about how many shapes are drawn."""
+    from PIL import Image, ImageDraw
+
+    n_true, n_other = rng.sample(range(1, len(NUMBERS) + 1), 2)
+    image = Image.new("RGB", (size, size), (245, 245, 245))
+    if not blank:
+        draw = ImageDraw.Draw(image)
+        for _ in range(n_true):
+            _draw_shape(draw, rng, size, COLOURS[rng.choice(sorted(COLOURS))], scale=0.5)
+    return {
+        "prompt": COUNT_QUESTION,
+        "images": [_png(image)],
+        "chosen": f"There are {NUMBERS[n_true - 1]} shapes.",
+        "rejected": f"There are {NUMBERS[n_other - 1]} shapes.",
+    }
+
+
+def image_grounded_pairs(n: int, *, seed: int = 0, task: str = "colour", blank: bool = False,
+                         size: int = 112) -> Iterator[dict]:
+    """`n` canonical-style pair dicts (prompt, images as PNG bytes, chosen, rejected, id)."""
+    makers = {"colour": colour_pair, "count": count_pair}
+    if task not in makers:
+        raise ValueError(f"task must be one of {sorted(makers)}, got {task!r}")
+    rng = random.Random(seed)
+    for i in range(n):
+        pair = makers[task](rng, size=size, blank=blank)
+        yield {"id": f"synthetic-{task}-{seed}-{i}", "source": f"synthetic-{task}", **pair}

@@ -1,0 +1,1 @@
+"""Training: the in-process loop (tests, demo, baselines) and, later, Ray Train + DeepSpeed."""

@@ -1,0 +1,89 @@
+"""A single-process Bradley-Terry training loop on pre-encoded pairs.
+
+Small on purpose: the learning tests, the CPU demo and the bare-PyTorch baseline of the
+training benchmark use it. Distributed training (Ray Train + DeepSpeed) lives beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from mrm_ray.config import LossConfig
+from mrm_ray.model.loss import bradley_terry_loss
+from mrm_ray.model.pairing import collate_packed, collate_two_sequence
+from mrm_ray.model.reward_model import RewardModel
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalTrainConfig:
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    packed: bool = True
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+def cosine_with_warmup(step: int, *, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def collate_for(config_packed: bool) -> Callable:
+    return collate_packed if config_packed else collate_two_sequence
+
+
+@torch.no_grad()
+def pairwise_accuracy(model: RewardModel, pairs: Sequence[dict], *, pad_token_id: int,
+                      batch_size: int = 32, packed: bool = True) -> float:
+    """Fraction of pairs with reward(chosen) > reward(rejected); ties count as wrong."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(pairs), batch_size):
+        batch = collate_for(packed)(pairs[start:start + batch_size], pad_token_id=pad_token_id)
+        chosen, rejected = model.forward_pairs(batch)
+        correct += int((chosen > rejected).sum())
+    model.train(was_training)
+    return correct / max(1, len(pairs))
+
+
+def train_pairs(model: RewardModel, pairs: Sequence[dict], *, pad_token_id: int,
+                config: LocalTrainConfig = LocalTrainConfig(),
+                on_step: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Train `model` in place on encoded pairs; return per-step metrics."""
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, warmup=config.warmup_steps, total=config.steps))
+    collate = collate_for(config.packed)
+    model.train()
+    history = []
+    for step in range(config.steps):
+        batch = collate(rng.sample(list(pairs), min(config.batch_size, len(pairs))), pad_token_id=pad_token_id)
+        chosen, rejected = model.forward_pairs(batch)
+        out = bradley_terry_loss(chosen, rejected, config=config.loss, margin=batch.get("margin"),
+                                 chosen_lengths=batch["chosen_lengths"], rejected_lengths=batch["rejected_lengths"])
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        metrics = {"step": step + 1, "lr": schedule.get_last_lr()[0], **out.metrics()}
+        history.append(metrics)
+        if on_step is not None:
+            on_step(step + 1, metrics)
+    model.eval()
+    return history

@@ -1,0 +1,44 @@
+"""Session fixtures: one tiny checkpoint for the whole run, and the shared-data path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from mrm_ray.model.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def processor(tiny_checkpoint):
+    from mrm_ray.model.processor import load_processor
+
+    return load_processor(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def encoder(processor):
+    from mrm_ray.data.encode import PairEncoder
+
+    return PairEncoder(processor)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """`$MRM_SHARED_DATA` or ../shared/data; tests that need it skip, saying why, without it."""
+    from mrm_ray.cli import shared_data_dir
+
+    path = shared_data_dir()
+    if not (path / "README.md").is_file():
+        pytest.skip(f"shared data not found at {path}: set MRM_SHARED_DATA to the folder "
+                    "holding rlaif-v-sample/, real-images/ and benchmarks/")
+    return path
