@@ -31,16 +31,10 @@ def load_processor(path: str | os.PathLike, *, min_pixels: int | None = None,
     """The checkpoint's processor; `min_pixels`/`max_pixels` override its image budget."""
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
-    size_kwargs = {}
-    if min_pixels is not None or max_pixels is not None:
-        ip = AutoImageProcessor.from_pretrained(path)
-        size = dict(ip.size.items()) if hasattr(ip.size, "items") else {}
-        size = {k: v for k, v in size.items() if k in ("shortest_edge", "longest_edge") and v}
-        if min_pixels is not None:
-            size["shortest_edge"] = int(min_pixels)
-        if max_pixels is not None:
-            size["longest_edge"] = int(max_pixels)
-        size_kwargs = {"size": size}
+    # Qwen2.5-VL's preprocessor config carries min_pixels/max_pixels, which take precedence
+    # over `size`, so the override goes through the same keys.
+    size_kwargs = {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels))
+                   if v is not None}
     try:
         import torchvision  # noqa: F401
 
