@@ -24,16 +24,28 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def _good(records) -> list[dict]:
+    from mrm_ray.data.quarantine import Rejected
+
+    rows = []
+    for record in records:
+        if isinstance(record, Rejected):
+            print(f"skipped {record.position}: {record.reason}", file=sys.stderr)
+        else:
+            rows.append(record)
+    return rows
+
+
 def _load_rows(data: str | None, limit: int | None) -> tuple[list[dict], str]:
     from mrm_ray.data.readers.chat_messages import read_chat_messages
     from mrm_ray.data.synthetic import image_grounded_pairs
 
     if data:
-        rows, what = list(read_chat_messages(data)), data
+        rows, what = _good(read_chat_messages(data)), data
     else:
         rlaif = shared_data_dir() / "rlaif-v-sample" / "rlaif-v.jsonl"
         if rlaif.is_file():
-            rows, what = list(read_chat_messages(rlaif)), str(rlaif)
+            rows, what = _good(read_chat_messages(rlaif)), str(rlaif)
         else:
             print(f"note: {rlaif} not found (set MRM_SHARED_DATA); scoring generated pairs instead",
                   file=sys.stderr)

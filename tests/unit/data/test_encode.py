@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mrm_ray.data.encode import as_messages, load_image, response_text
+from mrm_ray.data.quarantine import Rejected
 from mrm_ray.data.readers.chat_messages import read_chat_messages
 from mrm_ray.data.synthetic import image_grounded_pairs
 
@@ -70,11 +71,13 @@ def test_chat_message_reader_resolves_and_confines_images(tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps(row("a.png")) + "\n")
     [pair] = read_chat_messages(data)
-    assert pair["images"] == [buf.getvalue()] and pair["prompt"][0]["content"][0] == {"type": "image"}
+    assert pair["images"] == [buf.getvalue()] and pair["prompt"][0]["content"][0] == {"type": "image", "text": None}
     for bad in ("../secret.png", str(tmp_path / "secret.png"), "http://example.invalid/a.png"):
         data.write_text(json.dumps(row(bad)) + "\n")
-        with pytest.raises(ValueError):
-            list(read_chat_messages(data))
+        [rejected] = read_chat_messages(data)
+        assert isinstance(rejected, Rejected) and rejected.reason.startswith("image outside root"), rejected
+    data.write_text(json.dumps(row("nope.png")) + "\n")
+    assert next(read_chat_messages(data)).reason == "missing image: nope.png"
 
 
 def test_reads_the_real_rlaif_v_sample(shared_data, encoder):

@@ -1,0 +1,96 @@
+"""What every reader shares: line-by-line JSON, guarded record building, image files.
+
+A reader is a generator `read(path, *, source, **options)` yielding canonical rows (dicts
+from `canonical_pair`) or `Rejected` entries, never raising for one bad record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mrm_ray.data.quarantine import BadRecord, Rejected
+
+
+def resolve_under(root: Path, name: str) -> Path:
+    """`root / name`, refusing URLs and absolute or `..` paths that leave `root`."""
+    if not isinstance(name, str) or not name:
+        raise BadRecord("missing image: empty file name")
+    if "://" in name:
+        raise BadRecord(f"image outside root: {name!r} is a URL; only files under the image root are read")
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise BadRecord(f"image outside root: {name!r} resolves outside {root}")
+    return path
+
+
+def read_image_file(root: Path, name: str) -> bytes:
+    """Encoded bytes of an image file under `root` (decoding is checked later, in parallel)."""
+    path = resolve_under(root, name)
+    if not path.is_file():
+        raise BadRecord(f"missing image: {name}")
+    return path.read_bytes()
+
+
+def guarded(build: Callable[[], dict], *, source: str, position: str, record_id: Any = None) -> dict | Rejected:
+    """Run `build`; a `BadRecord` (or a missing key / wrong type) becomes a `Rejected` entry."""
+    try:
+        return build()
+    except BadRecord as exc:
+        return Rejected(source, position, exc.reason, None if record_id is None else str(record_id))
+    except KeyError as exc:
+        return Rejected(source, position, f"missing field: {exc.args[0]}",
+                        None if record_id is None else str(record_id))
+    except (TypeError, AttributeError) as exc:
+        return Rejected(source, position, f"bad record: {exc}", None if record_id is None else str(record_id))
+
+
+def iter_json_lines(path: Path, source: str) -> Iterator[tuple[str, dict | Rejected]]:
+    """(position, parsed object) per non-blank line; malformed lines become `Rejected`."""
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            position = f"{path.name}:{line_no}"
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                yield position, Rejected(source, position, f"malformed JSON: {exc.msg if hasattr(exc, 'msg') else exc}")
+                continue
+            if not isinstance(row, dict):
+                yield position, Rejected(source, position, f"malformed JSON: a line must be an object, got {type(row).__name__}")
+                continue
+            yield position, row
+
+
+def iter_json_records(path: Path, source: str) -> Iterator[tuple[str, dict | Rejected]]:
+    """JSONL, or a JSON array file (`.json`), as (position, object) pairs."""
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            yield f"{path.name}", Rejected(source, path.name, f"malformed JSON: {exc.msg} (whole file)")
+            return
+        if isinstance(rows, dict):
+            rows = [rows]
+        for i, row in enumerate(rows):
+            position = f"{path.name}:{i}"
+            yield position, row if isinstance(row, dict) else Rejected(
+                source, position, f"malformed JSON: an entry must be an object, got {type(row).__name__}")
+        return
+    yield from iter_json_lines(path, source)
+
+
+def expand_files(path: str | Path, patterns: tuple[str, ...]) -> list[Path]:
+    """A file, or the matching files of a directory, sorted (so positions are stable)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise FileNotFoundError(f"data path {path} does not exist; check the mixture's path for this source")
+    files = sorted(p for pattern in patterns for p in path.rglob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no {' or '.join(patterns)} files under {path}")
+    return files

@@ -1,0 +1,119 @@
+"""The one canonical preference-pair schema every reader produces.
+
+    id        string        stable id (the dataset's own where it has one)
+    source    string        the mixture source name it came from
+    position  string        where in the source: "file:line" or "file:row"
+    prompt    list<message> chat messages; content is a list of parts {type: text|image, text}
+    images    list<binary>  encoded image bytes, one per image part, in order
+    chosen    string        the preferred response's text
+    rejected  string        the other response's text
+    margin    double?       optional preference strength (subtracted in the BT loss)
+
+Images stay encoded bytes until preprocessing. `canonical_pair` normalises what readers
+find and raises `BadRecord` (with the reason) for missing or empty fields, a mismatch
+between image parts and images, and chosen identical to rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from mrm_ray.data.encode import response_text
+from mrm_ray.data.quarantine import BadRecord
+
+PART = pa.struct([("type", pa.string()), ("text", pa.string())])
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.list_(PART))])
+PAIR_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("source", pa.string()),
+    ("position", pa.string()),
+    ("prompt", pa.list_(MESSAGE)),
+    ("images", pa.list_(pa.binary())),
+    ("chosen", pa.string()),
+    ("rejected", pa.string()),
+    ("margin", pa.float64()),
+])
+ROLES = ("system", "user", "assistant")
+_IMAGE_TYPES = ("image", "image_url")
+
+
+def _part(part: Any) -> dict:
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    if not isinstance(part, Mapping):
+        raise BadRecord(f"bad prompt part: expected text or a dict, got {type(part).__name__}")
+    if part.get("type") in _IMAGE_TYPES or "image" in part or "image_url" in part:
+        return {"type": "image", "text": None}
+    text = part.get("text")
+    if text is None and "content" in part:
+        text = response_text(part["content"])
+    if not isinstance(text, str):
+        raise BadRecord(f"bad prompt part: no text in {sorted(part)}")
+    return {"type": "text", "text": text}
+
+
+def normalize_prompt(prompt: Any, n_images: int) -> list[dict]:
+    """Chat messages with list content; a plain string becomes a user turn, images first."""
+    if isinstance(prompt, str):
+        content = [{"type": "image", "text": None}] * n_images + [{"type": "text", "text": prompt}]
+        return [{"role": "user", "content": content}]
+    if not isinstance(prompt, Sequence) or not prompt:
+        raise BadRecord("missing field: prompt")
+    messages = []
+    for message in prompt:
+        if not isinstance(message, Mapping) or "content" not in message:
+            raise BadRecord("bad prompt: each message needs role and content")
+        role = message.get("role", "user")
+        if role not in ROLES:
+            raise BadRecord(f"bad prompt: unknown role {role!r}")
+        content = message["content"]
+        parts = [_part(content)] if isinstance(content, str) else [_part(p) for p in content]
+        messages.append({"role": role, "content": parts})
+    return messages
+
+
+def _text_or_bad(value: Any, field: str) -> str:
+    if value is None:
+        raise BadRecord(f"missing field: {field}")
+    try:
+        text = response_text(value)
+    except (TypeError, ValueError) as exc:
+        raise BadRecord(f"bad field: {field} ({exc})") from None
+    if not text.strip():
+        raise BadRecord(f"empty field: {field}")
+    return text
+
+
+def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: Any, rejected: Any,
+                   images: Sequence[bytes] = (), margin: float | None = None) -> dict:
+    """A validated canonical row; raises `BadRecord` with the reason when it cannot be one."""
+    if prompt is None or (isinstance(prompt, str) and not prompt.strip() and not images):
+        raise BadRecord("missing field: prompt" if prompt is None else "empty field: prompt")
+    messages = normalize_prompt(prompt, len(images))
+    n_parts = sum(p["type"] == "image" for m in messages for p in m["content"])
+    if n_parts != len(images):
+        raise BadRecord(f"image mismatch: {n_parts} image placeholders, {len(images)} images")
+    has_text = any(p["type"] == "text" and p["text"].strip() for m in messages for p in m["content"])
+    if not has_text and not images:
+        raise BadRecord("empty field: prompt")
+    chosen_text, rejected_text = _text_or_bad(chosen, "chosen"), _text_or_bad(rejected, "rejected")
+    if chosen_text.strip() == rejected_text.strip():
+        raise BadRecord("chosen identical to rejected")
+    if margin is not None:
+        try:
+            margin = float(margin)
+        except (TypeError, ValueError):
+            raise BadRecord(f"bad field: margin {margin!r} is not a number") from None
+    return {"id": str(id), "source": source, "position": position, "prompt": messages,
+            "images": [bytes(b) for b in images], "chosen": chosen_text, "rejected": rejected_text,
+            "margin": margin}
+
+
+def to_chat_messages(prompt: list[dict]) -> list[dict]:
+    """Canonical prompt -> messages the chat template renders (image parts as {"type": "image"})."""
+    return [{"role": m["role"], "content": [{"type": "image"} if p["type"] == "image" else
+                                            {"type": "text", "text": p["text"]} for p in m["content"]]}
+            for m in prompt]
