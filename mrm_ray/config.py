@@ -69,8 +69,46 @@ def to_dict(config: Any) -> dict:
 
 
 def head_from_dict(data: dict) -> HeadConfig:
-    known = {f.name for f in dataclasses.fields(HeadConfig)}
-    unknown = set(data) - known
+    return from_dict(HeadConfig, data)
+
+
+IMAGE_MODE_POLICIES = ("reject", "convert")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """How pairs are checked, sized and encoded on their way to the trainer."""
+
+    min_pixels: int | None = None  # None = the processor's own budget
+    max_pixels: int | None = None
+    max_length: int = 4096  # tokens of the packed row: prompt + chosen + rejected
+    max_prompt_tokens: int = 3072  # prompts are never cut; longer ones are quarantined
+    max_response_tokens: int = 1024  # each response is cut from its end to this
+    min_response_tokens: int = 16  # a response is never cut below this to make a pair fit
+    min_image_side: int = 8  # smaller images (1x1 ...) are quarantined
+    max_image_pixels: int = 40_000_000  # larger images are quarantined before decoding
+    max_aspect_ratio: float = 200.0  # Qwen2.5-VL's resize refuses more extreme images
+    image_modes: str = "reject"  # reject | convert: CMYK, palette, 16-bit, alpha images
+    max_bad_fraction: float = 0.01  # stop when more records than this are bad
+    shuffle_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.image_modes not in IMAGE_MODE_POLICIES:
+            raise ValueError(f"data.image_modes must be one of {IMAGE_MODE_POLICIES}, got {self.image_modes!r}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ValueError(f"data.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        if self.max_prompt_tokens + 2 * self.min_response_tokens > self.max_length:
+            raise ValueError("data.max_length must leave room for a full prompt and two minimal responses "
+                             f"({self.max_prompt_tokens} + 2 x {self.min_response_tokens} > {self.max_length})")
+        if self.min_response_tokens < 2:
+            raise ValueError("data.min_response_tokens must be >= 2 (one text token and <|im_end|>)")
+
+
+def from_dict(cls, data: dict | None):
+    """Build a config dataclass from a plain dict, refusing unknown keys by name."""
+    data = dict(data or {})
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(known)
     if unknown:
-        raise ValueError(f"unknown head settings {sorted(unknown)}; known: {sorted(known)}")
-    return HeadConfig(**data)
+        raise ValueError(f"unknown {cls.__name__} settings {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**data)

@@ -1,0 +1,106 @@
+"""Ray Data end to end: bad records quarantined exactly, good ones all kept, mixture ratios,
+seeded shuffles, and encoded rows that equal in-process encoding."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mrm_ray.config import DataConfig
+from mrm_ray.data.mixture import MixtureConfig, SourceConfig
+from mrm_ray.data.pipeline import prepare_mixture
+from mrm_ray.data.quarantine import TooManyBadRecords, reason_kind
+
+from helpers.corpus import BAD_KINDS, MODE_KINDS, write_corpus
+
+CONFIG = DataConfig(max_length=512, max_prompt_tokens=256, max_response_tokens=64, min_response_tokens=8,
+                    max_image_pixels=4_000_000, max_bad_fraction=0.5)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def _mixture(corpus, *, image_weight="all", text_weight="all", held_out=0.0, total=None):
+    return MixtureConfig(name="test", held_out_fraction=held_out, total=total, sources=(
+        SourceConfig(name="images", reader="chat_messages", path=str(corpus["image"]), weight=image_weight),
+        SourceConfig(name="text", reader="chat_messages", path=str(corpus["text"]), weight=text_weight)))
+
+
+def test_bad_records_quarantined_with_exact_counts(ray_cluster, corpus, tiny_checkpoint, tmp_path):
+    data = prepare_mixture(_mixture(corpus), processor_path=tiny_checkpoint, data_config=CONFIG, run_dir=tmp_path)
+    entries = [json.loads(line) for line in data.quarantine_path.read_text().splitlines()]
+    kinds = {}
+    for e in entries:
+        kinds[reason_kind(e["reason"])] = kinds.get(reason_kind(e["reason"]), 0) + 1
+        assert e["source"] == "images" and e["position"].startswith("image_pairs.jsonl:")
+    assert kinds == BAD_KINDS
+    assert data.quarantine_summary == {"images": BAD_KINDS}
+    assert data.counts["images"] == {"available": 40, "rejected": sum(BAD_KINDS.values()), "mixture": 40,
+                                     "train": 40, "held_out": 0}
+    assert data.counts["text"]["available"] == 20
+    ids = {r["id"] for r in data.train.take_all()}
+    assert ids == {f"good-{i}" for i in range(40)} | {f"text-{i}" for i in range(20)}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the file was renamed into place
+
+
+def test_convert_policy_keeps_mode_images(ray_cluster, corpus, tiny_checkpoint):
+    config = DataConfig(**{**CONFIG.__dict__, "image_modes": "convert"})
+    data = prepare_mixture(_mixture(corpus), processor_path=tiny_checkpoint, data_config=config)
+    assert data.counts["images"]["available"] == 40 + MODE_KINDS
+    assert "unsupported image mode" not in data.quarantine_summary["images"]
+
+
+def test_default_threshold_stops_with_a_clear_message(ray_cluster, corpus, tiny_checkpoint, tmp_path):
+    config = DataConfig(**{**CONFIG.__dict__, "max_bad_fraction": 0.01})
+    with pytest.raises(TooManyBadRecords, match=r"14 of 74 records \(18.92%\) .* quarantine"):
+        prepare_mixture(_mixture(corpus), processor_path=tiny_checkpoint, data_config=config, run_dir=tmp_path)
+    assert (tmp_path / "quarantine.jsonl").is_file()  # written before stopping, for the user to read
+
+
+def test_mixture_ratios_and_held_out_split(ray_cluster, corpus, tiny_checkpoint):
+    data = prepare_mixture(_mixture(corpus, image_weight=0.7, text_weight=0.3, held_out=0.2),
+                           processor_path=tiny_checkpoint, data_config=CONFIG)
+    mix = {s: c["mixture"] for s, c in data.counts.items()}
+    total = sum(mix.values())
+    assert abs(mix["images"] / total - 0.7) <= 0.02 and abs(mix["text"] / total - 0.3) <= 0.02
+    assert mix["images"] == 40  # the largest mixture that repeats no source
+    for c in data.counts.values():
+        assert c["train"] + c["held_out"] == c["mixture"] and c["held_out"] > 0
+    train_ids = {r["id"] for r in data.train.take_all()}
+    held_ids = {r["id"] for r in data.held_out.take_all()}
+    assert not train_ids & held_ids
+
+
+def test_fixed_counts_repeat_and_shuffle_is_seeded(ray_cluster, corpus, tiny_checkpoint):
+    a = prepare_mixture(_mixture(corpus, image_weight=10, text_weight=30), processor_path=tiny_checkpoint,
+                        data_config=CONFIG)
+    b = prepare_mixture(_mixture(corpus, image_weight=10, text_weight=30), processor_path=tiny_checkpoint,
+                        data_config=CONFIG)
+    order_a = [r["id"] for r in a.train.take_all()]
+    assert order_a == [r["id"] for r in b.train.take_all()]
+    assert sum(i.startswith("text-") for i in order_a) == 30  # 20 available: 10 repeat
+    assert len({i for i in order_a if i.startswith("good-")}) == 10
+    other = DataConfig(**{**CONFIG.__dict__, "shuffle_seed": 1})
+    c = prepare_mixture(_mixture(corpus, image_weight=10, text_weight=30), processor_path=tiny_checkpoint,
+                        data_config=other)
+    assert [r["id"] for r in c.train.take_all()] != order_a
+
+
+def test_encoded_rows_match_in_process_encoding(ray_cluster, corpus, tiny_checkpoint, encoder):
+    from mrm_ray.data.readers.chat_messages import read_chat_messages
+    from mrm_ray.data.schema import to_chat_messages
+
+    data = prepare_mixture(_mixture(corpus), processor_path=tiny_checkpoint, data_config=CONFIG)
+    rows = {r["id"]: r for r in data.encode(data.train, batch_size=8).take_all()}
+    originals = {r["id"]: r for r in read_chat_messages(corpus["image"]) if isinstance(r, dict)}
+    for pair_id in ("good-0", "good-7"):
+        ref = originals[pair_id]
+        want = encoder.encode_pair(to_chat_messages(ref["prompt"]), ref["images"], ref["chosen"], ref["rejected"])
+        got = rows[pair_id]
+        for key in ("prompt_ids", "prompt_mm_token_type_ids", "chosen_ids", "rejected_ids", "image_grid_thw"):
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        np.testing.assert_allclose(got["pixel_values"], want["pixel_values"], rtol=0, atol=0)
+    text_row = next(r for i, r in rows.items() if i.startswith("text-"))
+    assert text_row["pixel_values"].shape[0] == 0 and text_row["image_grid_thw"].shape == (0, 3)
