@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from mrm_ray.data.quarantine import BadRecord, Rejected
 
 
@@ -94,3 +97,49 @@ def expand_files(path: str | Path, patterns: tuple[str, ...]) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no {' or '.join(patterns)} files under {path}")
     return files
+
+
+PARQUET_BATCH_ROWS = 256
+
+
+def iter_parquet_rows(file: Path, source: str) -> Iterator[tuple[str, dict | Rejected]]:
+    """(`file:row`, row dict) per row, read batch by batch; an unreadable file is one `Rejected`."""
+    row_no = 0
+    try:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for row in batch.to_pylist():
+                yield f"{file.name}:{row_no}", row
+                row_no += 1
+    except (pa.ArrowException, OSError) as exc:
+        yield f"{file.name}:{row_no}", Rejected(
+            source, f"{file.name}:{row_no}", f"malformed Parquet: {exc} (rest of the file from row {row_no})")
+
+
+def iter_table_records(file: Path, source: str) -> Iterator[tuple[str, dict | Rejected]]:
+    """Parquet rows or JSON / JSONL records of one file, as (position, object) pairs."""
+    if file.suffix == ".parquet":
+        return iter_parquet_rows(file, source)
+    return iter_json_records(file, source)
+
+
+def drop_nulls(value: Any) -> Any:
+    """Messages without the null keys Parquet adds when it unifies part structs
+    (a text part with `image: None` would otherwise count as an image part)."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
+def image_bytes(image: Any, root: Path) -> bytes:
+    """Encoded bytes of one image given as `{bytes, path}`, raw bytes, or a file name under `root`."""
+    if isinstance(image, dict):
+        if image.get("bytes") is not None:
+            return bytes(image["bytes"])
+        image = image.get("path")
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    if isinstance(image, str):
+        return read_image_file(root, image)
+    raise BadRecord(f"missing image: no bytes or file name in {type(image).__name__}")

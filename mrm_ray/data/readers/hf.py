@@ -1,0 +1,110 @@
+"""Hugging Face preference datasets on disk: a `save_to_disk` folder, or Parquet files.
+
+Two published layouts:
+- RLAIF-V (openbmb/RLAIF-V-Dataset): `image` (`{bytes, path}`; a null `bytes` means the
+  file at `path` under the image root), `question`, `chosen`, `rejected` strings.
+- UltraFeedback binarized (HuggingFaceH4/ultrafeedback_binarized): `prompt`, `chosen` /
+  `rejected` as whole conversations (the response is the last assistant message),
+  `score_chosen` / `score_rejected`, and `prompt_id` as the id.
+
+A `save_to_disk` folder is opened with `datasets.load_from_disk` (the `split` of a
+DatasetDict), its image columns cast to `Image(decode=False)` so images stay encoded
+bytes. Parquet: a file, or the `*.parquet` files of a directory whose file or folder name
+is the split (`train_prefs-00000-of-00001.parquet`), all of them where none is (RLAIF-V's
+hub layout has no split names). `datasets` is imported only when a folder is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mrm_ray.data.quarantine import BadRecord, Rejected
+from mrm_ray.data.readers.base import expand_files, guarded, image_bytes, iter_parquet_rows
+from mrm_ray.data.readers.ultrafeedback import score
+from mrm_ray.data.schema import canonical_pair
+
+
+def _saved_rows(path: Path, split: str) -> Iterator[tuple[str, dict]]:
+    import datasets
+
+    data = datasets.load_from_disk(str(path))
+    where = path.name
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise ValueError(f"split {split!r} is not in {path}; it has {sorted(data)}")
+        data, where = data[split], f"{path.name}/{split}"
+    for column, feature in data.features.items():
+        if isinstance(feature, datasets.Image):
+            data = data.cast_column(column, datasets.Image(decode=False))
+    for i, row in enumerate(data):
+        yield f"{where}:{i}", row
+
+
+def _parquet_files(path: Path, split: str) -> list[Path]:
+    files = expand_files(path, ("*.parquet",))
+    if path.is_file():
+        return files
+    named = [f for f in files if f.stem == split or f.stem.startswith(f"{split}-")
+             or split in f.relative_to(path).parts[:-1]]
+    return named or files
+
+
+def _rows(path: str | Path, split: str, name: str) -> Iterator[tuple[str, dict | Rejected]]:
+    path = Path(path)
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        yield from _saved_rows(path, split)
+        return
+    for file in _parquet_files(path, split):
+        yield from iter_parquet_rows(file, name)
+
+
+def _read(path: str | Path, *, source: str | None, split: str,
+          build: Callable[[dict, str, str], dict]) -> Iterator[dict | Rejected]:
+    name = source or Path(path).stem
+    for position, row in _rows(path, split, name):
+        if isinstance(row, Rejected):
+            yield row
+            continue
+        yield guarded(lambda: build(row, name, position), source=name, position=position,
+                      record_id=row.get("id", row.get("prompt_id")))
+
+
+def read_hf_rlaif_v(path: str | Path, *, source: str | None = None, split: str = "train",
+                    image_root: str | Path | None = None) -> Iterator[dict | Rejected]:
+    root = Path(image_root) if image_root else (Path(path) if Path(path).is_dir() else Path(path).parent)
+
+    def build(row: dict, name: str, position: str) -> dict:
+        if row.get("image") is None:
+            raise BadRecord("missing image: the row has no image")
+        record_id = position if row.get("id") is None else row["id"]
+        return canonical_pair(id=record_id, source=name, position=position, prompt=row.get("question"),
+                              images=[image_bytes(row["image"], root)],
+                              chosen=row.get("chosen"), rejected=row.get("rejected"))
+
+    return _read(path, source=source, split=split, build=build)
+
+
+def _last_reply(conversation: Any, field: str) -> Any:
+    if conversation is None:
+        raise BadRecord(f"missing field: {field}")
+    if not isinstance(conversation, list):
+        raise BadRecord(f"bad field: {field} is not a message list")
+    replies = [m for m in conversation if m.get("role") == "assistant"]
+    if not replies:
+        raise BadRecord(f"bad field: {field} has no assistant message")
+    return replies[-1]["content"]
+
+
+def read_hf_ultrafeedback_binarized(path: str | Path, *, source: str | None = None, split: str = "train_prefs",
+                                    margin_from_scores: bool = False) -> Iterator[dict | Rejected]:
+    def build(row: dict, name: str, position: str) -> dict:
+        margin = (score(row.get("score_chosen"), "score_chosen") - score(row.get("score_rejected"), "score_rejected")
+                  if margin_from_scores else None)
+        record_id = position if row.get("prompt_id") is None else row["prompt_id"]
+        return canonical_pair(id=record_id, source=name, position=position, prompt=row.get("prompt"),
+                              chosen=_last_reply(row.get("chosen"), "chosen"),
+                              rejected=_last_reply(row.get("rejected"), "rejected"), margin=margin)
+
+    return _read(path, source=source, split=split, build=build)

@@ -1,0 +1,70 @@
+"""ShareGPT preference pairs, as LLaMA-Factory publishes them (e.g. `dpo_en_demo.json`).
+
+Each record has `conversations` (turns `{from, value}`, `from` one of human/user,
+gpt/assistant, system), `chosen` and `rejected` (one `{from, value}` turn each), an
+optional top-level `system` string and an optional `images` list of file names (under an
+image root, default the file's folder). `<image>` in a turn's text marks where each image
+goes; with images but no `<image>` tags the images lead the first user turn, as
+LLaMA-Factory does. The conversation must end on a user turn: the pair answers it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from mrm_ray.data.quarantine import BadRecord, Rejected
+from mrm_ray.data.readers.base import expand_files, guarded, iter_json_records, read_image_file
+from mrm_ray.data.schema import canonical_pair
+
+ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+IMAGE_TAG = "<image>"
+_TAG_SPLIT = re.compile(f"({re.escape(IMAGE_TAG)})")
+
+
+def _content(text: str) -> list[dict]:
+    """Text split at `<image>` tags into text and image parts (whitespace-only text dropped)."""
+    return [{"type": "image"} if piece == IMAGE_TAG else {"type": "text", "text": piece}
+            for piece in _TAG_SPLIT.split(text) if piece == IMAGE_TAG or piece.strip()]
+
+
+def _messages(row: dict, n_images: int) -> list[dict]:
+    turns = row["conversations"]
+    if not isinstance(turns, list) or not turns:
+        raise BadRecord("missing field: conversations")
+    messages = [{"role": "system", "content": [{"type": "text", "text": row["system"]}]}] if row.get("system") else []
+    for turn in turns:
+        role = ROLE_MAP.get(turn.get("from"))
+        if role is None:
+            raise BadRecord(f"unsupported role: {turn.get('from')!r}")
+        if not isinstance(turn.get("value"), str):
+            raise BadRecord(f"missing field: value in a {turn.get('from')} turn")
+        messages.append({"role": role, "content": _content(turn["value"])})
+    if messages[-1]["role"] != "user":
+        raise BadRecord(f"bad conversation: last turn is {messages[-1]['role']}, not user")
+    tagged = any(p["type"] == "image" for m in messages for p in m["content"])
+    if n_images and not tagged:
+        first_user = next(m for m in messages if m["role"] == "user")
+        first_user["content"] = [{"type": "image"}] * n_images + first_user["content"]
+    return messages
+
+
+def _pair(row: dict, *, root: Path, source: str, position: str) -> dict:
+    images = [read_image_file(root, name) for name in row.get("images") or []]
+    return canonical_pair(id=row.get("id", position), source=source, position=position,
+                          prompt=_messages(row, len(images)), images=images,
+                          chosen=row.get("chosen"), rejected=row.get("rejected"))
+
+
+def read_sharegpt(path: str | Path, *, source: str | None = None,
+                  image_root: str | Path | None = None) -> Iterator[dict | Rejected]:
+    for file in expand_files(path, ("*.json", "*.jsonl")):
+        root = Path(image_root) if image_root else file.parent
+        name = source or file.stem
+        for position, row in iter_json_records(file, name):
+            if isinstance(row, Rejected):
+                yield row
+                continue
+            yield guarded(lambda: _pair(row, root=root, source=name, position=position),
+                          source=name, position=position, record_id=row.get("id"))

@@ -1,0 +1,56 @@
+"""Raw multi-completion UltraFeedback (openbmb/UltraFeedback), reduced to one pair per prompt.
+
+Each row has `instruction` and `completions` (each `{response, overall_score, ...}`);
+an `id` where present, else the position is the id (the row's own `source` names the origin
+dataset and is not the mixture source). The "ultra hard" reduction keeps the widest gap:
+chosen = the highest `overall_score`, rejected = the lowest, ties going to the first
+completion, so the pair is the strongest preference signal the row holds. JSONL or Parquet.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+from mrm_ray.data.quarantine import BadRecord, Rejected
+from mrm_ray.data.readers.base import expand_files, guarded, iter_table_records
+from mrm_ray.data.schema import canonical_pair
+
+
+def score(value: Any, field: str) -> float:
+    """A finite numeric score, else `BadRecord` naming the field."""
+    if value is None:
+        raise BadRecord(f"missing field: {field}")
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise BadRecord(f"bad field: {field} {value!r} is not a number")
+    return float(value)
+
+
+def _pair(row: dict, *, source: str, position: str, margin_from_scores: bool) -> dict:
+    completions = row["completions"]
+    n = len(completions) if isinstance(completions, list) else 0
+    if n < 2:
+        raise BadRecord(f"no preference: {n} completion(s), need 2")
+    scores = [score(c.get("overall_score"), f"completions[{i}].overall_score") for i, c in enumerate(completions)]
+    best, worst = scores.index(max(scores)), scores.index(min(scores))
+    if scores[best] == scores[worst]:
+        raise BadRecord(f"no preference: all {len(scores)} completions score {scores[best]:g}")
+    record_id = position if row.get("id") is None else row["id"]
+    return canonical_pair(id=record_id, source=source, position=position, prompt=row.get("instruction"),
+                          chosen=completions[best].get("response"), rejected=completions[worst].get("response"),
+                          margin=scores[best] - scores[worst] if margin_from_scores else None)
+
+
+def read_ultrafeedback_ultra_hard(path: str | Path, *, source: str | None = None,
+                                  margin_from_scores: bool = False) -> Iterator[dict | Rejected]:
+    for file in expand_files(path, ("*.parquet", "*.jsonl")):
+        name = source or file.stem
+        for position, row in iter_table_records(file, name):
+            if isinstance(row, Rejected):
+                yield row
+                continue
+            yield guarded(lambda: _pair(row, source=name, position=position, margin_from_scores=margin_from_scores),
+                          source=name, position=position, record_id=row.get("id"))
