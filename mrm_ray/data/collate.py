@@ -33,3 +33,30 @@ class PairCollate:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
         collate = collate_packed if self.packed else collate_two_sequence
         return collate(rows_from_columns(batch), pad_token_id=self.pad_token_id, padding_side=self.padding_side)
+
+
+def steps_per_epoch(n_rows: int, *, world_size: int, batch_size: int) -> int:
+    """Optimizer steps every worker takes in one pass: the same on every rank.
+
+    Ray's `streaming_split(equal=True)` gives each worker the same number of rows, and
+    `drop_last` the same number of batches; stopping every worker after exactly this many
+    batches also guards against any rank running one batch more than the others, which
+    would leave the rest waiting in a collective forever.
+    """
+    return (n_rows // world_size) // batch_size
+
+
+def pair_batches(shard, *, steps: int, batch_size: int, collate: PairCollate, epoch_seed: int,
+                 shuffle_buffer: int = 0):
+    """Exactly `steps` packed batches from a Ray Train dataset shard (`get_dataset_shard`)."""
+    batches = shard.iter_torch_batches(
+        batch_size=batch_size, collate_fn=collate, drop_last=True, prefetch_batches=2,
+        local_shuffle_buffer_size=shuffle_buffer or None, local_shuffle_seed=epoch_seed if shuffle_buffer else None)
+    for step, batch in enumerate(batches):
+        if step == steps:
+            break
+        yield batch
+    else:
+        if steps and step + 1 < steps:
+            raise RuntimeError(f"the data shard ran out after {step + 1} of {steps} batches; "
+                               "the dataset changed size after steps were counted")

@@ -186,7 +186,16 @@ class PreparedData:
         return dataset.map_batches(
             EncodePairs, fn_constructor_kwargs={"processor_path": self.processor_path,
                                                 "data_config": to_dict(self.data_config)},
-            batch_size=batch_size, batch_format="pyarrow", concurrency=concurrency, num_cpus=1)
+            batch_size=batch_size, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=1)
+
+
+def _actors(concurrency: int | tuple[int, int]):
+    """An actor pool of a fixed size, or autoscaling between (min, max) actors."""
+    import ray.data
+
+    if isinstance(concurrency, tuple):
+        return ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+    return ray.data.ActorPoolStrategy(size=concurrency)
 
 
 def _checked(mixture: MixtureConfig, processor_path: str, config: DataConfig, concurrency):
@@ -198,7 +207,7 @@ def _checked(mixture: MixtureConfig, processor_path: str, config: DataConfig, co
             .map_batches(read_source_batch, batch_size=1, batch_format="numpy")
             .map_batches(CheckPairs, fn_constructor_kwargs={"processor_path": processor_path,
                                                             "data_config": to_dict(config)},
-                         batch_size=32, batch_format="pyarrow", concurrency=concurrency, num_cpus=1)
+                         batch_size=32, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=1)
             .materialize())
 
 
