@@ -85,6 +85,55 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _cmd_score(args)
 
 
+def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"{what} {item!r} must look like NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def _prepare(args: argparse.Namespace):
+    from mrm_ray.config import DataConfig, from_dict, parse_overrides
+    from mrm_ray.data.mixture import load_mixture
+    from mrm_ray.data.pipeline import prepare_mixture
+    from mrm_ray.ray_session import connect
+
+    image_roots = {name: {"image_root": root} for name, root in _pairs(args.image_root, "--image-root").items()}
+    mixture = load_mixture(args.mixture, paths=_pairs(args.path, "--path"), options=image_roots,
+                           skip_missing=args.skip_missing)
+    config = from_dict(DataConfig, parse_overrides(args.overrides))
+    connect()
+    return mixture, prepare_mixture(mixture, processor_path=args.model, data_config=config, run_dir=args.run_dir,
+                                    concurrency=args.workers)
+
+
+def _cmd_data_inspect(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from mrm_ray.data.report import format_report, mixture_stats
+
+    # inspect reports however many records are bad; `prepare` and training enforce the limit
+    args.overrides = [o for o in args.overrides if not o.startswith("max_bad_fraction=")] + ["max_bad_fraction=1.0"]
+    _, prepared = _prepare(args)
+    print(format_report(prepared, mixture_stats(prepared)))
+    return 0
+
+
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from mrm_ray.data.export import write_prepared
+
+    mixture, prepared = _prepare(args)
+    out = write_prepared(prepared, args.out, mixture=mixture, encoded=args.encoded, concurrency=args.workers)
+    n_train = sum(c["train"] for c in prepared.counts.values())
+    n_held = sum(c["held_out"] for c in prepared.counts.values())
+    print(f"wrote {n_train} train and {n_held} held-out pairs "
+          f"({'encoded' if args.encoded else 'canonical'} Parquet shards) to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrm-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,11 +161,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--run-dir", default="runs/demo")
     scoring_options(demo)
     demo.set_defaults(func=_cmd_demo)
+
+    data = sub.add_parser("data", help="inspect or prepare a preference-data mixture")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+
+    def mixture_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("mixture", help="a mixture YAML, or a shipped mixture's name (basereward)")
+        p.add_argument("--model", required=True, help="Qwen2.5-VL checkpoint dir whose processor encodes the data")
+        p.add_argument("--path", action="append", metavar="SOURCE=PATH", help="fill in or override a source's path")
+        p.add_argument("--image-root", action="append", metavar="SOURCE=DIR", help="a source's image root")
+        p.add_argument("--skip-missing", action="store_true", help="drop sources that have no path")
+        p.add_argument("--run-dir", default="runs/data", help="where the quarantine file goes")
+        p.add_argument("--workers", type=int, default=1, help="preprocessing actors")
+        p.set_defaults(overrides=[])  # trailing key=value data settings (see main)
+
+    inspect_p = data_sub.add_parser("inspect", help="per-source counts, size and length percentiles, bad records")
+    mixture_options(inspect_p)
+    inspect_p.set_defaults(func=_cmd_data_inspect)
+    prepare_p = data_sub.add_parser("prepare", help="write the checked mixture as Parquet shards")
+    mixture_options(prepare_p)
+    prepare_p.add_argument("--out", required=True)
+    prepare_p.add_argument("--encoded", action="store_true", help="write model-ready columns, not canonical pairs")
+    prepare_p.set_defaults(func=_cmd_data_prepare)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a command; data commands also take trailing `key=value` data settings,
+    e.g. `max_length=4096 max_pixels=1003520 image_modes=convert`."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and (not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = list(extra)
     return args.func(args)
 
 

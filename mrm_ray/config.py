@@ -112,3 +112,19 @@ def from_dict(cls, data: dict | None):
     if unknown:
         raise ValueError(f"unknown {cls.__name__} settings {sorted(unknown)}; known: {sorted(known)}")
     return cls(**data)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """["max_length=512", "image_modes=convert"] -> {"max_length": 512, "image_modes": "convert"}.
+
+    Values are read as YAML scalars, so numbers, booleans and null come out typed.
+    """
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out

@@ -74,27 +74,56 @@ class MixtureConfig:
             raise ValueError("mixing ratios with counts or 'all' needs `total` (the mixture's size)")
 
 
-def load_mixture(path: str | Path, *, paths: dict[str, str] | None = None) -> MixtureConfig:
-    """Read a mixture YAML; relative source paths resolve against the YAML's folder.
+SHIPPED = Path(__file__).parent / "mixtures"
 
-    `paths` overrides source paths by name (how a user fills in a shipped recipe).
+
+def shipped_mixtures() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def load_mixture(path_or_name: str | Path, *, paths: dict[str, str] | None = None,
+                 options: dict[str, dict] | None = None, skip_missing: bool = False) -> MixtureConfig:
+    """Read a mixture YAML, or a shipped one by name; relative paths resolve against its folder.
+
+    `paths` and `options` ({source: {key: value}}) override by source name (how a user
+    fills in a shipped recipe); `skip_missing` drops sources left without a path.
     """
-    path = Path(path)
+    path = Path(path_or_name)
+    if not path.is_file() and (SHIPPED / f"{path_or_name}.yaml").is_file():
+        path = SHIPPED / f"{path_or_name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no mixture file {path_or_name}; shipped mixtures: {shipped_mixtures()}")
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict) or "sources" not in raw:
         raise ValueError(f"{path}: a mixture YAML needs a `sources:` list")
-    sources = []
+    known = {e.get("name") for e in raw["sources"]}
+    for name in {**(paths or {}), **(options or {})}:
+        if name not in known:
+            raise ValueError(f"{path}: no source named {name!r}; sources: {sorted(known)}")
+    sources, missing = [], []
     for entry in raw.pop("sources"):
         entry = dict(entry)
-        if paths and entry.get("name") in paths:
-            entry["path"] = paths[entry["name"]]
-        if not entry.get("path"):
-            raise ValueError(f"{path}: source {entry.get('name')!r} has no path; fill it in or pass it "
-                             f"as an override")
-        if not Path(entry["path"]).is_absolute():
-            entry["path"] = str((path.parent / entry["path"]).resolve())
+        name = entry.get("name")
+        entry["path"] = (paths or {}).get(name, entry.get("path"))
+        entry["options"] = {k: v for k, v in {**entry.get("options", {}), **(options or {}).get(name, {})}.items()
+                            if v not in ("", None)}  # an empty value in a recipe means "not set"
+        if not entry["path"]:
+            missing.append(name)
+            continue
+        entry["path"] = _resolve(path.parent, entry["path"])
+        if entry["options"].get("image_root"):
+            entry["options"]["image_root"] = _resolve(path.parent, entry["options"]["image_root"])
         sources.append(SourceConfig(**entry))
+    if missing and not skip_missing:
+        raise ValueError(f"{path}: sources {missing} have no path; fill them in (for example "
+                         f"--path {missing[0]}=/data/...) or skip them with --skip-missing")
+    for name in missing:
+        logger.warning("mixture %s: source %s has no path and is skipped", raw.get("name", path.stem), name)
     return MixtureConfig(sources=tuple(sources), **raw)
+
+
+def _resolve(base: Path, value: str) -> str:
+    return value if Path(value).is_absolute() else str((base / value).resolve())
 
 
 def plan_counts(config: MixtureConfig, available: dict[str, int]) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """Hugging Face preference datasets on disk: a `save_to_disk` folder, or Parquet files.
 
-Two published layouts:
-- RLAIF-V (openbmb/RLAIF-V-Dataset): `image` (`{bytes, path}`; a null `bytes` means the
+Two published layouts (Parquet, or JSONL where a set publishes its annotations that way):
+- RLAIF-V (openbmb/RLAIF-V-Dataset), also MMPR's layout: `image` (`{bytes, path}`; a null `bytes` means the
   file at `path` under the image root), `question`, `chosen`, `rejected` strings.
 - UltraFeedback binarized (HuggingFaceH4/ultrafeedback_binarized): `prompt`, `chosen` /
   `rejected` as whole conversations (the response is the last assistant message),
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mrm_ray.data.quarantine import BadRecord, Rejected
-from mrm_ray.data.readers.base import expand_files, guarded, image_bytes, iter_parquet_rows
+from mrm_ray.data.readers.base import expand_files, guarded, image_bytes, iter_table_records
 from mrm_ray.data.readers.ultrafeedback import score
 from mrm_ray.data.schema import canonical_pair
 
@@ -42,8 +42,8 @@ def _saved_rows(path: Path, split: str) -> Iterator[tuple[str, dict]]:
         yield f"{where}:{i}", row
 
 
-def _parquet_files(path: Path, split: str) -> list[Path]:
-    files = expand_files(path, ("*.parquet",))
+def _table_files(path: Path, split: str) -> list[Path]:
+    files = expand_files(path, ("*.parquet", "*.jsonl"))
     if path.is_file():
         return files
     named = [f for f in files if f.stem == split or f.stem.startswith(f"{split}-")
@@ -56,8 +56,8 @@ def _rows(path: str | Path, split: str, name: str) -> Iterator[tuple[str, dict |
     if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
         yield from _saved_rows(path, split)
         return
-    for file in _parquet_files(path, split):
-        yield from iter_parquet_rows(file, name)
+    for file in _table_files(path, split):
+        yield from iter_table_records(file, name)
 
 
 def _read(path: str | Path, *, source: str | None, split: str,

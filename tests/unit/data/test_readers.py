@@ -390,9 +390,9 @@ def test_ultrafeedback_ultra_hard_widest_gap(tmp_path, fmt):
 
 def test_registry_names_and_unknown_reader():
     assert set(READERS) == {"chat_messages", "sharegpt", "trl", "mm_rlhf_rewardbench", "vl_rewardbench",
-                            "hf_rlaif_v", "hf_ultrafeedback_binarized", "ultrafeedback_ultra_hard"}
+                            "hf_rlaif_v", "hf_ultrafeedback_binarized", "ultrafeedback_ultra_hard", "canonical"}
     assert get_reader("trl") is read_trl and get_reader("vl_rewardbench") is read_vl_rewardbench
-    with pytest.raises(ValueError, match="unknown reader 'sharegtp'; known readers: chat_messages, hf_rlaif_v"):
+    with pytest.raises(ValueError, match="unknown reader 'sharegtp'; known readers: canonical, chat_messages"):
         get_reader("sharegtp")
 
 

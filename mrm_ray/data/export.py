@@ -1,0 +1,53 @@
+"""Write a prepared mixture as Parquet shards for reuse, atomically, with its summary.
+
+    OUT/train/*.parquet, OUT/held_out/*.parquet, OUT/summary.json
+
+Canonical shards (the default) hold the checked pairs with their images as encoded bytes
+and read back with the `canonical` reader; `encoded=True` writes the model-ready columns
+(token ids, pixel values) instead, for jobs that want to skip preprocessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mrm_ray.config import to_dict
+from mrm_ray.data.schema import PAIR_SCHEMA
+
+
+def write_prepared(prepared, out_dir: str | Path, *, mixture=None, encoded: bool = False,
+                   concurrency: int = 1) -> Path:
+    out = Path(out_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for split, dataset in (("train", prepared.train), ("held_out", prepared.held_out)):
+            data = (prepared.encode(dataset, concurrency=concurrency) if encoded
+                    else dataset.select_columns(PAIR_SCHEMA.names))
+            data.write_parquet(str(tmp / split))
+        summary = {
+            "format": "encoded" if encoded else "canonical",
+            "counts": prepared.counts,
+            "quarantine": prepared.quarantine_summary,
+            "quarantine_file": str(prepared.quarantine_path) if prepared.quarantine_path else None,
+            "data_config": to_dict(prepared.data_config),
+            "processor": prepared.processor_path,
+            "mixture": dataclasses.asdict(mixture) if mixture is not None else None,
+        }
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

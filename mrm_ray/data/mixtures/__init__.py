@@ -1,0 +1,1 @@
+"""Named mixtures shipped with mrm-ray (YAML files loadable by name)."""
