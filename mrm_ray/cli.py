@@ -111,8 +111,6 @@ def _prepare(args: argparse.Namespace):
 
 
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from mrm_ray.data.report import format_report, mixture_stats
 
     # inspect reports however many records are bad; `prepare` and training enforce the limit

@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from mrm_ray.atomic import atomic_dir
 from mrm_ray.config import to_dict
 from mrm_ray.data.schema import PAIR_SCHEMA
 
 
 def write_prepared(prepared, out_dir: str | Path, *, mixture=None, encoded: bool = False,
                    concurrency: int = 1) -> Path:
-    out = Path(out_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         for split, dataset in (("train", prepared.train), ("held_out", prepared.held_out)):
             data = (prepared.encode(dataset, concurrency=concurrency) if encoded
                     else dataset.select_columns(PAIR_SCHEMA.names))
@@ -40,14 +35,4 @@ def write_prepared(prepared, out_dir: str | Path, *, mixture=None, encoded: bool
             "mixture": dataclasses.asdict(mixture) if mixture is not None else None,
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir).resolve()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from mrm_ray.atomic import atomic_file
 
 QUARANTINE_FILE = "quarantine.jsonl"
 DEFAULT_MAX_BAD_FRACTION = 0.01
@@ -60,18 +61,10 @@ def summarize(rejected: Iterable[Rejected]) -> dict[str, dict[str, int]]:
 
 def write_quarantine(rejected: Iterable[Rejected], run_dir: str | os.PathLike) -> Path:
     """Write all entries to `run_dir/quarantine.jsonl` atomically; return its path."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / QUARANTINE_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{QUARANTINE_FILE}.", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in rejected:
-                f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    target = Path(run_dir) / QUARANTINE_FILE
+    with atomic_file(target) as f:
+        for r in rejected:
+            f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
     return target
 
 

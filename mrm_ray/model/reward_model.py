@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mrm_ray.atomic import atomic_dir
 from mrm_ray.config import HeadConfig, head_from_dict, to_dict
 from mrm_ray.model.head import RewardHead
 from mrm_ray.model.pairing import SEG_CHOSEN, SEG_PROMPT, SEG_REJECTED, last_index, packed_attention_mask
@@ -80,10 +79,7 @@ class RewardModel(nn.Module):
         """Write the reward checkpoint atomically (temp dir, then rename)."""
         from safetensors.torch import save_file
 
-        out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_dir(out_dir) as tmp:
             self.backbone.save_pretrained(tmp, safe_serialization=True)
             head_state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
             save_file(head_state, tmp / HEAD_WEIGHTS, metadata={"format": "pt"})
@@ -100,17 +96,7 @@ class RewardModel(nn.Module):
                                "mrm_ray_version": _version()},
             }
             (tmp / REWARD_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            if out.exists():
-                old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                os.replace(out, old)
-                os.replace(tmp, out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out
+        return Path(out_dir).resolve()
 
     # -------------------------------------------------------------------------- forward
     @property

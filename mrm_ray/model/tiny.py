@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
+
+from mrm_ray.atomic import atomic_dir
 
 # Qwen2.5-VL's special tokens, in the order the real tokenizer numbers them.
 SPECIAL_TOKENS = (
@@ -198,10 +198,7 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, text_hid
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         tokenizer = train_tokenizer(seed)
         config = tiny_config(tokenizer, text_hidden=text_hidden, vision_hidden=vision_hidden)
         torch.manual_seed(seed)
@@ -211,10 +208,4 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, text_hid
         (tmp / "chat_template.jinja").write_text(CHAT_TEMPLATE)
         (tmp / "preprocessor_config.json").write_text(
             json.dumps(image_processor_config(), indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir).resolve()

@@ -50,6 +50,17 @@ def guarded(build: Callable[[], dict], *, source: str, position: str, record_id:
         return Rejected(source, position, f"bad record: {exc}", None if record_id is None else str(record_id))
 
 
+def build_each(records: Iterator[tuple[str, dict | Rejected]], build: Callable[[dict, str], dict], *,
+               source: str, id_keys: tuple[str, ...] = ("id",)) -> Iterator[dict | Rejected]:
+    """(position, row) pairs -> canonical pairs via `build(row, position)`; read errors pass through."""
+    for position, row in records:
+        if isinstance(row, Rejected):
+            yield row
+            continue
+        record_id = next((row[k] for k in id_keys if row.get(k) is not None), None)
+        yield guarded(lambda: build(row, position), source=source, position=position, record_id=record_id)
+
+
 def iter_json_lines(path: Path, source: str) -> Iterator[tuple[str, dict | Rejected]]:
     """(position, parsed object) per non-blank line; malformed lines become `Rejected`."""
     with path.open("rb") as f:

@@ -10,18 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mrm_ray.data.quarantine import Rejected
-from mrm_ray.data.readers.base import expand_files, guarded, iter_parquet_rows
+from mrm_ray.data.readers.base import build_each, expand_files, iter_parquet_rows
 from mrm_ray.data.schema import canonical_pair
 
 
 def read_canonical(path: str | Path, *, source: str | None = None) -> Iterator[dict | Rejected]:
     for file in expand_files(path, ("*.parquet",)):
-        for position, row in iter_parquet_rows(file, source or "canonical"):
-            if isinstance(row, Rejected):
-                yield row
-                continue
-            name = source or row.get("source") or "canonical"
-            yield guarded(lambda: canonical_pair(
-                id=row["id"], source=name, position=row.get("position") or position, prompt=row["prompt"],
-                images=row.get("images") or [], chosen=row["chosen"], rejected=row["rejected"],
-                margin=row.get("margin")), source=name, position=position, record_id=row.get("id"))
+        yield from build_each(iter_parquet_rows(file, source or "canonical"), source=source or "canonical",
+                              build=lambda row, pos: canonical_pair(
+                                  id=row["id"], source=source or row.get("source") or "canonical",
+                                  position=row.get("position") or pos, prompt=row["prompt"],
+                                  images=row.get("images") or [], chosen=row["chosen"], rejected=row["rejected"],
+                                  margin=row.get("margin")))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mrm_ray.data.quarantine import BadRecord, Rejected
-from mrm_ray.data.readers.base import expand_files, guarded, image_bytes, iter_table_records
+from mrm_ray.data.readers.base import build_each, expand_files, image_bytes, iter_table_records
 from mrm_ray.data.readers.ultrafeedback import score
 from mrm_ray.data.schema import canonical_pair
 
@@ -63,12 +63,8 @@ def _rows(path: str | Path, split: str, name: str) -> Iterator[tuple[str, dict |
 def _read(path: str | Path, *, source: str | None, split: str,
           build: Callable[[dict, str, str], dict]) -> Iterator[dict | Rejected]:
     name = source or Path(path).stem
-    for position, row in _rows(path, split, name):
-        if isinstance(row, Rejected):
-            yield row
-            continue
-        yield guarded(lambda: build(row, name, position), source=name, position=position,
-                      record_id=row.get("id", row.get("prompt_id")))
+    yield from build_each(_rows(path, split, name), source=name, id_keys=("id", "prompt_id"),
+                          build=lambda row, pos: build(row, name, pos))
 
 
 def read_hf_rlaif_v(path: str | Path, *, source: str | None = None, split: str = "train",

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mrm_ray.data.quarantine import BadRecord, Rejected
-from mrm_ray.data.readers.base import expand_files, guarded, iter_json_records, read_image_file
+from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records, read_image_file
 from mrm_ray.data.schema import canonical_pair
 
 ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -62,9 +62,5 @@ def read_sharegpt(path: str | Path, *, source: str | None = None,
     for file in expand_files(path, ("*.json", "*.jsonl")):
         root = Path(image_root) if image_root else file.parent
         name = source or file.stem
-        for position, row in iter_json_records(file, name):
-            if isinstance(row, Rejected):
-                yield row
-                continue
-            yield guarded(lambda: _pair(row, root=root, source=name, position=position),
-                          source=name, position=position, record_id=row.get("id"))
+        yield from build_each(iter_json_records(file, name), source=name,
+                              build=lambda row, pos: _pair(row, root=root, source=name, position=pos))

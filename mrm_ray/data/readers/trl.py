@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mrm_ray.data.quarantine import BadRecord, Rejected
-from mrm_ray.data.readers.base import drop_nulls, expand_files, guarded, image_bytes, iter_table_records
+from mrm_ray.data.readers.base import build_each, drop_nulls, expand_files, image_bytes, iter_table_records
 from mrm_ray.data.schema import canonical_pair
 
 def _split_implicit(chosen: Any, rejected: Any) -> tuple[list, Any, Any]:
@@ -41,9 +41,5 @@ def read_trl(path: str | Path, *, source: str | None = None,
     for file in expand_files(path, ("*.parquet", "*.jsonl")):
         root = Path(image_root) if image_root else file.parent
         name = source or file.stem
-        for position, row in iter_table_records(file, name):
-            if isinstance(row, Rejected):
-                yield row
-                continue
-            yield guarded(lambda: _pair(row, root=root, source=name, position=position),
-                          source=name, position=position, record_id=row.get("id"))
+        yield from build_each(iter_table_records(file, name), source=name,
+                              build=lambda row, pos: _pair(row, root=root, source=name, position=pos))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mrm_ray.data.quarantine import BadRecord, Rejected
-from mrm_ray.data.readers.base import expand_files, guarded, iter_table_records
+from mrm_ray.data.readers.base import build_each, expand_files, iter_table_records
 from mrm_ray.data.schema import canonical_pair
 
 
@@ -48,9 +48,5 @@ def read_ultrafeedback_ultra_hard(path: str | Path, *, source: str | None = None
                                   margin_from_scores: bool = False) -> Iterator[dict | Rejected]:
     for file in expand_files(path, ("*.parquet", "*.jsonl")):
         name = source or file.stem
-        for position, row in iter_table_records(file, name):
-            if isinstance(row, Rejected):
-                yield row
-                continue
-            yield guarded(lambda: _pair(row, source=name, position=position, margin_from_scores=margin_from_scores),
-                          source=name, position=position, record_id=row.get("id"))
+        yield from build_each(iter_table_records(file, name), source=name, build=lambda row, pos: _pair(
+            row, source=name, position=pos, margin_from_scores=margin_from_scores))
