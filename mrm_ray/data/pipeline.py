@@ -88,13 +88,13 @@ class CheckPairs:
         patches = self.processor.image_processor.get_number_of_image_patches(height, width, {})
         return patches // self.merge**2
 
-    def _text_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def _ids(self, text: str) -> np.ndarray:
+        return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
 
     def check(self, row: dict) -> dict:
         from mrm_ray.data.encode import END_OF_TURN
         from mrm_ray.data.images import check_image
-        from mrm_ray.data.truncation import fit_pair
+        from mrm_ray.data.truncation import cut_response, fit_pair
 
         images, sizes = [], []
         for data in row["images"]:
@@ -103,12 +103,13 @@ class CheckPairs:
             sizes.append([width, height])
         text = self.processor.apply_chat_template(to_chat_messages(row["prompt"]), add_generation_prompt=True,
                                                   tokenize=False)
-        prompt = self._text_tokens(text) + sum(self._image_tokens(w, h) - 1 for w, h in sizes)
-        chosen = self._text_tokens(row["chosen"] + END_OF_TURN)
-        rejected = self._text_tokens(row["rejected"] + END_OF_TURN)
-        fit_pair(prompt, chosen, rejected, self.config)
-        return {"images": images, "image_sizes": sizes, "prompt_tokens": prompt, "chosen_tokens": chosen,
-                "rejected_tokens": rejected}
+        prompt = len(self._ids(text)) + sum(self._image_tokens(w, h) - 1 for w, h in sizes)
+        chosen, rejected = self._ids(row["chosen"] + END_OF_TURN), self._ids(row["rejected"] + END_OF_TURN)
+        keep_c, keep_r = fit_pair(prompt, len(chosen), len(rejected), self.config)
+        if np.array_equal(cut_response(chosen, keep_c), cut_response(rejected, keep_r)):
+            raise BadRecord(f"identical after truncation: both responses keep the same first {keep_c - 1} tokens")
+        return {"images": images, "image_sizes": sizes, "prompt_tokens": prompt, "chosen_tokens": len(chosen),
+                "rejected_tokens": len(rejected)}
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = table.to_pylist()

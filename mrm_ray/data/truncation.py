@@ -1,11 +1,12 @@
 """The truncation policy, one pure function used both when checking and when encoding.
 
-Prompts are never cut (cutting one can split an image's tokens or drop the question);
-a prompt over `max_prompt_tokens` is quarantined. Each response is cut from its end to
+Prompts are never cut (cutting one can split an image's tokens or drop the question):
+a prompt over `max_prompt_tokens` makes the pair unfit, and it is quarantined rather than
+trimmed into a different pair. Each response is cut from its end to
 `max_response_tokens`, keeping the closing `<|im_end|>` the reward is read at; if the
-packed row still exceeds `max_length`, the longer response is cut first, never below
-`min_response_tokens`. A pair that cannot fit is quarantined, not trimmed into a
-different pair.
+packed row still exceeds `max_length`, the longer response is cut first. `DataConfig`
+guarantees `max_prompt_tokens + 2 * min_response_tokens <= max_length`, so every prompt
+that passes fits without cutting a response below `min_response_tokens`.
 """
 
 from __future__ import annotations
@@ -22,18 +23,14 @@ def fit_pair(prompt: int, chosen: int, rejected: int, config: DataConfig) -> tup
         raise BadRecord(f"prompt too long: {prompt} tokens > max_prompt_tokens {config.max_prompt_tokens}")
     keep_c, keep_r = min(chosen, config.max_response_tokens), min(rejected, config.max_response_tokens)
     over = prompt + keep_c + keep_r - config.max_length
-    while over > 0:
-        longer = max(keep_c, keep_r)
-        if longer <= config.min_response_tokens:
-            raise BadRecord(f"pair too long: {prompt}+{chosen}+{rejected} tokens cannot fit max_length "
-                            f"{config.max_length} without cutting a response below {config.min_response_tokens}")
-        shorter = min(keep_c, keep_r)
-        cut = min(over, longer - max(shorter, config.min_response_tokens)) or 1
+    while over > 0:  # cut the longer response down toward the shorter one (or the floor)
         if keep_c >= keep_r:
-            keep_c -= cut
+            step = min(over, max(1, keep_c - max(keep_r, config.min_response_tokens)))
+            keep_c -= step
         else:
-            keep_r -= cut
-        over -= cut
+            step = min(over, max(1, keep_r - max(keep_c, config.min_response_tokens)))
+            keep_r -= step
+        over -= step
     return keep_c, keep_r
 
 

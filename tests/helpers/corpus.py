@@ -23,6 +23,7 @@ BAD_KINDS = {
     "image too small": 1,  # 1x1
     "image too large": 1,
     "prompt too long": 1,
+    "identical after truncation": 1,  # differs only past max_response_tokens
 }
 MODE_KINDS = 4
 
@@ -74,6 +75,7 @@ def write_corpus(root: Path, *, n_image: int = 40, n_text: int = 20, seed: int =
     lines.append(json.dumps(_row("bad-empty", None, "Question?", "", "Answer.")))
     lines.append(json.dumps(_row("bad-same", None, "Question?", "Same answer.", "Same answer.")))
     lines.append(json.dumps(_row("bad-long", None, "word " * 3000, "Yes.", "No.")))
+    lines.append(json.dumps(_row("bad-cut", None, "Question?", "word " * 80 + "yes.", "word " * 80 + "no.")))
     order = np.random.default_rng(seed + 1).permutation(len(lines))  # bad records among good ones
     image_file = root / "image_pairs.jsonl"
     image_file.write_text("\n".join(lines[i] for i in order) + "\n")

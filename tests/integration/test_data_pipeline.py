@@ -54,7 +54,7 @@ def test_convert_policy_keeps_mode_images(ray_cluster, corpus, tiny_checkpoint):
 
 def test_default_threshold_stops_with_a_clear_message(ray_cluster, corpus, tiny_checkpoint, tmp_path):
     config = DataConfig(**{**CONFIG.__dict__, "max_bad_fraction": 0.01})
-    with pytest.raises(TooManyBadRecords, match=r"14 of 74 records \(18.92%\) .* quarantine"):
+    with pytest.raises(TooManyBadRecords, match=r"15 of 75 records \(20.00%\) .* quarantine"):
         prepare_mixture(_mixture(corpus), processor_path=tiny_checkpoint, data_config=config, run_dir=tmp_path)
     assert (tmp_path / "quarantine.jsonl").is_file()  # written before stopping, for the user to read
 
