@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 ACTIVATIONS = ("silu", "tanh", "relu", "none")
+TINY_MODEL = "tiny"  # model.path value: build (once) and use the tiny random checkpoint
 PAIR_FORWARDS = ("packed", "two_sequence")
 
 
@@ -128,3 +130,135 @@ def parse_overrides(items: list[str]) -> dict:
             raise ValueError(f"override {item!r} must look like key=value")
         out[key.strip()] = yaml.safe_load(value)
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoraConfig:
+    """LoRA adapters on the language model (peft); the reward head is always fully trained."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Ray Train scaling and the DeepSpeed optimisation recipe (BaseReward's defaults)."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    resources_per_worker: dict = field(default_factory=dict)  # e.g. {"accelerator_type:H100": 0.001}
+    zero_stage: int = 2  # 0 | 2 | 3
+    offload_optimizer: bool = False
+    offload_params: bool = False  # ZeRO-3 only
+    micro_batch_size: int = 1  # pairs per worker per forward
+    global_batch_size: int = 128  # pairs per optimizer step (accumulation fills the gap)
+    learning_rate: float = 3e-6
+    head_learning_rate: float | None = None  # None = learning_rate
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.0
+    epochs: float = 1.0
+    max_steps: int | None = None  # optimizer steps; None = epochs
+    max_grad_norm: float = 1.0
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = False
+    lora: LoraConfig | None = None
+    eval_every: int = 50  # optimizer steps between held-out evaluations (and checkpoints)
+    keep_checkpoints: int = 2  # best K by held-out accuracy
+    max_failures: int = 0  # workers replaced this many times before the run fails
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"train.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("train.offload_params needs zero_stage 3")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.global_batch_size % (self.micro_batch_size * self.num_workers):
+            raise ValueError(f"train.global_batch_size {self.global_batch_size} must be a multiple of "
+                             f"micro_batch_size x num_workers = {self.micro_batch_size * self.num_workers}")
+
+    @property
+    def accumulation_steps(self) -> int:
+        return self.global_batch_size // (self.micro_batch_size * self.num_workers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyntheticConfig:
+    """Generated image-grounded pairs: the data when no mixture is given (nothing to download)."""
+
+    pairs: int = 512
+    task: str = "colour"
+    seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything one training run needs; saved with every checkpoint it makes."""
+
+    name: str = "tiny"
+    output_dir: str = "runs"  # run directory: {output_dir}/{name}
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mixture: str | None = None  # a mixture YAML or shipped name; None = synthetic pairs
+    mixture_paths: dict = field(default_factory=dict)  # source name -> path overrides
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    held_out_fraction: float = 0.1  # for synthetic data (a mixture sets its own)
+    preprocess_workers: int = 1  # Ray Data actors checking and encoding pairs
+    preprocess_cpus: float = 1.0  # CPUs each of them holds
+    cache_encoded: bool = False  # encode once and keep it in the object store (small sets only)
+
+
+_NESTED = {
+    (RunConfig, "model"): ModelConfig, (RunConfig, "loss"): LossConfig, (RunConfig, "data"): DataConfig,
+    (RunConfig, "train"): TrainConfig, (RunConfig, "synthetic"): SyntheticConfig, (ModelConfig, "head"): HeadConfig,
+    (TrainConfig, "lora"): LoraConfig,
+}
+
+
+def build(cls, data: dict | None):
+    """A nested config from a plain dict (YAML, or a Ray worker's config), refusing unknown keys."""
+    data = dict(data or {})
+    for (owner, name), sub in _NESTED.items():
+        if owner is cls and isinstance(data.get(name), dict):
+            data[name] = build(sub, data[name])
+    if cls is LoraConfig and "target_modules" in data:
+        data["target_modules"] = tuple(data["target_modules"])
+    return from_dict(cls, data)
+
+
+def set_path(data: dict, dotted: str, value) -> None:
+    """data["a"]["b"] = value for "a.b"."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        if node.get(key) is None:
+            node[key] = {}
+        if not isinstance(node[key], dict):
+            raise ValueError(f"override {dotted!r}: {key!r} is not a section")
+        node = node[key]
+    node[leaf] = value
+
+
+def load_run_config(path: str | None, overrides: list[str] = ()) -> RunConfig:
+    """RunConfig from a YAML file plus `a.b=c` overrides (values read as YAML scalars)."""
+    import yaml
+
+    data = yaml.safe_load(open(path)) if path else {}
+    for key, value in parse_overrides(list(overrides)).items():
+        set_path(data, key, value)
+    run = build(RunConfig, data)
+    # Ray workers and `ray job submit` drivers run in other directories: make paths absolute
+    output_dir = str(Path(run.output_dir).expanduser().resolve())
+    model_path = run.model.path
+    if model_path != TINY_MODEL:
+        model_path = str(Path(model_path).expanduser().resolve())
+    return dataclasses.replace(run, output_dir=output_dir, model=dataclasses.replace(run.model, path=model_path))

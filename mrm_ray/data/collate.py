@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from mrm_ray.model.pairing import collate_packed, collate_two_sequence
 
@@ -23,16 +24,24 @@ def rows_from_columns(batch: dict[str, np.ndarray]) -> list[dict]:
 
 
 class PairCollate:
-    """Picklable collate_fn building packed (default) or two-sequence batches on the worker."""
+    """Picklable collate_fn building packed (default) or two-sequence batches on the worker.
 
-    def __init__(self, *, pad_token_id: int, packed: bool = True, padding_side: str = "right") -> None:
+    With `sources`, the batch also carries `source_index` (B,) for per-source metrics.
+    """
+
+    def __init__(self, *, pad_token_id: int, packed: bool = True, padding_side: str = "right",
+                 sources: list[str] | None = None) -> None:
         self.pad_token_id = pad_token_id
         self.packed = packed
         self.padding_side = padding_side
+        self.sources = list(sources or [])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
         collate = collate_packed if self.packed else collate_two_sequence
-        return collate(rows_from_columns(batch), pad_token_id=self.pad_token_id, padding_side=self.padding_side)
+        out = collate(rows_from_columns(batch), pad_token_id=self.pad_token_id, padding_side=self.padding_side)
+        if self.sources:
+            out["source_index"] = torch.tensor([self.sources.index(str(s)) for s in batch["source"]])
+        return out
 
 
 def steps_per_epoch(n_rows: int, *, world_size: int, batch_size: int) -> int:

@@ -182,12 +182,13 @@ class PreparedData:
     processor_path: str = ""
     data_config: DataConfig = field(default_factory=DataConfig)
 
-    def encode(self, dataset, *, concurrency: int | tuple[int, int] = 1, batch_size: int = 16):
+    def encode(self, dataset, *, concurrency: int | tuple[int, int] = 1, batch_size: int = 16,
+               num_cpus: float = 1.0):
         """Lazily encode canonical rows into model-ready rows (one processor per actor)."""
         return dataset.map_batches(
             EncodePairs, fn_constructor_kwargs={"processor_path": self.processor_path,
                                                 "data_config": to_dict(self.data_config)},
-            batch_size=batch_size, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=1)
+            batch_size=batch_size, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=num_cpus)
 
 
 def _actors(concurrency: int | tuple[int, int]):
@@ -199,7 +200,7 @@ def _actors(concurrency: int | tuple[int, int]):
     return ray.data.ActorPoolStrategy(size=concurrency)
 
 
-def _checked(mixture: MixtureConfig, processor_path: str, config: DataConfig, concurrency):
+def _checked(mixture: MixtureConfig, processor_path: str, config: DataConfig, concurrency, num_cpus: float):
     import ray
 
     tasks = [{"name": s.name, "reader": s.reader, "path": s.path, "options": json.dumps(s.options)}
@@ -208,7 +209,7 @@ def _checked(mixture: MixtureConfig, processor_path: str, config: DataConfig, co
             .map_batches(read_source_batch, batch_size=1, batch_format="numpy")
             .map_batches(CheckPairs, fn_constructor_kwargs={"processor_path": processor_path,
                                                             "data_config": to_dict(config)},
-                         batch_size=32, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=1)
+                         batch_size=32, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=num_cpus)
             .materialize())
 
 
@@ -233,11 +234,12 @@ def _held_out_flag(table: pa.Table, *, fraction: float, seed: int) -> pa.Table:
 
 
 def prepare_mixture(mixture: MixtureConfig, *, processor_path: str | Path, data_config: DataConfig = DataConfig(),
-                    run_dir: str | Path | None = None, concurrency: int | tuple[int, int] = 1) -> PreparedData:
+                    run_dir: str | Path | None = None, concurrency: int | tuple[int, int] = 1,
+                    num_cpus: float = 1.0) -> PreparedData:
     """Read, check, quarantine, mix and split; raises TooManyBadRecords past the threshold."""
     from ray.data.expressions import col
 
-    checked = _checked(mixture, str(processor_path), data_config, concurrency)
+    checked = _checked(mixture, str(processor_path), data_config, concurrency, num_cpus)
     rejected = [Rejected(r["source"], r["position"], r["reject_reason"], r["id"], r["reject_stage"])
                 for r in checked.filter(expr=col("reject_reason").is_not_null())
                 .select_columns(["source", "position", "reject_reason", "id", "reject_stage"]).take_all()]

@@ -119,10 +119,17 @@ class RewardModel(nn.Module):
                             pixel_values=pixel_values, image_grid_thw=image_grid_thw, use_cache=False)
         return out.last_hidden_state
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                mm_token_type_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-                image_grid_thw: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
-        """Padded sequences (B, L), either padding side -> rewards (B,) at each last real token."""
+    def forward(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
+                image_grid_thw: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
+                **_: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Padded sequences (B, L), either padding side -> rewards (B,) at each last real token;
+        packed pair rows (with `segment_ids`) -> (chosen (B,), rejected (B,)).
+
+        One entry point for both, so a DeepSpeed engine wrapping the model runs either.
+        """
+        if segment_ids is not None:
+            return self.forward_packed(input_ids, segment_ids, mm_token_type_ids, pixel_values, image_grid_thw)
         keep = attention_mask.bool()
         positions = self._positions(input_ids, mm_token_type_ids, image_grid_thw, keep)
         hidden = self._hidden(input_ids, attention_mask, positions, pixel_values, image_grid_thw)
@@ -147,11 +154,11 @@ class RewardModel(nn.Module):
 
     def forward_pairs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen, rejected) rewards for a `collate_packed` or `collate_two_sequence` batch."""
-        if "segment_ids" in batch:
-            return self.forward_packed(**batch)
-        rewards = self.forward(**batch)
-        half = len(rewards) // 2
-        return rewards[:half], rewards[half:]
+        out = self(**batch)
+        if isinstance(out, tuple):
+            return out
+        half = len(out) // 2
+        return out[:half], out[half:]
 
 
 def _version() -> str:

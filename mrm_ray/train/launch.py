@@ -1,0 +1,146 @@
+"""Driver side of a training run: data, the TorchTrainer, and the exported reward model.
+
+    prepare_data(run)      mixture (or generated pairs) -> checked, mixed, split Ray Datasets
+    build_trainer(run, d)  TorchTrainer(ScalingConfig, RunConfig(Checkpoint/FailureConfig))
+    run_training(run)      fit, then export the best checkpoint as a reward checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mrm_ray.config import RunConfig, to_dict
+
+EXPORT_DIR = "reward_model"
+
+
+@dataclass
+class TrainingSummary:
+    run_dir: Path
+    checkpoint: Path  # the exported reward checkpoint
+    held_out_accuracy: float
+    step: int
+    counts: dict
+
+
+def run_dir(run: RunConfig) -> Path:
+    return (Path(run.output_dir) / run.name).resolve()
+
+
+def write_synthetic_source(out_dir: Path, *, pairs: int, task: str, seed: int) -> Path:
+    """Generated image-grounded pairs as a chat-message JSONL with image files beside it."""
+    from mrm_ray.atomic import atomic_dir
+    from mrm_ray.data.synthetic import image_grounded_pairs
+
+    target = out_dir / f"{task}-{pairs}-{seed}"
+    if (target / "pairs.jsonl").is_file():
+        return target / "pairs.jsonl"
+    with atomic_dir(target) as tmp:
+        (tmp / "image").mkdir()
+        lines = []
+        for i, pair in enumerate(image_grounded_pairs(pairs, seed=seed, task=task)):
+            (tmp / "image" / f"{i}.png").write_bytes(pair["images"][0])
+            lines.append(json.dumps({
+                "id": pair["id"], "chosen": pair["chosen"], "rejected": pair["rejected"],
+                "prompt": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"{i}.png"}},
+                                                        {"type": "text", "text": pair["prompt"]}]}]}))
+        (tmp / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    return target / "pairs.jsonl"
+
+
+def prepare_data(run: RunConfig):
+    from mrm_ray.data.mixture import MixtureConfig, SourceConfig, load_mixture
+    from mrm_ray.data.pipeline import prepare_mixture
+
+    out = run_dir(run)
+    if run.mixture:
+        mixture = load_mixture(run.mixture, paths=run.mixture_paths)
+    else:
+        s = run.synthetic
+        path = write_synthetic_source(out.parent / "synthetic", pairs=s.pairs, task=s.task, seed=s.seed)
+        mixture = MixtureConfig(name=f"synthetic-{s.task}", held_out_fraction=run.held_out_fraction, seed=s.seed,
+                                sources=(SourceConfig(name=f"synthetic-{s.task}", reader="chat_messages",
+                                                      path=str(path)),))
+    return prepare_mixture(mixture, processor_path=run.model.path, data_config=run.data, run_dir=out,
+                           concurrency=run.preprocess_workers, num_cpus=run.preprocess_cpus)
+
+
+def build_trainer(run: RunConfig, data):
+    """The TorchTrainer for a run; the worker loop gets only plain data."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from mrm_ray.data.collate import steps_per_epoch
+    from mrm_ray.model.processor import load_processor
+    from mrm_ray.train.loop import train_loop_per_worker
+
+    t = run.train
+    n_train, n_held = data.train.count(), data.held_out.count()
+    micro = steps_per_epoch(n_train, world_size=t.num_workers, batch_size=t.micro_batch_size)
+    if micro < t.accumulation_steps:
+        raise ValueError(f"{n_train} training pairs give {micro} micro-batches per worker per epoch, fewer than "
+                         f"one optimizer step ({t.accumulation_steps}); lower train.global_batch_size")
+    held_steps = steps_per_epoch(n_held, world_size=t.num_workers, batch_size=t.micro_batch_size)
+    if held_steps == 0:
+        raise ValueError(f"the held-out split has {n_held} pairs, fewer than one batch per worker; "
+                         "raise held_out_fraction")
+    resources = {"CPU": t.cpus_per_worker, **t.resources_per_worker}
+    config = {
+        "run": to_dict(run),
+        "micro_steps_per_epoch": micro,
+        "held_out_steps": held_steps,
+        "pad_token_id": load_processor(run.model.path).tokenizer.pad_token_id,
+        "sources": sorted(data.counts),
+    }
+    encoded = {split: data.encode(ds, concurrency=run.preprocess_workers, num_cpus=run.preprocess_cpus)
+               for split, ds in (("train", data.train), ("held_out", data.held_out))}
+    if run.cache_encoded:
+        encoded = {split: ds.materialize() for split, ds in encoded.items()}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
+                                               resources_per_worker=resources),
+        datasets=encoded,
+        run_config=ray.train.RunConfig(
+            name=run.name, storage_path=str(run_dir(run).parent / "ray_results"),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=t.keep_checkpoints, checkpoint_score_attribute="held_out_accuracy",
+                checkpoint_score_order="max"),
+            failure_config=ray.train.FailureConfig(max_failures=t.max_failures)),
+    )
+
+
+def resolve_model(run: RunConfig) -> RunConfig:
+    """`model.path: tiny` -> the tiny random checkpoint, built once beside the runs."""
+    from dataclasses import replace
+
+    from mrm_ray.config import TINY_MODEL
+    from mrm_ray.model.tiny import build_tiny_checkpoint
+
+    if run.model.path != TINY_MODEL:
+        return run
+    path = run_dir(run).parent / "tiny-qwen2.5-vl"
+    if not (path / "config.json").is_file():
+        build_tiny_checkpoint(path, seed=0)
+    return replace(run, model=replace(run.model, path=str(path)))
+
+
+def run_training(run: RunConfig) -> TrainingSummary:
+    from mrm_ray.train.export import export_checkpoint
+
+    run = resolve_model(run)
+    data = prepare_data(run)
+    result = build_trainer(run, data).fit()
+    if result.error:
+        raise result.error
+    best, metrics = max(result.best_checkpoints, key=lambda cm: cm[1]["held_out_accuracy"])
+    out = export_checkpoint(best.path, run=run, metrics=metrics, out_dir=run_dir(run) / EXPORT_DIR)
+    summary = TrainingSummary(run_dir=run_dir(run), checkpoint=out, held_out_accuracy=metrics["held_out_accuracy"],
+                              step=metrics["step"], counts=data.counts)
+    (run_dir(run) / "summary.json").write_text(json.dumps({
+        "checkpoint": str(out), "held_out_accuracy": summary.held_out_accuracy, "step": summary.step,
+        "metrics": metrics, "counts": data.counts, "config": to_dict(run)}, indent=2, default=str) + "\n")
+    return summary

@@ -1,0 +1,211 @@
+"""The Ray Train worker: RewardModel under DeepSpeed ZeRO, fed by a Ray Data shard.
+
+Every worker builds the model from the run's plain config dict, wraps it with
+`deepspeed.initialize`, streams packed pair batches from `get_dataset_shard("train")`,
+evaluates on its held-out shard (summed across ranks), and reports metrics and a
+checkpoint (the DeepSpeed state of every rank, ZeRO-3 shards included) through
+`ray.train.report`. A restarted worker resumes from `ray.train.get_checkpoint()`:
+weights, optimizer, schedule, step counter and position in the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+TRAINER_STATE = "trainer_state.json"
+RUN_CONFIG = "run_config.json"
+DS_TAG = "ds"
+
+
+def split_rewards(out) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) from a packed forward (a tuple) or a two-sequence one (2B rewards)."""
+    if isinstance(out, tuple):
+        return out
+    half = len(out) // 2
+    return out[:half], out[half:]
+
+
+def build_model(run, *, ds_config: dict):
+    """RewardModel with the run's head, dtype, vision freezing, checkpointing and LoRA."""
+    from mrm_ray.model.reward_model import RewardModel
+
+    keep = None
+    if run.train.zero_stage == 3:  # from_pretrained then builds the weights already partitioned
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keep = HfDeepSpeedConfig(ds_config)  # noqa: F841 (must stay alive while the model loads)
+    dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
+    model = RewardModel.from_pretrained(run.model.path, head=run.model.head, dtype=dtype,
+                                        attn_implementation=run.model.attn_implementation)
+    if run.train.freeze_vision:
+        model.backbone.visual.requires_grad_(False)
+    if run.train.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if run.train.lora is not None:
+        model = apply_lora(model, run.train.lora)
+    return model
+
+
+def apply_lora(model, lora):
+    """LoRA adapters on the language model's projections; the head stays fully trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=r".*language_model.*\.(" + "|".join(lora.target_modules) + ")")
+    model.backbone = get_peft_model(model.backbone, config)
+    model.head.requires_grad_(True)
+    return model
+
+
+def param_groups(model, train) -> list[dict]:
+    """Backbone and head as two AdamW groups (the head may have its own learning rate)."""
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    body = [p for p in model.backbone.parameters() if p.requires_grad]
+    groups = [{"params": body, "lr": train.learning_rate, "name": "backbone"}]
+    groups.append({"params": head, "lr": train.head_learning_rate or train.learning_rate, "name": "head"})
+    return [g for g in groups if g["params"]]
+
+
+class Evaluator:
+    """Held-out pairwise accuracy, loss and reward statistics, per source, summed over ranks."""
+
+    def __init__(self, sources: list[str]) -> None:
+        self.sources = sources
+
+    @torch.no_grad()
+    def __call__(self, engine, batches, loss_config) -> dict:
+        import torch.distributed as dist
+
+        from mrm_ray.model.loss import bradley_terry_loss
+
+        # per source: pairs, correct, loss sum; overall: reward sum, reward sum of squares
+        stats = torch.zeros(len(self.sources), 3, dtype=torch.float64)
+        moments = torch.zeros(3, dtype=torch.float64)
+        engine.eval()
+        for batch in batches:
+            source = batch.pop("source_index")
+            chosen, rejected = split_rewards(engine(**batch))
+            for i, name in enumerate(self.sources):
+                sel = source == i
+                if sel.any():
+                    out = bradley_terry_loss(chosen[sel], rejected[sel], config=loss_config)
+                    n = int(sel.sum())
+                    stats[i] += torch.tensor([n, float(out.accuracy) * n, float(out.loss) * n], dtype=torch.float64)
+            both = torch.cat([chosen, rejected]).double().cpu()
+            moments += torch.stack([torch.tensor(float(len(both))), both.sum(), (both ** 2).sum()])
+        engine.train()
+        if dist.is_initialized():
+            dist.all_reduce(stats)
+            dist.all_reduce(moments)
+        total = stats.sum(0)
+        metrics = {"held_out_pairs": int(total[0]), "held_out_accuracy": float(total[1] / max(total[0], 1)),
+                   "held_out_loss": float(total[2] / max(total[0], 1))}
+        for i, name in enumerate(self.sources):
+            if stats[i, 0] > 0:
+                metrics[f"held_out_accuracy/{name}"] = float(stats[i, 1] / stats[i, 0])
+        n, s, ss = moments.tolist()
+        mean = s / max(n, 1)
+        metrics["score_mean"] = mean
+        metrics["score_std"] = math.sqrt(max(ss / max(n, 1) - mean * mean, 1e-12))
+        return metrics
+
+
+def _save(engine, run_dict: dict, state: dict, metrics: dict) -> None:
+    """Every rank writes its DeepSpeed shard; Ray Train gathers them into one checkpoint."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine.save_checkpoint(tmp, tag=DS_TAG)
+        if ray.train.get_context().get_world_rank() == 0:
+            Path(tmp, TRAINER_STATE).write_text(json.dumps(state))
+            Path(tmp, RUN_CONFIG).write_text(json.dumps(run_dict))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def train_loop_per_worker(cfg: dict) -> None:
+    """Entry point run by each Ray Train worker; `cfg` is plain data (see launch.py)."""
+    import deepspeed
+    import ray.train
+
+    from mrm_ray.config import RunConfig, build
+    from mrm_ray.data.collate import PairCollate, pair_batches
+    from mrm_ray.model.loss import bradley_terry_loss
+    from mrm_ray.train.deepspeed import build_ds_config
+    from mrm_ray.train.progress import Progress
+
+    run = build(RunConfig, cfg["run"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    on_gpu = run.train.use_gpu and torch.cuda.is_available()
+    torch.manual_seed(run.train.seed + rank)
+    micro_per_epoch = cfg["micro_steps_per_epoch"]
+    accum = run.train.accumulation_steps
+    total_steps = run.train.max_steps or max(1, math.floor(micro_per_epoch * run.train.epochs / accum))
+    ds_config = build_ds_config(run.train, total_steps=total_steps, on_gpu=on_gpu)
+    model = build_model(run, ds_config=ds_config)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, run.train),
+                                           config=ds_config, dist_init_required=False)
+    state = {"step": 0, "micro_step": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            engine.load_checkpoint(ckpt_dir, tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
+            state = json.loads(Path(ckpt_dir, TRAINER_STATE).read_text())
+    collate = PairCollate(pad_token_id=cfg["pad_token_id"], packed=run.model.pair_forward == "packed",
+                          sources=cfg["sources"])
+    evaluator = Evaluator(cfg["sources"])
+    train_shard, held_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("held_out")
+    progress = Progress(run, rank=rank, total_steps=total_steps, start_step=state["step"],
+                        pairs_per_step=run.train.global_batch_size)
+    device = engine.device
+
+    def evaluate(step: int) -> dict:
+        batches = (_to(b, device) for b in pair_batches(held_shard, steps=cfg["held_out_steps"],
+                                                         batch_size=run.train.micro_batch_size, collate=collate,
+                                                         epoch_seed=0))
+        return evaluator(engine, batches, run.loss)
+
+    engine.train()
+    window: list[dict] = []
+    while state["step"] < total_steps:
+        epoch, skip = divmod(state["micro_step"], micro_per_epoch)
+        batches = pair_batches(train_shard, steps=micro_per_epoch, batch_size=run.train.micro_batch_size,
+                               collate=collate, epoch_seed=run.data.shuffle_seed + epoch)
+        for i, batch in enumerate(batches):
+            if i < skip:  # resuming mid-epoch: these pairs were already trained on
+                continue
+            batch = _to(batch, device)
+            batch.pop("source_index")
+            chosen, rejected = split_rewards(engine(**batch))
+            out = bradley_terry_loss(chosen, rejected, config=run.loss, margin=batch.get("margin"),
+                                     chosen_lengths=batch["chosen_lengths"], rejected_lengths=batch["rejected_lengths"])
+            engine.backward(out.loss)
+            engine.step()
+            state["micro_step"] += 1
+            window.append(out.metrics())
+            if state["micro_step"] % accum:
+                continue
+            state["step"] += 1
+            step = state["step"]
+            metrics = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
+            metrics["lr"] = engine.get_lr()[0]
+            window = []
+            progress.step(step, metrics)
+            if step % run.train.eval_every == 0 or step == total_steps:
+                metrics.update(evaluate(step), step=step, epoch=epoch)
+                progress.evaluated(step, metrics)
+                _save(engine, cfg["run"], dict(state), metrics)
+            if step >= total_steps:
+                break
+    progress.close()
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
