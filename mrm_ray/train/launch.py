@@ -136,7 +136,8 @@ def run_training(run: RunConfig) -> TrainingSummary:
     result = build_trainer(run, data).fit()
     if result.error:
         raise result.error
-    best, metrics = max(result.best_checkpoints, key=lambda cm: cm[1]["held_out_accuracy"])
+    best, metrics = max(result.best_checkpoints, key=lambda cm: (cm[1]["held_out_accuracy"], cm[1]["step"]))
+    metrics = {**metrics, "checkpoint_dir": best.path}
     out = export_checkpoint(best.path, run=run, metrics=metrics, out_dir=run_dir(run) / EXPORT_DIR)
     summary = TrainingSummary(run_dir=run_dir(run), checkpoint=out, held_out_accuracy=metrics["held_out_accuracy"],
                               step=metrics["step"], counts=data.counts)

@@ -1,0 +1,75 @@
+"""A real Ray head (`ray start --head`) with the job server, on loopback, for `ray job submit` tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_env() -> dict:
+    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+            "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+
+
+class RayHead:
+    """`ray start --head --block` in its own process group, so stopping it touches no other cluster."""
+
+    def __init__(self, num_cpus: int = 2) -> None:
+        self.port, self.dashboard_port = _free_port(), _free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.process = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",
+             f"--num-cpus={num_cpus}", "--disable-usage-stats"],
+            env=ray_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            check = subprocess.run([str(BIN / "ray"), "job", "list", "--address", self.address], env=ray_env(),
+                                   capture_output=True, timeout=60)
+            if check.returncode == 0:
+                return
+            time.sleep(2)
+        self.stop()
+        raise RuntimeError("the Ray head did not start its job server within 120 s")
+
+    def submit(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+        """`ray job submit --working-dir <repo> -- python jobs/train.py ...`, waiting for the end."""
+        return subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.address, "--working-dir",
+                               str(REPO), "--", "python", *args], env=ray_env(), capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO)
+
+    def status(self, job_id: str) -> str:
+        out = subprocess.run([str(BIN / "ray"), "job", "status", "--address", self.address, job_id], env=ray_env(),
+                             capture_output=True, text=True, timeout=60)
+        return out.stdout + out.stderr
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            time.sleep(3)
+
+
+def job_status(output: str) -> str:
+    """SUCCEEDED / FAILED / STOPPED from `ray job submit` output (its exit code alone is not enough)."""
+    for word in ("succeeded", "failed", "stopped"):
+        if f"' {word}" in output:
+            return word.upper()
+    return "UNKNOWN"
