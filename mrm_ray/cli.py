@@ -132,6 +132,22 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from mrm_ray.config import load_run_config
+    from mrm_ray.train.plan import PUBLISHED, estimate, format_plan
+
+    path = Path(args.preset)
+    if not path.is_file():
+        path = Path(__file__).resolve().parents[1] / "jobs" / "configs" / f"{args.preset}.yaml"
+    if not path.is_file() or path.stem not in PUBLISHED:
+        raise SystemExit(f"unknown preset {args.preset!r}; presets with published architectures: {sorted(PUBLISHED)}")
+    run = load_run_config(str(path), args.overrides)
+    plan = estimate(PUBLISHED[path.stem], run.train, gpus=args.gpus, tokens_per_pair=args.tokens,
+                    image_tokens=args.image_tokens)
+    print(format_plan(path.stem, plan, gpus=args.gpus, gpu_mem_gib=args.gpu_mem, train=run.train))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrm-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--run-dir", default="runs/demo")
     scoring_options(demo)
     demo.set_defaults(func=_cmd_demo)
+
+    plan = sub.add_parser("plan", help="per-GPU memory estimate of a training preset")
+    plan.add_argument("preset", help="qwen2_5_vl_3b | qwen2_5_vl_7b | qwen2_5_vl_32b | qwen2_5_vl_72b (or its YAML)")
+    plan.add_argument("--gpus", type=int, required=True)
+    plan.add_argument("--gpu-mem", type=float, required=True, help="GiB per GPU, e.g. 80")
+    plan.add_argument("--tokens", type=int, default=4096, help="packed tokens per pair (prompt + both responses)")
+    plan.add_argument("--image-tokens", type=int, default=1280, help="image tokens per pair")
+    plan.set_defaults(func=_cmd_plan, overrides=[])
 
     data = sub.add_parser("data", help="inspect or prepare a preference-data mixture")
     data_sub = data.add_subparsers(dest="data_command", required=True)

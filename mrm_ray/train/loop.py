@@ -143,6 +143,8 @@ def train_loop_per_worker(cfg: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     on_gpu = run.train.use_gpu and torch.cuda.is_available()
+    # adopt the process group Ray Train created, so ZeRO-3's partitioned init sees every rank
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)
     torch.manual_seed(run.train.seed + rank)
     micro_per_epoch = cfg["micro_steps_per_epoch"]
     accum = run.train.accumulation_steps
@@ -173,6 +175,8 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     engine.train()
     window: list[dict] = []
+    timing = {"seconds": 0.0, "pairs": 0}  # training throughput, eval and checkpoints excluded
+    tick = time.perf_counter()
     while state["step"] < total_steps:
         epoch, skip = divmod(state["micro_step"], micro_per_epoch)
         batches = pair_batches(train_shard, steps=micro_per_epoch, batch_size=run.train.micro_batch_size,
@@ -193,14 +197,21 @@ def train_loop_per_worker(cfg: dict) -> None:
                 continue
             state["step"] += 1
             step = state["step"]
+            now = time.perf_counter()
+            if step > progress.first_step:  # the first step pays one-off start-up costs
+                timing["seconds"] += now - tick
+                timing["pairs"] += run.train.global_batch_size
+            tick = now
             metrics = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
             metrics["lr"] = engine.get_lr()[0]
             window = []
             progress.step(step, metrics)
             if step % run.train.eval_every == 0 or step == total_steps:
-                metrics.update(evaluate(step), step=step, epoch=epoch)
+                metrics.update(evaluate(step), step=step, epoch=epoch,
+                               train_pairs_per_s=timing["pairs"] / max(timing["seconds"], 1e-9))
                 progress.evaluated(step, metrics)
                 _save(engine, cfg["run"], dict(state), metrics)
+                tick = time.perf_counter()
             if step >= total_steps:
                 break
     progress.close()

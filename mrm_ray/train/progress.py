@@ -16,6 +16,7 @@ class Progress:
         self.total = total_steps
         self.every = run.train.log_every
         self.pairs_per_step = pairs_per_step
+        self.first_step = start_step + 1
         self.last_time, self.last_step = time.perf_counter(), start_step
         self.writer = None
         if self.enabled:

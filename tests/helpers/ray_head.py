@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -57,6 +58,16 @@ class RayHead:
         out = subprocess.run([str(BIN / "ray"), "job", "status", "--address", self.address, job_id], env=ray_env(),
                              capture_output=True, text=True, timeout=60)
         return out.stdout + out.stderr
+
+    def alive_actor_pids(self, class_name: str) -> list[int]:
+        """PIDs of this cluster's live actors of a class (Ray's state API)."""
+        out = subprocess.run([str(BIN / "ray"), "list", "actors", "--address", self.address, "--format", "json",
+                              "-f", f"class_name={class_name}", "-f", "state=ALIVE"],
+                             env=ray_env(), capture_output=True, text=True, timeout=60)
+        try:
+            return [int(a["pid"]) for a in json.loads(out.stdout)]
+        except (ValueError, KeyError, TypeError):
+            return []
 
     def stop(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):

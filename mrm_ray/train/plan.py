@@ -1,0 +1,112 @@
+"""Per-GPU memory estimate for a training preset: will it fit before you rent the GPUs?
+
+Counts parameters from Qwen2.5-VL's published configs (or a local config.json), then adds,
+per GPU under the preset's ZeRO stage and offload settings:
+  weights      bf16, 2 B/param   (ZeRO-3: split over GPUs; param offload: on CPU)
+  gradients    bf16, 2 B/param   (ZeRO-2/3: split over GPUs)
+  optimizer    fp32 master + Adam m, v = 12 B/param (ZeRO-1+: split; optimizer offload: on CPU)
+  activations  per micro-batch of packed pairs (Korthikanti et al.: ~34 B x tokens x hidden
+               per layer without recomputation; layer inputs only, plus one layer, with
+               gradient checkpointing); no vocabulary logits: the reward head is one scalar
+  overhead     CUDA context, NCCL buffers, ZeRO-3 gather buckets, fragmentation
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GIB = 1024**3
+
+# Published Qwen2.5-VL configs (text part; the vision tower is the same 32-block ViT for all).
+PUBLISHED = {
+    "qwen2_5_vl_3b": dict(hidden=2048, layers=36, intermediate=11008, heads=16, kv_heads=2, vocab=151936, tied=True),
+    "qwen2_5_vl_7b": dict(hidden=3584, layers=28, intermediate=18944, heads=28, kv_heads=4, vocab=152064, tied=False),
+    "qwen2_5_vl_32b": dict(hidden=5120, layers=64, intermediate=27648, heads=40, kv_heads=8, vocab=152064,
+                           tied=False),
+    "qwen2_5_vl_72b": dict(hidden=8192, layers=80, intermediate=29568, heads=64, kv_heads=8, vocab=152064,
+                           tied=False),
+}
+VISION = dict(hidden=1280, layers=32, intermediate=3420, patch_dim=3 * 2 * 14 * 14, merge=4)
+
+
+def text_params(c: dict) -> int:
+    head_dim = c["hidden"] // c["heads"]
+    attn = c["hidden"] * c["hidden"] * 2 + 2 * c["hidden"] * c["kv_heads"] * head_dim + c["hidden"] + \
+        2 * c["kv_heads"] * head_dim  # q, o, k, v (+ biases on q, k, v)
+    mlp = 3 * c["hidden"] * c["intermediate"]
+    per_layer = attn + mlp + 2 * c["hidden"]
+    embed = c["vocab"] * c["hidden"]
+    return c["layers"] * per_layer + embed + c["hidden"]  # no LM head: the reward head replaces it
+
+
+def vision_params(out_hidden: int) -> int:
+    v = VISION
+    per_block = 4 * v["hidden"] * v["hidden"] + 3 * v["hidden"] * v["intermediate"] + 2 * v["hidden"]
+    merger = (v["hidden"] * v["merge"]) ** 2 + v["hidden"] * v["merge"] * out_hidden
+    return v["layers"] * per_block + v["patch_dim"] * v["hidden"] + merger
+
+
+@dataclass
+class Plan:
+    params: int
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    overhead: float
+    cpu_offload: float  # bytes per GPU held in CPU memory instead
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+
+
+def estimate(arch: dict, train, *, gpus: int, tokens_per_pair: int, image_tokens: int) -> Plan:
+    """Bytes per GPU for one preset on `gpus` GPUs (ZeRO partitions over all of them)."""
+    p_text = text_params(arch)
+    p = p_text + vision_params(arch["hidden"])
+    stage = train.zero_stage
+    weights = 2 * p / (gpus if stage == 3 else 1)
+    grads = 2 * p / (gpus if stage >= 2 else 1)
+    optim = 12 * p / (gpus if stage >= 1 else 1)
+    offload = 0.0
+    if train.offload_optimizer:
+        offload += optim
+        optim = 0.0
+    if train.offload_params and stage == 3:
+        offload += weights
+        weights = 0.0
+    if train.lora is not None:  # adapters only: ~1% of parameters carry gradients and Adam state
+        trainable = 0.01 * p
+        grads, optim = 2 * trainable / (gpus if stage >= 2 else 1), 12 * trainable / (gpus if stage >= 1 else 1)
+    tokens = train.micro_batch_size * tokens_per_pair
+    h, layers = arch["hidden"], arch["layers"]
+    patches = train.micro_batch_size * image_tokens * VISION["merge"]
+    if train.gradient_checkpointing:
+        act = 2 * tokens * h * layers + 34 * tokens * h + 2 * patches * VISION["hidden"] * VISION["layers"]
+    else:
+        act = 34 * tokens * h * layers + 34 * patches * VISION["hidden"] * VISION["layers"]
+    largest_layer = 2 * (4 * h * h + 3 * h * arch["intermediate"])
+    overhead = 2.5 * GIB + (2 * largest_layer if stage == 3 else 0) + 0.05 * (weights + grads + optim + act)
+    return Plan(params=p, weights=weights, gradients=grads, optimizer=optim, activations=act, overhead=overhead,
+                cpu_offload=offload)
+
+
+def format_plan(name: str, plan: Plan, *, gpus: int, gpu_mem_gib: float, train) -> str:
+    fits = plan.total <= gpu_mem_gib * GIB * 0.92
+    rows = [("weights (bf16)", plan.weights), ("gradients (bf16)", plan.gradients),
+            ("optimizer (fp32 master + Adam)", plan.optimizer), ("activations", plan.activations),
+            ("overhead", plan.overhead)]
+    lines = [f"{name}: {plan.params / 1e9:.2f}B parameters, ZeRO-{train.zero_stage}"
+             f"{', optimizer offload' if train.offload_optimizer else ''}"
+             f"{', parameter offload' if train.offload_params else ''}"
+             f"{', LoRA' if train.lora is not None else ''}"
+             f"{', gradient checkpointing' if train.gradient_checkpointing else ''}, "
+             f"micro-batch {train.micro_batch_size}, {gpus} GPUs"]
+    lines += [f"  {label:<32} {value / GIB:>8.1f} GiB" for label, value in rows]
+    lines.append(f"  {'total per GPU':<32} {plan.total / GIB:>8.1f} GiB of {gpu_mem_gib:g} GiB")
+    if plan.cpu_offload:
+        lines.append(f"  {'CPU memory per GPU (offload)':<32} {plan.cpu_offload / GIB:>8.1f} GiB")
+    lines.append("fits" if fits else "does NOT fit: raise the ZeRO stage, offload, enable gradient checkpointing, "
+                                     "lower the micro-batch or add GPUs")
+    return "\n".join(lines)
