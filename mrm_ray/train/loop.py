@@ -39,10 +39,11 @@ def build_model(run, *, ds_config: dict):
     if run.train.zero_stage == 3:  # from_pretrained then builds the weights already partitioned
         from transformers.integrations import HfDeepSpeedConfig
 
-        keep = HfDeepSpeedConfig(ds_config)  # noqa: F841 (must stay alive while the model loads)
+        keep = HfDeepSpeedConfig(ds_config)  # must stay alive while the model loads
     dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
     model = RewardModel.from_pretrained(run.model.path, head=run.model.head, dtype=dtype,
                                         attn_implementation=run.model.attn_implementation)
+    del keep
     if run.train.freeze_vision:
         model.backbone.visual.requires_grad_(False)
     if run.train.gradient_checkpointing:
@@ -141,7 +142,7 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     run = build(RunConfig, cfg["run"])
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank = ctx.get_world_rank()
     on_gpu = run.train.use_gpu and torch.cuda.is_available()
     # adopt the process group Ray Train created, so ZeRO-3's partitioned init sees every rank
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)

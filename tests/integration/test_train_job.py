@@ -91,7 +91,6 @@ def test_killed_worker_is_replaced_and_training_continues(head, tmp_path):
 
 def test_lora_exports_merged_checkpoint_scoring_like_the_adapters(head, tmp_path, encoder):
     from mrm_ray.config import load_run_config
-    from mrm_ray.data.collate import PairCollate  # noqa: F401 (same collate as training)
     from mrm_ray.model.pairing import collate_packed
     from mrm_ray.model.reward_model import RewardModel
     from mrm_ray.train.export import consolidated_state_dict
