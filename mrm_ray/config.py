@@ -57,8 +57,7 @@ class ModelConfig:
     path: str = ""
     head: HeadConfig = field(default_factory=HeadConfig)
     pair_forward: str = "packed"  # packed | two_sequence (the reference)
-    attn_implementation: str = "sdpa"
-    dtype: str = "float32"
+    attn_implementation: str = "sdpa"  # sdpa | eager: packed pairs need a 4D mask, which flash-attn lacks
 
     def __post_init__(self) -> None:
         if self.pair_forward not in PAIR_FORWARDS:
