@@ -33,20 +33,24 @@ class RayHead:
     def __init__(self, num_cpus: int = 2) -> None:
         self.port, self.dashboard_port = _free_port(), _free_port()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        # every port explicit and free: another local Ray (the in-process test cluster) holds the defaults,
+        # and a dashboard agent that cannot bind leaves the job server with "no available agent"
+        ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+                 f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
         self.process = subprocess.Popen(
             [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",
-             f"--num-cpus={num_cpus}", "--disable-usage-stats"],
+             f"--num-cpus={num_cpus}", "--disable-usage-stats", *ports],
             env=ray_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            check = subprocess.run([str(BIN / "ray"), "job", "list", "--address", self.address], env=ray_env(),
-                                   capture_output=True, timeout=60)
-            if check.returncode == 0:
+        deadline = time.time() + 180
+        while time.time() < deadline:  # ready when a trivial job runs end to end
+            probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.address, "--", "true"],
+                                   env=ray_env(), capture_output=True, text=True, timeout=120)
+            if job_status(probe.stdout + probe.stderr) == "SUCCEEDED":
                 return
-            time.sleep(2)
+            time.sleep(3)
         self.stop()
-        raise RuntimeError("the Ray head did not start its job server within 120 s")
+        raise RuntimeError("the Ray head could not run a job within 180 s")
 
     def submit(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
         """`ray job submit --working-dir <repo> -- python jobs/train.py ...`, waiting for the end."""

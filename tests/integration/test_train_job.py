@@ -45,11 +45,11 @@ def _fresh_accuracy(checkpoint: Path, encoder, n: int = 200) -> float:
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_zero_stage_learns_and_exports(head, tmp_path, encoder, stage):
-    log = _train(head, tmp_path, f"name=zero{stage}", f"train.zero_stage={stage}", "train.max_steps=500")
+    log = _train(head, tmp_path, f"name=zero{stage}", f"train.zero_stage={stage}")
     run = tmp_path / f"zero{stage}"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["held_out_accuracy"] >= 0.9, summary
-    assert f"reward checkpoint: {run / 'reward_model'}" in log and "[train] step 500/500" in log
+    assert f"reward checkpoint: {run / 'reward_model'}" in log and "[train] step 800/800" in log
     meta = json.loads((run / "reward_model" / "reward_config.json").read_text())
     assert meta["score_std"] > 0 and meta["provenance"]["run_config"]["train"]["zero_stage"] == stage
     assert _fresh_accuracy(run / "reward_model", encoder) >= 0.9
