@@ -61,11 +61,12 @@ def pair_batches(shard, *, steps: int, batch_size: int, collate: PairCollate, ep
     batches = shard.iter_torch_batches(
         batch_size=batch_size, collate_fn=collate, drop_last=True, prefetch_batches=2,
         local_shuffle_buffer_size=shuffle_buffer or None, local_shuffle_seed=epoch_seed if shuffle_buffer else None)
-    for step, batch in enumerate(batches):
-        if step == steps:
-            break
+    done = 0
+    for batch in batches:
+        if done == steps:
+            return
         yield batch
-    else:
-        if steps and step + 1 < steps:
-            raise RuntimeError(f"the data shard ran out after {step + 1} of {steps} batches; "
-                               "the dataset changed size after steps were counted")
+        done += 1
+    if done < steps:
+        raise RuntimeError(f"the data shard ran out after {done} of {steps} batches; "
+                           "the dataset changed size after steps were counted")
