@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mrm_ray.atomic import atomic_file
 from mrm_ray.config import RunConfig, to_dict
 
 EXPORT_DIR = "reward_model"
@@ -141,7 +142,11 @@ def run_training(run: RunConfig) -> TrainingSummary:
     out = export_checkpoint(best.path, run=run, metrics=metrics, out_dir=run_dir(run) / EXPORT_DIR)
     summary = TrainingSummary(run_dir=run_dir(run), checkpoint=out, held_out_accuracy=metrics["held_out_accuracy"],
                               step=metrics["step"], counts=data.counts)
-    (run_dir(run) / "summary.json").write_text(json.dumps({
-        "checkpoint": str(out), "held_out_accuracy": summary.held_out_accuracy, "step": summary.step,
-        "metrics": metrics, "counts": data.counts, "config": to_dict(run)}, indent=2, default=str) + "\n")
+    # The exported checkpoint is the best one, which may predate the last step (or a resume).
+    final_step = (result.metrics or {}).get("step")
+    with atomic_file(run_dir(run) / "summary.json") as f:
+        f.write(json.dumps({
+            "checkpoint": str(out), "held_out_accuracy": summary.held_out_accuracy, "step": summary.step,
+            "final_step": final_step, "metrics": metrics, "counts": data.counts, "config": to_dict(run)},
+            indent=2, default=str) + "\n")
     return summary
