@@ -44,3 +44,12 @@ def shared_data() -> Path:
         pytest.skip(f"shared data not found at {path}: set MRM_SHARED_DATA to the folder "
                     "holding rlaif-v-sample/, real-images/ and benchmarks/")
     return path
+
+
+@pytest.fixture(scope="session")
+def reward_checkpoints(tmp_path_factory) -> list[Path]:
+    """Three tiny reward checkpoints (seeds 0, 1, 2): an ensemble, and a swap-in for live updates."""
+    from mrm_ray.model.tiny import build_tiny_reward_checkpoint
+
+    root = tmp_path_factory.mktemp("reward")
+    return [build_tiny_reward_checkpoint(root / f"reward-{seed}", seed=seed) for seed in range(3)]

@@ -209,3 +209,22 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, text_hid
         (tmp / "preprocessor_config.json").write_text(
             json.dumps(image_processor_config(), indent=2, sort_keys=True) + "\n")
     return Path(out_dir).resolve()
+
+
+def build_tiny_reward_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, text_hidden: int = 64,
+                                 vision_hidden: int = 64) -> Path:
+    """A tiny *reward* checkpoint (random backbone and head from `seed`), for serving demos and tests."""
+    import tempfile
+
+    from mrm_ray.config import HeadConfig
+    from mrm_ray.model.processor import load_processor
+    from mrm_ray.model.reward_model import RewardModel
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+        base = build_tiny_checkpoint(Path(tmp) / "base", seed=seed, text_hidden=text_hidden,
+                                     vision_hidden=vision_hidden)
+        model = RewardModel.from_pretrained(base, head=HeadConfig(init_seed=seed))
+        model.provenance = {"base_model": f"tiny random Qwen2.5-VL (seed {seed})"}
+        return model.save_pretrained(out_dir, processor=load_processor(base))

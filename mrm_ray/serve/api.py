@@ -1,0 +1,248 @@
+"""The HTTP API: request/response models, limits, and turning a request into model inputs.
+
+Everything a client sends is checked here, in the ingress, before any member sees it, so a
+bad item costs one 4xx naming its field and never a member's batch. Images are accepted
+only inline (base64 or `data:` URLs): the server never opens a path or fetches a URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+_DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.I)
+
+
+class BadInput(ValueError):
+    """A request the server refuses: `status` 422 (invalid) or 413 (over a limit)."""
+
+    def __init__(self, field: str, message: str, *, status: int = 422) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.status = field, message, status
+
+
+class Limits(BaseModel):
+    """Per-request limits; anything over them is a 413 naming the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_items: int = 64  # items per /v1/score or /get_reward request
+    max_pairs: int = 32  # pairs per /v1/compare request
+    max_images_per_item: int = 8
+    max_image_bytes: int = 10 * 2**20  # decoded size of one image
+    max_image_pixels: int = 4096 * 4096  # refused from the header, before decoding
+    max_text_chars: int = 32_768  # per prompt, response or reference
+    max_request_bytes: int = 64 * 2**20
+
+
+# ------------------------------------------------------------------------------ requests
+class ContentPart(BaseModel):
+    """A chat content part: text, an image placeholder (filled from `images`), or an inline image."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "image", "image_url"]
+    text: str | None = None
+    image: str | None = None  # base64 or a data: URL
+    image_url: str | dict[str, Any] | None = None  # OpenAI style: {"url": "data:image/png;base64,..."}
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+    content: str | list[ContentPart]
+
+
+class ScoreItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | list[Message]
+    response: str
+    images: list[str] = Field(default_factory=list, description="base64 or data: URLs, one per image placeholder")
+    reference: str | None = Field(None, description="reference answer for reward='hybrid'")
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[ScoreItem] = Field(min_length=1)
+    reward: Literal["model", "hybrid"] = "model"
+
+
+class ComparePair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | list[Message]
+    chosen: str
+    rejected: str
+    images: list[str] = Field(default_factory=list)
+
+
+class CompareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pairs: list[ComparePair] = Field(min_length=1)
+
+
+class OpenRLHFRequest(BaseModel):
+    """OpenRLHF's remote reward model request: full texts, their prompts, optional labels."""
+
+    query: list[str] = Field(min_length=1)
+    prompts: list[str]
+    labels: list[str | None] | None = None
+
+
+# ----------------------------------------------------------------------------- responses
+class ItemScore(BaseModel):
+    reward: float = Field(description="the ensemble's reward (hybrid: 1 on a reference match, else sigmoid)")
+    model_reward: float = Field(description="the ensemble's aggregated model reward")
+    scores: dict[str, float] = Field(description="raw score of each member that scored this item")
+    std: float = Field(description="disagreement: std across members, on the aggregate's scale")
+    matched_reference: bool | None = None
+
+
+class ScoreResponse(BaseModel):
+    results: list[ItemScore]
+    model_version: str
+    members: dict[str, str]
+
+
+class PairScore(BaseModel):
+    prob_chosen: float = Field(description="sigmoid of the ensemble margin")
+    margin: float
+    margins: dict[str, float] = Field(description="each member's raw chosen-minus-rejected margin")
+    std: float = Field(description="disagreement of the members' margins, on the aggregate's scale")
+
+
+class CompareResponse(BaseModel):
+    results: list[PairScore]
+    model_version: str
+    members: dict[str, str]
+
+
+class OpenRLHFResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, list[float]]
+
+
+# ------------------------------------------------------------------- requests -> model inputs
+def decode_image(value: str, *, field: str, limits: Limits) -> bytes:
+    """Encoded image bytes from base64 or a data: URL, checked against the limits."""
+    from mrm_ray.config import DataConfig
+    from mrm_ray.data.images import check_image
+    from mrm_ray.data.quarantine import BadRecord
+
+    if not isinstance(value, str):
+        raise BadInput(field, "an image must be a base64 string or a data: URL")
+    if _DATA_URL.match(value):
+        value = value.split(",", 1)[1]
+    elif value.startswith(("http://", "https://", "file:", "/", "./", "../", "~")) or value.startswith("data:"):
+        raise BadInput(field, "images must be inline (base64 or data:image/...;base64,...); "
+                              "the server never fetches URLs or reads paths")
+    if len(value) > limits.max_image_bytes * 4 // 3 + 4:
+        raise BadInput(field, f"image over {limits.max_image_bytes} bytes", status=413)
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput(field, "not valid base64") from None
+    config = DataConfig(max_image_pixels=limits.max_image_pixels, image_modes="convert")
+    try:
+        data, _, _ = check_image(data, config)
+    except BadRecord as exc:
+        status = 413 if str(exc).startswith("image too large") else 422
+        raise BadInput(field, str(exc), status=status) from None
+    return data
+
+
+def _check_text(text: str, field: str, limits: Limits) -> None:
+    if len(text) > limits.max_text_chars:
+        raise BadInput(field, f"text of {len(text)} characters is over the limit of {limits.max_text_chars}",
+                       status=413)
+
+
+def prepare_prompt(prompt: str | list[Message], images: list[str], *, field: str,
+                   limits: Limits) -> tuple[Any, list[bytes]]:
+    """(prompt as text or plain chat messages with image placeholders, decoded images in order)."""
+    if isinstance(prompt, str):
+        _check_text(prompt, f"{field}.prompt", limits)
+        decoded = [decode_image(v, field=f"{field}.images[{i}]", limits=limits) for i, v in enumerate(images)]
+        if len(decoded) > limits.max_images_per_item:
+            raise BadInput(f"{field}.images", f"{len(decoded)} images, over the limit of "
+                                              f"{limits.max_images_per_item}", status=413)
+        return prompt, decoded
+    pending = list(enumerate(images))
+    messages, decoded = [], []
+    for m, message in enumerate(prompt):
+        where = f"{field}.prompt[{m}]"
+        if isinstance(message.content, str):
+            _check_text(message.content, f"{where}.content", limits)
+            messages.append({"role": message.role, "content": message.content})
+            continue
+        parts = []
+        for p, part in enumerate(message.content):
+            at = f"{where}.content[{p}]"
+            if part.type == "text":
+                if part.text is None:
+                    raise BadInput(f"{at}.text", "a text part needs 'text'")
+                _check_text(part.text, f"{at}.text", limits)
+                parts.append({"type": "text", "text": part.text})
+                continue
+            inline = part.image if part.image is not None else part.image_url
+            if isinstance(inline, dict):
+                inline = inline.get("url")
+            if inline is None:  # a placeholder: the next entry of `images`
+                if not pending:
+                    raise BadInput(f"{field}.images", "fewer images than image placeholders in the prompt")
+                i, inline = pending.pop(0)
+                at = f"{field}.images[{i}]"
+            decoded.append(decode_image(inline, field=at, limits=limits))
+            parts.append({"type": "image"})
+        messages.append({"role": message.role, "content": parts})
+    if pending:
+        raise BadInput(f"{field}.images", f"{len(pending)} image(s) have no image placeholder in the prompt")
+    if len(decoded) > limits.max_images_per_item:
+        raise BadInput(f"{field}.images", f"{len(decoded)} images, over the limit of {limits.max_images_per_item}",
+                       status=413)
+    return messages, decoded
+
+
+def prepare_items(request: ScoreRequest, limits: Limits) -> list[dict]:
+    """Member-ready `{prompt, images, response}` dicts, or `BadInput` for the first bad field."""
+    if len(request.items) > limits.max_items:
+        raise BadInput("items", f"{len(request.items)} items, over the limit of {limits.max_items}", status=413)
+    out = []
+    for i, item in enumerate(request.items):
+        prompt, images = prepare_prompt(item.prompt, item.images, field=f"items[{i}]", limits=limits)
+        _check_text(item.response, f"items[{i}].response", limits)
+        if item.reference is not None:
+            _check_text(item.reference, f"items[{i}].reference", limits)
+        out.append({"prompt": prompt, "images": images, "response": item.response})
+    return out
+
+
+def prepare_pairs(request: CompareRequest, limits: Limits) -> list[dict]:
+    if len(request.pairs) > limits.max_pairs:
+        raise BadInput("pairs", f"{len(request.pairs)} pairs, over the limit of {limits.max_pairs}", status=413)
+    out = []
+    for i, pair in enumerate(request.pairs):
+        prompt, images = prepare_prompt(pair.prompt, pair.images, field=f"pairs[{i}]", limits=limits)
+        _check_text(pair.chosen, f"pairs[{i}].chosen", limits)
+        _check_text(pair.rejected, f"pairs[{i}].rejected", limits)
+        out.append({"prompt": prompt, "images": images, "chosen": pair.chosen, "rejected": pair.rejected})
+    return out
+
+
+def openrlhf_items(request: OpenRLHFRequest) -> ScoreRequest:
+    """OpenRLHF sends prompt+response texts and the prompts: the response is the query minus its prompt."""
+    if len(request.prompts) != len(request.query):
+        raise BadInput("prompts", f"{len(request.prompts)} prompts for {len(request.query)} queries")
+    if request.labels is not None and len(request.labels) != len(request.query):
+        raise BadInput("labels", f"{len(request.labels)} labels for {len(request.query)} queries")
+    items = []
+    for i, (query, prompt) in enumerate(zip(request.query, request.prompts)):
+        if not query.startswith(prompt):
+            raise BadInput(f"query[{i}]", f"does not start with prompts[{i}]; the response is the query "
+                                          "minus its prompt prefix")
+        reference = request.labels[i] if request.labels is not None else None
+        items.append(ScoreItem(prompt=prompt, response=query[len(prompt):], reference=reference))
+    return ScoreRequest(items=items)

@@ -1,0 +1,94 @@
+"""`RewardMember`: one ensemble member as a Ray Serve deployment with dynamic batching.
+
+The ingress sends each member chunks of items (at most `max_batch_size` per call);
+`@serve.batch` groups concurrent calls until the batch holds `max_batch_size` items
+(`batch_size_fn` counts items, not calls) or `batch_wait_timeout_s` passes, and the scorer
+splits the batch into forwards that fit `max_batch_tokens`. The checkpoint is `user_config`,
+so a new one is swapped in by `reconfigure` while the old one keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from ray import serve
+
+from mrm_ray.serve.scorer import Scorer
+
+RECONFIGURABLE = ("path", "score_mean", "score_std", "max_batch_tokens", "batch_wait_timeout_s", "dtype")
+
+
+def count_items(calls: list[list[dict]]) -> int:
+    return sum(len(c) for c in calls)
+
+
+@serve.deployment(name="RewardMember")
+class RewardMember:
+    def __init__(self, name: str, *, max_batch_size: int, defaults: dict[str, Any]) -> None:
+        self.name = name
+        self._defaults = dict(defaults)
+        self._scorer: Scorer | None = None
+        self._batch_sizes: Counter = Counter()  # items per batch -> batches, for /v1/models
+        self._requests = 0
+        for handler in (self._score_batch, self._compare_batch):
+            handler.set_max_batch_size(max_batch_size)
+        self.max_batch_size = max_batch_size
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Load the configured checkpoint beside the current one, then swap: no request fails."""
+        config = {**self._defaults, **(user_config or {})}
+        if unknown := set(config) - set(RECONFIGURABLE):
+            raise ValueError(f"member {self.name}: unknown user_config keys {sorted(unknown)}; use {RECONFIGURABLE}")
+        if not config.get("path"):
+            raise ValueError(f"member {self.name}: user_config needs a checkpoint `path`")
+        scorer = await asyncio.to_thread(
+            Scorer, config["path"], max_batch_tokens=int(config.get("max_batch_tokens", 16384)),
+            dtype=config.get("dtype", "auto"), score_mean=config.get("score_mean"), score_std=config.get("score_std"))
+        self._scorer = scorer
+        wait = float(config.get("batch_wait_timeout_s", 0.01))
+        for handler in (self._score_batch, self._compare_batch):
+            handler.set_batch_wait_timeout_s(wait)
+
+    def _reply(self, scorer: Scorer, values: list) -> dict[str, Any]:
+        errors = {i: v for i, v in enumerate(values) if isinstance(v, str)}
+        return {"values": [None if isinstance(v, str) else v for v in values], "errors": errors,
+                "version": scorer.version, "score_mean": scorer.score_mean, "score_std": scorer.score_std}
+
+    async def _batched(self, calls: list[list[dict]], score) -> list[dict[str, Any]]:
+        scorer = self._scorer  # one checkpoint for the whole batch, even if a swap lands meanwhile
+        flat = [x for call in calls for x in call]
+        self._batch_sizes[len(flat)] += 1
+        self._requests += len(calls)
+        values = await asyncio.to_thread(score, scorer, flat)
+        out, start = [], 0
+        for call in calls:
+            out.append(self._reply(scorer, values[start:start + len(call)]))
+            start += len(call)
+        return out
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=count_items)
+    async def _score_batch(self, calls: list[list[dict]]) -> list[dict[str, Any]]:
+        return await self._batched(calls, Scorer.score_items)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=count_items)
+    async def _compare_batch(self, calls: list[list[dict]]) -> list[dict[str, Any]]:
+        return await self._batched(calls, Scorer.score_pairs)
+
+    async def score(self, items: list[dict]) -> dict[str, Any]:
+        """Raw rewards for `{prompt, images, response}` items (at most `max_batch_size`)."""
+        return await self._score_batch(items)
+
+    async def compare(self, pairs: list[dict]) -> dict[str, Any]:
+        """(chosen, rejected) raw rewards for pairs, from the packed pair forward."""
+        return await self._compare_batch(pairs)
+
+    def info(self) -> dict[str, Any]:
+        batches = sum(self._batch_sizes.values())
+        items = sum(k * v for k, v in self._batch_sizes.items())
+        return {"name": self.name, **(self._scorer.describe() if self._scorer else {}),
+                "max_batch_size": self.max_batch_size,
+                "stats": {"calls": self._requests, "batches": batches, "items": items,
+                          "mean_batch_items": items / batches if batches else 0.0,
+                          "max_batch_items": max(self._batch_sizes, default=0)}}

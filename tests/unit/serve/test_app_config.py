@@ -1,0 +1,45 @@
+"""The shipped Serve config validates with Serve's own schema and builds an application; no Ray here."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
+from mrm_ray.serve.app import AppArgs, build_app
+
+CONFIG = Path(__file__).resolve().parents[3] / "jobs" / "configs" / "serve_tiny.yaml"
+
+
+def test_shipped_config_matches_serves_schema_and_builds():
+    from ray.serve.schema import ServeDeploySchema
+
+    text = CONFIG.read_text()
+    assert text.startswith("# serve run jobs/configs/serve_tiny.yaml")
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(text))
+    (app,) = schema.applications
+    assert app.import_path == "mrm_ray.serve.app:build_app" and schema.http_options.host == "127.0.0.1"
+    args = AppArgs.model_validate(app.args)
+    assert [m.name for m in args.ensemble_config().members] == ["tiny-a", "tiny-b"]
+    assert args.serving.max_ongoing_requests >= args.serving.max_batch_size  # Serve's default 5 would cap batches
+    assert build_app(app.args) is not None
+
+
+def test_ensemble_file_members_and_method_override(tmp_path):
+    path = save_ensemble(EnsembleConfig(members=[EnsembleMember(name="a", path="m/a"),
+                                                 EnsembleMember(name="b", path="m/b", modalities=("text",))],
+                                        method="z_mean"), tmp_path / "ensemble.yaml")
+    config = AppArgs(ensemble=str(path)).ensemble_config()
+    assert config.method == "z_mean" and config.members[0].path == str(tmp_path / "m" / "a")
+    assert AppArgs(ensemble=str(path), method="mean").ensemble_config().method == "mean"
+    with pytest.raises(ValueError, match="either"):
+        AppArgs(ensemble=str(path), members=[{"name": "c", "path": "x"}]).ensemble_config()
+    with pytest.raises(ValueError, match="no members"):
+        AppArgs().ensemble_config()
+
+
+def test_token_never_shows_in_reprs():
+    args = AppArgs(members=[{"name": "a", "path": "tiny:0"}], auth_token="s3cret-token")
+    assert "s3cret" not in repr(args) and "s3cret" not in str(args.model_dump())
+    with pytest.raises(ValueError):
+        AppArgs(members=[{"name": "a", "path": "x"}], servng={})  # typos are errors, not silently ignored

@@ -1,0 +1,59 @@
+"""The member's scorer equals the reward model scored directly, whatever its token budget."""
+
+import pytest
+import torch
+
+from mrm_ray.data.synthetic import image_grounded_pairs
+from mrm_ray.serve.scorer import Scorer, budget_chunks, checkpoint_version, resolve_member_path
+
+
+def test_budget_chunks_sorts_by_length_and_respects_the_padded_budget():
+    lengths = [50, 10, 30, 10, 200]
+    chunks = budget_chunks(lengths, 60)
+    assert chunks == [[1, 3], [2], [0], [4]]  # 2x10, then 30 (2x30 > 60? no: 3x30 > 60), 50, 200 alone
+    assert sorted(i for c in chunks for i in c) == list(range(5))
+    for chunk in chunks:
+        assert len(chunk) == 1 or len(chunk) * max(lengths[i] for i in chunk) <= 60
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return list(image_grounded_pairs(6, seed=3)) + [
+        {"prompt": "Say something kind.", "images": [], "chosen": "You did well.", "rejected": "Meh."}]
+
+
+@pytest.mark.parametrize("budget", [1, 10_000])
+def test_scores_equal_the_reward_model(reward_checkpoints, rows, budget):
+    from mrm_ray.model.reward_model import RewardModel
+    from mrm_ray.model.scoring import score_items, score_pairs
+
+    scorer = Scorer(str(reward_checkpoints[0]), max_batch_tokens=budget)
+    model = RewardModel.from_pretrained(reward_checkpoints[0]).eval()
+    items = [{"prompt": r["prompt"], "images": r["images"], "response": r["chosen"]} for r in rows]
+    expected = score_items(model, scorer.encoder, items, batch_size=1)
+    assert scorer.score_items(items) == pytest.approx(expected, abs=1e-4)
+    pairs = scorer.score_pairs(rows)
+    expected_pairs = score_pairs(model, scorer.encoder, rows, batch_size=1, packed=False)
+    assert torch.allclose(torch.tensor(pairs), torch.tensor(expected_pairs), atol=1e-4)
+
+
+def test_a_bad_item_gets_its_own_error_and_the_rest_are_scored(reward_checkpoints):
+    scorer = Scorer(str(reward_checkpoints[0]))
+    good = {"prompt": "hello", "images": [], "response": "hi"}
+    bad = {"prompt": [{"role": "user", "content": [{"type": "image"}]}], "images": [], "response": "x"}
+    out = scorer.score_items([good, bad, good])
+    assert isinstance(out[0], float) and out[0] == out[2]
+    assert isinstance(out[1], str) and "cannot encode" in out[1] and "image placeholders" in out[1]
+
+
+def test_versions_differ_between_checkpoints_and_plain_backbones_are_refused(reward_checkpoints, tiny_checkpoint):
+    versions = {checkpoint_version(p) for p in reward_checkpoints}
+    assert len(versions) == 3 and all(len(v) == 12 for v in versions)
+    with pytest.raises(ValueError, match="not a reward checkpoint"):
+        resolve_member_path(str(tiny_checkpoint))
+
+
+def test_normalisation_override(reward_checkpoints):
+    scorer = Scorer(str(reward_checkpoints[1]), score_mean=2.0, score_std=4.0)
+    assert (scorer.score_mean, scorer.score_std) == (2.0, 4.0)
+    assert Scorer(str(reward_checkpoints[1])).score_std == 1.0  # the checkpoint's own
