@@ -39,6 +39,18 @@ class Limits(BaseModel):
     max_request_bytes: int = 64 * 2**20
 
 
+_max_request_bytes: int | None = None  # set by the ingress replica, read by its body-size middleware
+
+
+def set_max_request_bytes(limit: int) -> None:
+    global _max_request_bytes
+    _max_request_bytes = limit
+
+
+def max_request_bytes() -> int | None:
+    return _max_request_bytes
+
+
 # ------------------------------------------------------------------------------ requests
 class ContentPart(BaseModel):
     """A chat content part: text, an image placeholder (filled from `images`), or an inline image."""

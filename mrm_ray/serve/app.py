@@ -147,11 +147,14 @@ async def _bad_input(request: Request, exc: api.BadInput) -> JSONResponse:
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     def where(e):  # "body.items.0.response" -> "items[0].response"
+        if e.get("type") == "json_invalid":  # its loc is (body, character offset)
+            return "body"
         loc = [str(x) for x in e.get("loc", ()) if x != "body"]
         return "".join(f"[{x}]" if x.isdigit() else f".{x}" for x in loc).lstrip(".") or "body"
     def text(e):
         if e.get("type") == "json_invalid":
-            return f"malformed JSON ({e.get('ctx', {}).get('error', 'cannot parse')})"
+            offset = e.get("loc", ("body", "?"))[-1]
+            return f"malformed JSON at character {offset} ({e.get('ctx', {}).get('error', 'cannot parse')})"
         if e.get("type") == "model_attributes_type" and where(e) == "body":
             return "the body must be a JSON object (send Content-Type: application/json)"
         return e.get("msg")
@@ -162,7 +165,7 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
 
 @http.middleware("http")
 async def _body_limit(request: Request, call_next):
-    limit = getattr(http.state, "max_request_bytes", None)
+    limit = api.max_request_bytes()
     length = request.headers.get("content-length")
     if limit and length and length.isdigit() and int(length) > limit:
         return JSONResponse({"error": f"request body of {length} bytes is over the limit of {limit}",
@@ -184,7 +187,9 @@ class Ingress:
         self.limits = api.Limits(**spec["limits"])
         self.weights = np.array([m["weight"] for m in self.members], dtype=np.float64)
         self._token = spec.get("auth_token") or os.environ.get(spec.get("auth_token_env") or "", "") or None
-        http.state.max_request_bytes = self.limits.max_request_bytes
+        # Serve runs a frozen copy of `http` and pickles this class by value: state shared with
+        # the middleware goes through a module both import by reference
+        api.set_max_request_bytes(self.limits.max_request_bytes)
         logger.info("reward ensemble: %s over %s; auth %s", self.method, [m["name"] for m in self.members],
                     "on" if self._token else "off")
 

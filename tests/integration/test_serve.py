@@ -1,0 +1,250 @@
+"""The reward ensemble on real Ray Serve, deployed with `serve deploy` from the shipped config,
+exercised over HTTP: offline-equal scores, batching, bad input, a killed replica, a live
+checkpoint swap, auth, and the OpenRLHF protocol."""
+
+import math
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+import yaml
+
+from mrm_ray.serve.scorer import Scorer, checkpoint_version
+
+from helpers.images import b64, data_url, huge_png, png
+from helpers.ray_head import BIN, REPO, RayHead, ray_env
+
+CONFIG = REPO / "jobs" / "configs" / "serve_tiny.yaml"
+RED, GREEN = png((220, 20, 20)), png((20, 200, 20))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """A Ray head with the ensemble deployed from (a copy of) the shipped Serve config."""
+
+    def __init__(self, tmp: Path, checkpoints: list[Path]) -> None:
+        self.tmp, self.checkpoints = tmp, checkpoints
+        self.head = RayHead(num_cpus=4)
+        self.config = yaml.safe_load(CONFIG.read_text())
+        self.config["http_options"]["port"] = _free_port()
+        self.url = f"http://127.0.0.1:{self.config['http_options']['port']}"
+        app = self.config["applications"][0]
+        for member, path in zip(app["args"]["members"], checkpoints):
+            member["path"] = str(path)
+        app["args"]["limits"] = {"max_items": 8, "max_pairs": 4, "max_image_bytes": 100_000,
+                                 "max_image_pixels": 1_000_000, "max_text_chars": 2_000,
+                                 "max_request_bytes": 2_000_000}
+        self.deploy()
+
+    def deploy(self, timeout: float = 240) -> None:
+        path = self.tmp / f"serve-{time.monotonic_ns()}.yaml"
+        path.write_text(yaml.safe_dump(self.config))
+        out = subprocess.run([str(BIN / "serve"), "deploy", "--address", self.head.address, str(path)],
+                             env=ray_env(), capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = subprocess.run([str(BIN / "serve"), "status", "--address", self.head.address],
+                                    env=ray_env(), capture_output=True, text=True, timeout=60).stdout
+            if "status: RUNNING" in status and "UPDATING" not in status and "DEPLOYING" not in status:
+                return
+            assert "DEPLOY_FAILED" not in status, status
+            time.sleep(1)
+        raise AssertionError(f"not RUNNING after {timeout} s:\n{status}")
+
+    def post(self, path: str, payload=None, **kw) -> requests.Response:
+        return requests.post(self.url + path, json=payload, timeout=60, **kw)
+
+    def models(self, **kw) -> dict:
+        response = requests.get(self.url + "/v1/models", timeout=60, **kw)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, reward_checkpoints):
+    served = Served(tmp_path_factory.mktemp("serve"), reward_checkpoints)
+    yield served
+    served.head.stop()
+
+
+@pytest.fixture(scope="module")
+def offline(reward_checkpoints):
+    return [Scorer(str(p)) for p in reward_checkpoints]
+
+
+ITEMS = [
+    {"prompt": "Is the sky blue on a clear day?", "response": "Yes, it is."},
+    {"prompt": "What colour is the square?", "response": "red", "images": [b64(RED)]},
+    {"prompt": [{"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(GREEN)}},
+                                             {"type": "image"}, {"type": "text", "text": "Same colours?"}]}],
+     "response": "No: green, then red.", "images": [data_url(RED)]},
+]
+DECODED = [{"prompt": ITEMS[0]["prompt"], "images": [], "response": ITEMS[0]["response"]},
+           {"prompt": ITEMS[1]["prompt"], "images": [RED], "response": "red"},
+           {"prompt": [ITEMS[2]["prompt"][0], {"role": "user", "content": [
+               {"type": "image"}, {"type": "image"}, {"type": "text", "text": "Same colours?"}]}],
+            "images": [GREEN, RED], "response": ITEMS[2]["response"]}]
+
+
+def test_scores_and_margins_equal_offline_reward_models(served, offline):
+    response = served.post("/v1/score", {"items": ITEMS})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = [s.score_items(DECODED) for s in offline[:2]]
+    assert body["members"] == {"tiny-a": offline[0].version, "tiny-b": offline[1].version}
+    for j, result in enumerate(body["results"]):
+        a, b = expected[0][j], expected[1][j]
+        assert result["scores"] == pytest.approx({"tiny-a": a, "tiny-b": b}, abs=1e-4)
+        assert result["reward"] == pytest.approx((a + b) / 2, abs=1e-4) == result["model_reward"]
+        assert result["std"] == pytest.approx(abs(a - b) / 2, abs=1e-4)
+
+    pairs = [{"prompt": "What colour is the square?", "images": [b64(RED)], "chosen": "red", "rejected": "green"},
+             {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}]
+    response = served.post("/v1/compare", {"pairs": pairs})
+    assert response.status_code == 200, response.text
+    decoded = [{**pairs[0], "images": [RED]}, {**pairs[1], "images": []}]
+    offline_pairs = [s.score_pairs(decoded) for s in offline[:2]]
+    for j, result in enumerate(response.json()["results"]):
+        margins = [c - r for c, r in (offline_pairs[0][j], offline_pairs[1][j])]
+        assert result["margins"] == pytest.approx({"tiny-a": margins[0], "tiny-b": margins[1]}, abs=1e-4)
+        assert result["margin"] == pytest.approx(sum(margins) / 2, abs=1e-4)
+        assert result["prob_chosen"] == pytest.approx(1 / (1 + math.exp(-sum(margins) / 2)), abs=1e-4)
+
+
+def test_openrlhf_protocol_and_hybrid_reward(served, offline):
+    prompts = ["Q: What is 2+2? A:", "Q: Name a colour. A:"]
+    payload = {"query": [prompts[0] + " \\boxed{4}", prompts[1] + " blue"], "prompts": prompts, "labels": ["4", "red"]}
+    plain = served.post("/get_reward", payload)
+    assert plain.status_code == 200, plain.text
+    expected = [(a + b) / 2 for a, b in zip(*(s.score_items(
+        [{"prompt": p, "images": [], "response": q[len(p):]} for p, q in zip(prompts, payload["query"])])
+        for s in offline[:2]))]
+    body = plain.json()
+    assert body["rewards"] == pytest.approx(expected, abs=1e-4) and body["scores"] == body["rewards"]
+    assert set(body["extra_logs"]) == {"ensemble_std", "score_tiny-a", "score_tiny-b"}
+    hybrid = served.post("/get_reward?reward=hybrid", payload).json()
+    assert hybrid["rewards"][0] == 1.0  # \boxed{4} matches the label
+    assert hybrid["rewards"][1] == pytest.approx(1 / (1 + math.exp(-expected[1])), abs=1e-4)
+    bad = served.post("/get_reward", {**payload, "query": [payload["query"][0], "something else"]})
+    assert bad.status_code == 422 and bad.json()["field"] == "query[1]"
+
+
+BAD = [  # (body or raw bytes, status, field)
+    (b'{"items": [', 422, "body"),
+    (b"just text", 422, "body"),
+    ({"items": [{"prompt": "p"}]}, 422, "items[0].response"),
+    ({"items": [{"prompt": "p", "response": 5}]}, 422, "items[0].response"),
+    ({"items": [{"prompt": "p", "response": "r", "colour": "x"}]}, 422, "items[0].colour"),
+    ({"items": []}, 422, "items"),
+    ({"items": [{"prompt": "p", "response": "r"}] * 9}, 413, "items"),
+    ({"items": [{"prompt": "p", "response": "r", "images": ["/etc/passwd"]}]}, 422, "items[0].images[0]"),
+    ({"items": [{"prompt": "p", "response": "r", "images": ["http://127.0.0.1:1/x.png"]}]}, 422, "items[0].images[0]"),
+    ({"items": [{"prompt": "p", "response": "r", "images": [b64(b"\x89PNG\r\n broken")]}]}, 422, "items[0].images[0]"),
+    ({"items": [{"prompt": "p", "response": "r", "images": [b64(huge_png(1500))]}]}, 413, "items[0].images[0]"),
+    ({"items": [{"prompt": "p", "response": "r" * 2001}]}, 413, "items[0].response"),
+    ({"items": [{"prompt": [{"role": "user", "content": [{"type": "image"}]}], "response": "r"}]}, 422,
+     "items[0].images"),
+    ({"pairs": [{"prompt": "p", "chosen": "a", "rejected": "b"}] * 5}, 413, "pairs"),
+    (b"x" * 2_000_001, 413, "body"),
+]
+
+
+def test_every_bad_input_gets_its_4xx_and_the_server_keeps_serving(served):
+    for body, status, field in BAD:
+        path = "/v1/compare" if isinstance(body, dict) and "pairs" in body else "/v1/score"
+        if isinstance(body, bytes):
+            response = requests.post(served.url + path, data=body, timeout=60,
+                                     headers={"Content-Type": "application/json"})
+        else:
+            response = served.post(path, body)
+        assert response.status_code == status, (field, response.text)
+        error = response.json()
+        assert error["field"] == field and error["error"], error
+        good = served.post("/v1/score", {"items": ITEMS[:1]})
+        assert good.status_code == 200, good.text
+
+
+def test_concurrent_requests_are_batched(served):
+    before = {m["name"]: m["stats"]["max_batch_items"] for m in served.models()["members"]}
+
+    def one(i):
+        return served.post("/v1/score", {"items": [{"prompt": f"question {i}?", "response": "answer"}]}).status_code
+
+    with ThreadPoolExecutor(24) as pool:
+        assert set(pool.map(one, range(48))) == {200}
+    stats = {m["name"]: m["stats"] for m in served.models()["members"]}
+    assert all(s["max_batch_items"] > 1 for s in stats.values()), (before, stats)
+    schema = requests.get(served.url + "/openapi.json", timeout=30).json()
+    assert {"/v1/score", "/v1/compare", "/get_reward", "/v1/models", "/healthz"} <= set(schema["paths"])
+
+
+def test_killed_member_replica_is_replaced(served):
+    (pid,) = served.head.alive_actor_pids("ServeReplica:reward:member-tiny-b")
+    psutil.Process(pid).kill()
+    deadline, recovered = time.time() + 180, False
+    while time.time() < deadline and not recovered:
+        time.sleep(1)
+        pids = served.head.alive_actor_pids("ServeReplica:reward:member-tiny-b")
+        recovered = bool(pids) and pid not in pids and served.post("/v1/score", {"items": ITEMS}).status_code == 200
+    assert recovered, "no working replacement replica within 180 s"
+    for _ in range(5):
+        response = served.post("/v1/score", {"items": ITEMS})
+        assert response.status_code == 200 and set(response.json()["results"][0]["scores"]) == {"tiny-a", "tiny-b"}
+
+
+def test_live_checkpoint_swap_fails_no_request(served, offline):
+    failures, done, count = [], threading.Event(), [0]
+
+    def hammer():
+        while not done.is_set():
+            response = served.post("/v1/score", {"items": ITEMS[:2]})
+            count[0] += 1
+            if response.status_code != 200:
+                failures.append(response.text)
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    app = served.config["applications"][0]
+    app["deployments"] = [{"name": "member-tiny-a", "user_config": {"path": str(served.checkpoints[2])}}]
+    served.deploy()
+    new_version = checkpoint_version(served.checkpoints[2])
+    deadline = time.time() + 120
+    while time.time() < deadline and served.models()["members"][0]["version"] != new_version:
+        time.sleep(0.5)
+    time.sleep(1)
+    done.set()
+    for t in threads:
+        t.join()
+    assert served.models()["members"][0]["version"] == new_version
+    assert count[0] > 10 and failures == [], failures[:3]
+    response = served.post("/v1/score", {"items": ITEMS[:1]}).json()
+    assert response["members"]["tiny-a"] == new_version
+    assert response["results"][0]["scores"]["tiny-a"] == pytest.approx(offline[2].score_items(DECODED[:1])[0], abs=1e-4)
+
+
+def test_bearer_token_from_the_environment(served):
+    assert served.post("/v1/score", {"items": ITEMS[:1]}).status_code == 200  # auth off
+    app = served.config["applications"][0]
+    app["runtime_env"] = {"env_vars": {"MRM_SERVE_TOKEN": "tok-123"}}
+    served.deploy()
+    assert served.post("/v1/score", {"items": ITEMS[:1]}).status_code == 401
+    wrong = served.post("/v1/score", {"items": ITEMS[:1]}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "tok-123" not in wrong.text
+    ok = served.post("/v1/score", {"items": ITEMS[:1]}, headers={"Authorization": "Bearer tok-123"})
+    assert ok.status_code == 200, ok.text
+    assert requests.get(served.url + "/v1/models", timeout=30).status_code == 401
+    assert requests.get(served.url + "/healthz", timeout=30).status_code == 200  # probes need no token
