@@ -18,7 +18,7 @@ import yaml
 from mrm_ray.serve.scorer import Scorer, checkpoint_version
 
 from helpers.images import b64, data_url, huge_png, png
-from helpers.ray_head import BIN, REPO, RayHead, ray_env
+from helpers.ray_head import BIN, REPO, RayHead, job_status, ray_env
 
 CONFIG = REPO / "jobs" / "configs" / "serve_tiny.yaml"
 RED, GREEN = png((220, 20, 20)), png((20, 200, 20))
@@ -234,6 +234,39 @@ def test_live_checkpoint_swap_fails_no_request(served, offline):
     response = served.post("/v1/score", {"items": ITEMS[:1]}).json()
     assert response["members"]["tiny-a"] == new_version
     assert response["results"][0]["scores"]["tiny-a"] == pytest.approx(offline[2].score_items(DECODED[:1])[0], abs=1e-4)
+
+
+def test_job_deploys_an_ensemble_file_with_text_routing(served, offline, tmp_path):
+    """`ray job submit ... jobs/serve.py --ensemble` adds an app; text-only items also reach the text member."""
+    import asyncio
+
+    from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
+    from mrm_ray.serve.client import AsyncRewardClient, RewardClient
+
+    ensemble = save_ensemble(EnsembleConfig(method="z_mean", members=[
+        EnsembleMember(name="vl", path=str(served.checkpoints[0]), score_mean=0.5, score_std=2.0),
+        EnsembleMember(name="text", path=str(served.checkpoints[1]), modalities=("text",))]),
+        tmp_path / "ensemble.yaml")
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump(served.config))
+    result = served.head.submit("jobs/serve.py", "--config", str(config), "--ensemble", str(ensemble),
+                                "--name", "ens", "--route-prefix", "/ens", timeout=300)
+    log = result.stdout + result.stderr
+    assert job_status(log) == "SUCCEEDED" and f"serving at {served.url}/ens" in log, log[-3000:]
+
+    client = RewardClient(served.url + "/ens")
+    text, image = client.score([ITEMS[0], {**ITEMS[1], "images": [RED]}])  # raw bytes are inlined by the client
+    assert set(text["scores"]) == {"vl", "text"} and set(image["scores"]) == {"vl"}
+    vl, txt = offline[0].score_items(DECODED[:2]), offline[1].score_items(DECODED[:1])
+    assert text["reward"] == pytest.approx(((vl[0] - 0.5) / 2.0 + txt[0]) / 2, abs=1e-4)  # z: override, own stats
+    assert image["reward"] == pytest.approx((vl[1] - 0.5) / 2.0, abs=1e-4) and image["std"] == 0.0
+    assert [m["modalities"] for m in client.models()["members"]] == [["image", "text"], ["text"]]
+
+    async def many():
+        async with AsyncRewardClient(served.url + "/ens") as aclient:
+            return await asyncio.gather(*(aclient.score([ITEMS[0]]) for _ in range(8)))
+
+    assert all(r[0]["reward"] == pytest.approx(text["reward"], abs=1e-4) for r in asyncio.run(many()))
 
 
 def test_bearer_token_from_the_environment(served):

@@ -1,0 +1,131 @@
+"""Python clients for the reward endpoint, for RL rollout workers.
+
+Images may be given as bytes or PIL images; they are sent inline. Requests larger than the
+server's item limit are split, and 503s / dropped connections are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import Sequence
+from typing import Any
+
+RETRY_STATUS = (502, 503, 504)
+
+
+def _inline(image: Any) -> str:
+    if isinstance(image, str):
+        return image  # already base64 or a data: URL
+    if not isinstance(image, (bytes, bytearray)):  # a PIL image
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        image = buf.getvalue()
+    return base64.b64encode(bytes(image)).decode()
+
+
+def encode_items(items: Sequence[dict]) -> list[dict]:
+    return [{**it, "images": [_inline(im) for im in it.get("images") or []]} for it in items]
+
+
+class RewardError(RuntimeError):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"reward server answered {status}: {body[:500]}")
+        self.status = status
+
+
+class RewardClient:
+    """Synchronous client: `RewardClient(url).score(items)` -> one result dict per item."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 120.0, retries: int = 3,
+                 chunk_items: int = 64) -> None:
+        import requests
+
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.timeout, self.retries, self.chunk_items = timeout, retries, chunk_items
+
+    def _post(self, path: str, payload: dict) -> dict:
+        import requests
+
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.session.post(self.url + path, json=payload, timeout=self.timeout)
+            except requests.ConnectionError:
+                if attempt == self.retries:
+                    raise
+            else:
+                if response.status_code == 200:
+                    return response.json()
+                if response.status_code not in RETRY_STATUS or attempt == self.retries:
+                    raise RewardError(response.status_code, response.text)
+            time.sleep(0.5 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def score(self, items: Sequence[dict], *, reward: str = "model") -> list[dict]:
+        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, ...}` each."""
+        out: list[dict] = []
+        for start in range(0, len(items), self.chunk_items):
+            chunk = encode_items(items[start:start + self.chunk_items])
+            out += self._post("/v1/score", {"items": chunk, "reward": reward})["results"]
+        return out
+
+    def rewards(self, items: Sequence[dict], *, reward: str = "model") -> list[float]:
+        return [r["reward"] for r in self.score(items, reward=reward)]
+
+    def compare(self, pairs: Sequence[dict]) -> list[dict]:
+        out: list[dict] = []
+        for start in range(0, len(pairs), self.chunk_items):
+            out += self._post("/v1/compare", {"pairs": encode_items(pairs[start:start + self.chunk_items])})["results"]
+        return out
+
+    def models(self) -> dict:
+        response = self.session.get(self.url + "/v1/models", timeout=self.timeout)
+        if response.status_code != 200:
+            raise RewardError(response.status_code, response.text)
+        return response.json()
+
+
+class AsyncRewardClient:
+    """asyncio client (aiohttp) for rollout loops that keep many requests in flight."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 120.0, retries: int = 3,
+                 max_connections: int = 256) -> None:
+        self.url = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.timeout, self.retries, self.max_connections = timeout, retries, max_connections
+        self._session = None
+
+    async def __aenter__(self) -> "AsyncRewardClient":
+        import aiohttp
+
+        # aiohttp's default pool holds 100 connections: lift it, or concurrency silently caps there
+        self._session = aiohttp.ClientSession(
+            headers=self.headers, timeout=aiohttp.ClientTimeout(total=self.timeout),
+            connector=aiohttp.TCPConnector(limit=self.max_connections))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._session.close()
+
+    async def score(self, items: Sequence[dict], *, reward: str = "model") -> list[dict]:
+        import asyncio
+
+        import aiohttp
+
+        payload = {"items": encode_items(items), "reward": reward}
+        for attempt in range(self.retries + 1):
+            try:
+                async with self._session.post(self.url + "/v1/score", json=payload) as response:
+                    if response.status == 200:
+                        return (await response.json())["results"]
+                    if response.status not in RETRY_STATUS or attempt == self.retries:
+                        raise RewardError(response.status, await response.text())
+            except aiohttp.ClientConnectionError:
+                if attempt == self.retries:
+                    raise
+            await asyncio.sleep(0.5 * 2 ** attempt)
+        raise AssertionError("unreachable")
