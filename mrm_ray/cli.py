@@ -148,6 +148,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ensemble_fit(args: argparse.Namespace) -> int:
+    from mrm_ray.eval.benchmarks import parse_named
+    from mrm_ray.eval.fit import fit_ensemble, write_fitted
+    from mrm_ray.ray_session import connect
+
+    connect()
+    config = fit_ensemble(dict(parse_named(m) for m in args.models), [parse_named(d) for d in args.data],
+                          method=args.method, text_members=args.text_members, image_root=args.image_root,
+                          batch_size=args.batch_size, limit=args.limit)
+    out = write_fitted(config, args.out)
+    for m in config.members:
+        print(f"{m.name:<20} weight {m.weight:.4f}  accuracy {config.fitted_on['accuracy'][m.name]:.4f}  "
+              f"score mean {m.score_mean:.4f} std {m.score_std:.4f}  modalities {','.join(m.modalities)}")
+    print(f"fitted on {config.fitted_on['pairs']} pairs ({config.fitted_on['left_out']} left out); wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrm-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +222,23 @@ def build_parser() -> argparse.ArgumentParser:
     prepare_p.add_argument("--out", required=True)
     prepare_p.add_argument("--encoded", action="store_true", help="write model-ready columns, not canonical pairs")
     prepare_p.set_defaults(func=_cmd_data_prepare)
+
+    ensemble = sub.add_parser("ensemble", help="fit an ensemble of reward models")
+    ensemble_sub = ensemble.add_subparsers(dest="ensemble_command", required=True)
+    fit = ensemble_sub.add_parser("fit", help="score validation pairs with each member and write ensemble.yaml")
+    fit.add_argument("--models", nargs="+", required=True, metavar="NAME=PATH", help="reward checkpoints")
+    fit.add_argument("--data", action="append", required=True, metavar="READER=PATH",
+                     help="validation pairs: a benchmark or reader name = file (repeatable)")
+    fit.add_argument("--method", default="mean", choices=("mean", "z_mean", "accuracy_weighted",
+                                                           "confidence_weighted"))
+    fit.add_argument("--text-members", nargs="*", default=[], metavar="NAME",
+                     help="route text-only inputs to these members only, image inputs to the others "
+                          "(BaseReward routes text to a text reward model)")
+    fit.add_argument("--image-root", help="folder the data's image paths are relative to")
+    fit.add_argument("--batch-size", type=int, default=16)
+    fit.add_argument("--limit", type=int, help="first N good pairs per data file")
+    fit.add_argument("--out", default="ensemble.yaml")
+    fit.set_defaults(func=_cmd_ensemble_fit)
     return parser
 
 

@@ -126,8 +126,11 @@ def train_tokenizer(seed: int, vocab_size: int = 1024):
     return tokenizer
 
 
-def tiny_config(tokenizer, *, text_hidden: int = 64, vision_hidden: int = 64):
-    """A Qwen2_5_VLConfig small enough for CPU tests, wired to the tokenizer's ids."""
+def tiny_config(tokenizer, *, text_hidden: int = 64, vision_hidden: int = 64, text_layers: int = 2):
+    """A Qwen2_5_VLConfig small enough for CPU tests, wired to the tokenizer's ids.
+
+    Attention heads grow with the width so the head dim stays 16, which M-RoPE's sections fill.
+    """
     from transformers import Qwen2_5_VLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -136,9 +139,9 @@ def tiny_config(tokenizer, *, text_hidden: int = 64, vision_hidden: int = 64):
             vocab_size=len(tokenizer),
             hidden_size=text_hidden,
             intermediate_size=text_hidden * 2,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            num_hidden_layers=text_layers,
+            num_attention_heads=max(4, text_hidden // 16),
+            num_key_value_heads=max(2, text_hidden // 32),
             max_position_embeddings=4096,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
                              "mrope_section": [2, 3, 3]},
@@ -193,14 +196,14 @@ def image_processor_config(*, min_pixels: int = TINY_MIN_PIXELS, max_pixels: int
 
 
 def build_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, text_hidden: int = 64,
-                          vision_hidden: int = 64) -> Path:
+                          vision_hidden: int = 64, text_layers: int = 2) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint to `out_dir` atomically; return its path."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     with atomic_dir(out_dir) as tmp:
         tokenizer = train_tokenizer(seed)
-        config = tiny_config(tokenizer, text_hidden=text_hidden, vision_hidden=vision_hidden)
+        config = tiny_config(tokenizer, text_hidden=text_hidden, vision_hidden=vision_hidden, text_layers=text_layers)
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
         model.save_pretrained(tmp, safe_serialization=True)
@@ -212,7 +215,7 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, text_hid
 
 
 def build_tiny_reward_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, text_hidden: int = 64,
-                                 vision_hidden: int = 64) -> Path:
+                                 vision_hidden: int = 64, text_layers: int = 2) -> Path:
     """A tiny *reward* checkpoint (random backbone and head from `seed`), for serving demos and tests."""
     import tempfile
 
@@ -224,7 +227,7 @@ def build_tiny_reward_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, t
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
         base = build_tiny_checkpoint(Path(tmp) / "base", seed=seed, text_hidden=text_hidden,
-                                     vision_hidden=vision_hidden)
+                                     vision_hidden=vision_hidden, text_layers=text_layers)
         model = RewardModel.from_pretrained(base, head=HeadConfig(init_seed=seed))
         model.provenance = {"base_model": f"tiny random Qwen2.5-VL (seed {seed})"}
         return model.save_pretrained(out_dir, processor=load_processor(base))

@@ -80,8 +80,11 @@ class Scorer:
         self.score_std = self.model.score_std if score_std is None else float(score_std)
 
     def describe(self) -> dict[str, Any]:
+        import torch
+
         return {"path": self.path, "version": self.version, "score_mean": self.score_mean,
-                "score_std": self.score_std, "device": str(self.device), "dtype": str(self.model.dtype)}
+                "score_std": self.score_std, "device": str(self.device), "dtype": str(self.model.dtype),
+                "torch_threads": torch.get_num_threads()}
 
     def _run(self, inputs: Sequence[dict], encode: Callable, length: Callable, collate: Callable,
              forward: Callable) -> list[Any]:

@@ -22,3 +22,13 @@ def ray_cluster():
     ctx.enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shared_head():
+    """A `ray start --head` (job server, dashboard, 4 logical CPUs) shared by the Serve and evaluation tests."""
+    from helpers.ray_head import RayHead
+
+    head = RayHead(num_cpus=4)
+    yield head
+    head.stop()

@@ -33,9 +33,8 @@ def _free_port() -> int:
 class Served:
     """A Ray head with the ensemble deployed from (a copy of) the shipped Serve config."""
 
-    def __init__(self, tmp: Path, checkpoints: list[Path]) -> None:
-        self.tmp, self.checkpoints = tmp, checkpoints
-        self.head = RayHead(num_cpus=4)
+    def __init__(self, head: RayHead, tmp: Path, checkpoints: list[Path]) -> None:
+        self.head, self.tmp, self.checkpoints = head, tmp, checkpoints
         self.config = yaml.safe_load(CONFIG.read_text())
         self.config["http_options"]["port"] = _free_port()
         self.url = f"http://127.0.0.1:{self.config['http_options']['port']}"
@@ -73,10 +72,12 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, reward_checkpoints):
-    served = Served(tmp_path_factory.mktemp("serve"), reward_checkpoints)
+def served(shared_head, tmp_path_factory, reward_checkpoints):
+    served = Served(shared_head, tmp_path_factory.mktemp("serve"), reward_checkpoints)
     yield served
-    served.head.stop()
+    # free the shared head's CPUs for the tests after this module
+    subprocess.run([str(BIN / "serve"), "shutdown", "--yes", "--address", shared_head.address], env=ray_env(),
+                   capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import pytest
 
 from mrm_ray.data.quarantine import Rejected, reason_kind
 from mrm_ray.data.readers import READERS, get_reader
-from mrm_ray.data.readers.benchmarks import (mm_rlhf_category, read_mm_rlhf_rewardbench, read_vl_rewardbench,
-                                             vl_rewardbench_category)
+from mrm_ray.data.readers.benchmarks import (mm_rlhf_category, read_mm_rlhf_rewardbench,
+                                             read_multimodal_rewardbench, read_vl_rewardbench, vl_rewardbench_category)
 from mrm_ray.data.readers.hf import read_hf_rlaif_v, read_hf_ultrafeedback_binarized
 from mrm_ray.data.readers.sharegpt import read_sharegpt
 from mrm_ray.data.readers.trl import read_trl
@@ -242,6 +242,48 @@ def test_benchmark_readers_ids_groups_categories_and_media(tmp_path):
     assert mm_rlhf_category("long/x_short.png") == "long" and mm_rlhf_category("data/safety_x.png") == "safety"
 
 
+def test_stand_in_images_fill_only_missing_files_and_are_marked(tmp_path):
+    root, photos = tmp_path / "media", tmp_path / "photos"
+    (root / "mcq").mkdir(parents=True)
+    photos.mkdir()
+    (root / "mcq" / "a.png").write_bytes(RED)
+    (photos / "p1.jpg").write_bytes(BLUE)
+    (photos / "notes.txt").write_text("not an image")
+    vl_file = _jsonl(tmp_path / "vl.jsonl", [
+        {"id": i, "prompt": "Describe.", "chosen": "c", "rejected": "r", "image": image}
+        for i, image in (("a", "mcq/a.png"), ("b", "gone/b.png"), ("c", "../escape.png"))])
+    rows, bad = _split(read_vl_rewardbench(vl_file, image_root=root, stand_in_images=photos))
+    assert [(r["id"], r["images"], r["stand_in"]) for r in rows] == [("a#0", [RED], False), ("b#0", [BLUE], True)]
+    assert list(bad.values()) == ["image outside root: '../escape.png' resolves outside " + str(root)]
+    with pytest.raises(ValueError, match="no .jpg/.png stand-in images"):
+        list(read_vl_rewardbench(vl_file, image_root=root, stand_in_images=tmp_path / "media"))
+
+
+def test_multimodal_rewardbench_better_output_and_categories(tmp_path):
+    root = _images(tmp_path / "media")
+
+    def row(id_, category, better="Output1", image="red.png"):
+        return {"ID": id_, "Text": "Which?", "Image": image, "Output1": "one", "Output2": "two",
+                "Better": better, "Category": category}
+
+    data = tmp_path / "all_data.json"
+    data.write_text(json.dumps([
+        row("nocaps_1", "open_generation/correctness_task"), row("vis_2", "open_generation/preference_task", "Output2"),
+        row("pairs_3", "safety"), row("tox_4", "safety"), row("math_5", "reasoning"), row("code_6", "reasoning"),
+        row("vqa_7", "vqa", "Output3"), row("k_8", "knowledge", image="missing.png")]))
+    rows, bad = _split(read_multimodal_rewardbench(data, image_root=root))
+    assert [(r["id"], r["category"], r["chosen"], r["rejected"]) for r in rows] == [
+        ("nocaps_1", "correctness", "one", "two"), ("vis_2", "preference", "two", "one"),
+        ("pairs_3", "safety/bias", "one", "two"), ("tox_4", "safety/toxicity", "one", "two"),
+        ("math_5", "reasoning/math", "one", "two"), ("code_6", "reasoning/coding", "one", "two")]
+    assert rows[0]["images"] == [RED] and rows[0]["prompt"] == [{"role": "user", "content": [IMG, _t("Which?")]}]
+    assert bad == {"all_data.json:6": "bad field: Better 'Output3' (Output1 or Output2)",
+                   "all_data.json:7": "missing image: missing.png"}
+    (tmp_path / "broken.json").write_text("[{")
+    (rejected,) = read_multimodal_rewardbench(tmp_path / "broken.json", image_root=root)
+    assert isinstance(rejected, Rejected) and rejected.reason.startswith("malformed JSON")
+
+
 def test_real_benchmark_files(shared_data, tmp_path):
     bench = shared_data / "benchmarks"
     stand_in = sorted((shared_data / "real-images").glob("*.jpg"))[0]
@@ -390,7 +432,7 @@ def test_ultrafeedback_ultra_hard_widest_gap(tmp_path, fmt):
 
 def test_registry_names_and_unknown_reader():
     assert set(READERS) == {"chat_messages", "sharegpt", "trl", "mm_rlhf_rewardbench", "vl_rewardbench",
-                            "hf_rlaif_v", "hf_ultrafeedback_binarized", "ultrafeedback_ultra_hard", "canonical"}
+                            "multimodal_rewardbench", "hf_rlaif_v", "hf_ultrafeedback_binarized", "ultrafeedback_ultra_hard", "canonical"}
     assert get_reader("trl") is read_trl and get_reader("vl_rewardbench") is read_vl_rewardbench
     with pytest.raises(ValueError, match="unknown reader 'sharegtp'; known readers: canonical, chat_messages"):
         get_reader("sharegtp")

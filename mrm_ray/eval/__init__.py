@@ -1,0 +1,1 @@
+"""Evaluation: published benchmark metrics, Ray Data batch scoring, reports."""

@@ -1,0 +1,65 @@
+"""Benchmark definitions: which reader reads a benchmark and which metrics score it.
+
+Any other reader name evaluates a preference dataset with plain pairwise accuracy per source.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mrm_ray.eval import metrics
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    title: str
+    reader: str
+    headline: tuple[str, ...]  # the published figures, in the published order
+    score: Callable[[Sequence[bool], Sequence[dict]], dict]
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "mm_rlhf": Benchmark("MM-RLHF-RewardBench", "mm_rlhf_rewardbench", ("Acc", "Acc+"),
+                         lambda ok, rows: metrics.mm_rlhf(ok, [r["group_id"] for r in rows],
+                                                          [r["category"] for r in rows])),
+    "vl_rewardbench": Benchmark("VL-RewardBench", "vl_rewardbench", ("Overall", "Macro"),
+                                lambda ok, rows: metrics.vl_rewardbench(ok, [r["category"] for r in rows])),
+    "multimodal_rewardbench": Benchmark(
+        "Multimodal RewardBench", "multimodal_rewardbench", ("Overall",),
+        lambda ok, rows: metrics.multimodal_rewardbench(ok, [r["category"] for r in rows])),
+}
+
+
+def parse_named(spec: str) -> tuple[str, str]:
+    """`NAME=PATH`, or `PATH` named after its last folder (command lines: models, benchmarks)."""
+    name, sep, path = spec.partition("=")
+    return (name, path) if sep else (Path(spec.rstrip("/")).name or spec, spec)
+
+
+def benchmark(name: str) -> Benchmark:
+    """A published benchmark, or any reader scored with pairwise accuracy per source."""
+    from mrm_ray.data.readers import READERS
+
+    if name in BENCHMARKS:
+        return BENCHMARKS[name]
+    if name in READERS:
+        return Benchmark(name, name, ("accuracy",),
+                         lambda ok, rows: metrics.pairwise(ok, [r["source"] for r in rows]))
+    raise ValueError(f"unknown benchmark {name!r}: use one of {sorted(BENCHMARKS)} or a reader "
+                     f"({', '.join(sorted(READERS))})")
+
+
+def read_benchmark(name: str, path: str | Path, *, image_root: str | Path | None = None,
+                   stand_in_images: str | Path | None = None) -> Iterator:
+    """Rows and `Rejected` entries; a reader that needs an image root gets the file's folder by default."""
+    from mrm_ray.data.readers import get_reader
+
+    reader = get_reader(benchmark(name).reader)
+    accepted = inspect.signature(reader).parameters
+    if image_root is None and "image_root" in accepted and accepted["image_root"].default is inspect.Parameter.empty:
+        image_root = Path(path).parent
+    options = {"image_root": image_root, "stand_in_images": stand_in_images}
+    return reader(path, source=name, **{k: v for k, v in options.items() if k in accepted and v is not None})

@@ -1,0 +1,95 @@
+"""Evaluation end to end: `mrm-ray ensemble fit` on real preference files, then `ray job submit ...
+jobs/evaluate.py` on the real benchmark files with stand-in images, checked pair by pair against
+the reward models scored in this process."""
+
+import json
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from mrm_ray.data.quarantine import Rejected
+from mrm_ray.data.schema import to_chat_messages
+from mrm_ray.eval import metrics
+from mrm_ray.eval.benchmarks import read_benchmark
+from mrm_ray.serve.scorer import Scorer
+
+from helpers.ray_head import job_status
+
+pytestmark = pytest.mark.shared_data
+
+
+@pytest.fixture(scope="module")
+def fitted(ray_cluster, shared_data, reward_checkpoints, tmp_path_factory):
+    """ensemble.yaml fitted on RLAIF-V (images) + the ShareGPT demo (text), text routed to member b."""
+    from mrm_ray.cli import main
+
+    out = tmp_path_factory.mktemp("fit") / "ensemble.yaml"
+    main(["ensemble", "fit", "--models", f"a={reward_checkpoints[0]}", f"b={reward_checkpoints[1]}",
+          "--data", f"chat_messages={shared_data / 'rlaif-v-sample' / 'rlaif-v.jsonl'}",
+          "--data", f"sharegpt={shared_data / 'text-preference' / 'dpo_en_demo.json'}", "--limit", "40",
+          "--method", "accuracy_weighted", "--text-members", "b", "--out", str(out)])
+    return out
+
+
+def test_ensemble_fit_writes_weights_normalisation_and_routing(fitted, reward_checkpoints, shared_data):
+    config = yaml.safe_load(fitted.read_text())
+    assert config["method"] == "accuracy_weighted" and config["fitted_on"]["pairs"] == 50  # 10 RLAIF-V + 40 text
+    a, b = config["members"]
+    assert (a["name"], a["modalities"], b["name"], b["modalities"]) == ("a", ["image"], "b", ["text"])
+    # recompute member a's weight (accuracy) and statistics from its own scores of the same pairs
+    rows = [r for name, path in (("chat_messages", shared_data / "rlaif-v-sample" / "rlaif-v.jsonl"),
+                                 ("sharegpt", shared_data / "text-preference" / "dpo_en_demo.json"))
+            for r in [r for r in read_benchmark(name, path) if not isinstance(r, Rejected)][:40]]
+    scores = np.array(Scorer(str(reward_checkpoints[0])).score_pairs(
+        [{**r, "prompt": to_chat_messages(r["prompt"])} for r in rows]))
+    assert a["weight"] == pytest.approx(metrics.correct(scores[:, 0], scores[:, 1]).mean(), abs=1e-6)
+    assert a["score_mean"] == pytest.approx(scores.mean(), abs=1e-4)
+    assert a["score_std"] == pytest.approx(scores.std(), abs=1e-4)
+    assert config["fitted_on"]["accuracy"]["a"] == pytest.approx(a["weight"], abs=1e-6)
+
+
+def test_evaluate_job_on_real_benchmarks_with_stand_in_images(shared_head, fitted, shared_data, reward_checkpoints,
+                                                             tmp_path):
+    bench = shared_data / "benchmarks"
+    out = tmp_path / "report"
+    result = shared_head.submit(
+        "jobs/evaluate.py", "--ensemble", str(fitted), "--bench", f"mm_rlhf={bench / 'mm_rlhf_reward_bench.jsonl'}",
+        "--bench", f"vl_rewardbench={bench / 'vl_rewardbench_pairs.jsonl'}",
+        "--stand-in-images", str(shared_data / "real-images"), "--out", str(out), "--actors-per-model", "2",
+        "--limit", "300", timeout=900)  # all of MM-RLHF's 145 image pairs, VL-RewardBench's first 300 (CI time)
+    log = result.stdout + result.stderr
+    assert job_status(log) == "SUCCEEDED", log[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    mm, vl = report["benchmarks"]["mm_rlhf"], report["benchmarks"]["vl_rewardbench"]
+    # MM-RLHF: the 25 video rows are bad rows, visibly out of the denominators
+    assert mm["counts"] == {"read": 170, "scored": 145, "bad_rows": 25, "unscorable": 0, "stand_in_images": 145}
+    assert mm["bad_reasons"] == {"unsupported media": 25}
+    assert vl["counts"]["scored"] == 300 and vl["results"]["a"]["published_sizes_met"] is False  # a subset
+    assert sum(vl["results"]["a"]["counts"][c] for c in ("general", "hallucination", "reasoning")) == 300
+    assert set(vl["results"]) == {"a", "b", "ensemble: mean", "ensemble: z_mean", "ensemble.yaml (accuracy_weighted)"}
+    markdown = (out / "report.md").read_text()
+    assert "145 pairs were scored with stand-in images" in markdown and "| ensemble: mean |" in markdown
+
+    # every metric follows from the per-pair scores, which equal the members scored in this process
+    pairs = pq.read_table(out / "scores.parquet").to_pandas()
+    mm_pairs = pairs[pairs.benchmark == "mm_rlhf"]
+    ok = metrics.correct(mm_pairs["a/chosen"], mm_pairs["a/rejected"])
+    expected = metrics.mm_rlhf(ok, list(mm_pairs.group_id), list(mm_pairs.category))
+    assert mm["results"]["a"]["Acc"] == pytest.approx(expected["Acc"]) and mm["results"]["a"]["Acc+"] == pytest.approx(
+        expected["Acc+"])
+    mean_ok = metrics.correct((mm_pairs["a/chosen"] + mm_pairs["b/chosen"]) / 2,
+                              (mm_pairs["a/rejected"] + mm_pairs["b/rejected"]) / 2)
+    assert mm["results"]["ensemble: mean"]["Acc"] == pytest.approx(mean_ok.mean())
+    # the fitted ensemble routes image pairs to member a alone: its accuracy is a's
+    assert mm["results"]["ensemble.yaml (accuracy_weighted)"]["Acc"] == pytest.approx(expected["Acc"])
+    rows = [r for r in read_benchmark("mm_rlhf", bench / "mm_rlhf_reward_bench.jsonl",
+                                      stand_in_images=shared_data / "real-images") if not isinstance(r, Rejected)][:4]
+    offline = Scorer(str(reward_checkpoints[1])).score_pairs([{**r, "prompt": to_chat_messages(r["prompt"])}
+                                                             for r in rows])
+    by_id = mm_pairs.set_index("id")
+    for row, (c, r) in zip(rows, offline):
+        assert math.isclose(by_id.loc[row["id"], "b/chosen"], c, abs_tol=1e-4)
+        assert math.isclose(by_id.loc[row["id"], "b/rejected"], r, abs_tol=1e-4)
