@@ -13,12 +13,16 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mrm_ray.ensemble import EnsembleConfig, aggregate, routing_mask
 from mrm_ray.eval import metrics
 from mrm_ray.eval.benchmarks import benchmark, read_benchmark
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True, kw_only=True)

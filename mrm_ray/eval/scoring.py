@@ -8,6 +8,7 @@ the results join back by pair id. A pair a member cannot encode gets NaN and its
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -52,12 +53,17 @@ def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, str], *, b
     position = {r["id"]: i for i, r in enumerate(rows)}
     if len(position) != len(rows):
         raise ValueError("pair ids must be unique across the scored rows")
-    out = {}
-    for name, path in members.items():
+    def run(path: str) -> pa.Table:
         scored = ds.map_batches(PairScoring, fn_constructor_kwargs={"path": str(path)}, batch_size=batch_size,
                                 batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
                                 num_gpus=num_gpus, num_cpus=num_cpus).to_arrow_refs()
-        result = pa.concat_tables(ray.get(scored)) if scored else pa.table({})
+        return pa.concat_tables(ray.get(scored))
+
+    # every member's pool at once: on a cluster each gets its own GPUs; here their start-ups overlap
+    with ThreadPoolExecutor(max(1, len(members))) as pool:
+        tables = dict(zip(members, pool.map(run, members.values())))
+    out = {}
+    for name, result in tables.items():
         chosen, rejected = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
         errors: list[str | None] = [None] * len(rows)
         for pid, c, r, e in zip(*(result.column(k).to_pylist() for k in ("id", "chosen_score", "rejected_score",

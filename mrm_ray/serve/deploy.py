@@ -18,6 +18,7 @@ class ServeTarget:
     route_prefix: str
     args: dict[str, Any]
     http_options: dict[str, Any]
+    logging_config: dict[str, Any] | None = None
 
 
 def load_serve_config(path: str | Path, *, ensemble: str | None = None, name: str | None = None,
@@ -36,7 +37,8 @@ def load_serve_config(path: str | Path, *, ensemble: str | None = None, name: st
         args["ensemble"] = str(Path(ensemble).resolve())
     http = raw.get("http_options") or {}
     return ServeTarget(name=name or app.name, route_prefix=route_prefix or app.route_prefix or "/", args=args,
-                       http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)})
+                       http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)},
+                       logging_config=raw["applications"][0].get("logging_config"))
 
 
 def deploy(target: ServeTarget) -> str:
@@ -46,7 +48,8 @@ def deploy(target: ServeTarget) -> str:
     from mrm_ray.serve.app import build_app
 
     serve.start(http_options=target.http_options)
-    serve.run(build_app(target.args), name=target.name, route_prefix=target.route_prefix, blocking=False)
+    serve.run(build_app(target.args), name=target.name, route_prefix=target.route_prefix, blocking=False,
+              logging_config=target.logging_config)
     host, port = target.http_options["host"], target.http_options["port"]
     return f"http://{host}:{port}{target.route_prefix.rstrip('/')}"
 

@@ -6,12 +6,13 @@ import json
 import math
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from mrm_ray.data.quarantine import Rejected
-from mrm_ray.data.schema import to_chat_messages
+from mrm_ray.data.schema import PAIR_SCHEMA, to_chat_messages
 from mrm_ray.eval import metrics
 from mrm_ray.eval.benchmarks import read_benchmark
 from mrm_ray.serve.scorer import Scorer
@@ -23,25 +24,32 @@ pytestmark = pytest.mark.shared_data
 
 @pytest.fixture(scope="module")
 def fitted(ray_cluster, shared_data, reward_checkpoints, tmp_path_factory):
-    """ensemble.yaml fitted on RLAIF-V (images) + the ShareGPT demo (text), text routed to member b."""
+    """ensemble.yaml fitted on RLAIF-V (images) + ShareGPT demo pairs (text) saved as canonical shards,
+    text routed to member b."""
     from mrm_ray.cli import main
 
-    out = tmp_path_factory.mktemp("fit") / "ensemble.yaml"
+    root = tmp_path_factory.mktemp("fit")
+    text = [r for r in read_benchmark("sharegpt", shared_data / "text-preference" / "dpo_en_demo.json")
+            if not isinstance(r, Rejected)][:40]
+    (root / "canonical").mkdir()  # the text pairs as canonical shards, as `mrm-ray data prepare` writes them
+    pq.write_table(pa.Table.from_pylist([{k: r[k] for k in PAIR_SCHEMA.names} for r in text], schema=PAIR_SCHEMA),
+                   root / "canonical" / "part-0.parquet")
+    out = root / "ensemble.yaml"
     main(["ensemble", "fit", "--models", f"a={reward_checkpoints[0]}", f"b={reward_checkpoints[1]}",
           "--data", f"chat_messages={shared_data / 'rlaif-v-sample' / 'rlaif-v.jsonl'}",
-          "--data", f"sharegpt={shared_data / 'text-preference' / 'dpo_en_demo.json'}", "--limit", "40",
+          "--data", f"canonical={root / 'canonical'}", "--limit", "40",
           "--method", "accuracy_weighted", "--text-members", "b", "--out", str(out)])
     return out
 
 
 def test_ensemble_fit_writes_weights_normalisation_and_routing(fitted, reward_checkpoints, shared_data):
     config = yaml.safe_load(fitted.read_text())
-    assert config["method"] == "accuracy_weighted" and config["fitted_on"]["pairs"] == 50  # 10 RLAIF-V + 40 text
+    assert config["method"] == "accuracy_weighted" and config["fitted_on"]["pairs"] == 50  # 10 RLAIF-V + 40 canonical
     a, b = config["members"]
     assert (a["name"], a["modalities"], b["name"], b["modalities"]) == ("a", ["image"], "b", ["text"])
     # recompute member a's weight (accuracy) and statistics from its own scores of the same pairs
     rows = [r for name, path in (("chat_messages", shared_data / "rlaif-v-sample" / "rlaif-v.jsonl"),
-                                 ("sharegpt", shared_data / "text-preference" / "dpo_en_demo.json"))
+                                 ("canonical", fitted.parent / "canonical"))
             for r in [r for r in read_benchmark(name, path) if not isinstance(r, Rejected)][:40]]
     scores = np.array(Scorer(str(reward_checkpoints[0])).score_pairs(
         [{**r, "prompt": to_chat_messages(r["prompt"])} for r in rows]))
@@ -58,7 +66,7 @@ def test_evaluate_job_on_real_benchmarks_with_stand_in_images(shared_head, fitte
     result = shared_head.submit(
         "jobs/evaluate.py", "--ensemble", str(fitted), "--bench", f"mm_rlhf={bench / 'mm_rlhf_reward_bench.jsonl'}",
         "--bench", f"vl_rewardbench={bench / 'vl_rewardbench_pairs.jsonl'}",
-        "--stand-in-images", str(shared_data / "real-images"), "--out", str(out), "--actors-per-model", "2",
+        "--stand-in-images", str(shared_data / "real-images"), "--out", str(out),
         "--limit", "300", timeout=900)  # all of MM-RLHF's 145 image pairs, VL-RewardBench's first 300 (CI time)
     log = result.stdout + result.stderr
     assert job_status(log) == "SUCCEEDED", log[-4000:]
@@ -68,7 +76,7 @@ def test_evaluate_job_on_real_benchmarks_with_stand_in_images(shared_head, fitte
     assert mm["counts"] == {"read": 170, "scored": 145, "bad_rows": 25, "unscorable": 0, "stand_in_images": 145}
     assert mm["bad_reasons"] == {"unsupported media": 25}
     assert vl["counts"]["scored"] == 300 and vl["results"]["a"]["published_sizes_met"] is False  # a subset
-    assert sum(vl["results"]["a"]["counts"][c] for c in ("general", "hallucination", "reasoning")) == 300
+    assert sum(vl["results"]["a"]["counts"].get(c, 0) for c in ("general", "hallucination", "reasoning")) == 300
     assert set(vl["results"]) == {"a", "b", "ensemble: mean", "ensemble: z_mean", "ensemble.yaml (accuracy_weighted)"}
     markdown = (out / "report.md").read_text()
     assert "145 pairs were scored with stand-in images" in markdown and "| ensemble: mean |" in markdown
