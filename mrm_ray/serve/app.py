@@ -45,6 +45,8 @@ class MemberServing(BaseModel):
         default_factory=lambda: {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16})
     num_cpus: float = 1.0
     num_gpus: float | Literal["auto"] = "auto"  # auto: 1 when the cluster has GPUs
+    resources: dict[str, float] = Field(default_factory=dict, description="custom resources, e.g. "
+                                        "{reward_serving: 1} to land on the cluster's serving node type")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
 
 
@@ -120,7 +122,8 @@ def build_app(args: dict | AppArgs) -> serve.Application:
                        "dtype": s.dtype}
         handles[member.name] = RewardMember.options(
             name=deployment_name(member.name), max_ongoing_requests=s.max_ongoing_requests, user_config=user_config,
-            ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": _num_gpus(s.num_gpus)}, **scaling,
+            ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": _num_gpus(s.num_gpus), "resources": s.resources},
+            **scaling,
         ).bind(member.name, max_batch_size=s.max_batch_size, defaults=user_config)
         spec_members.append({"name": member.name, "weight": member.weight, "modalities": list(member.modalities),
                              "max_batch_size": s.max_batch_size})

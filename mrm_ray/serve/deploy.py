@@ -30,6 +30,10 @@ def load_serve_config(path: str | Path, *, ensemble: str | None = None, name: st
     raw = yaml.safe_load(Path(path).read_text())
     schema = ServeDeploySchema.model_validate(raw)  # the same checks `serve deploy` makes
     app = schema.applications[0]
+    if app.runtime_env:  # e.g. the auth token's env var: dropping it silently would serve without auth
+        raise ValueError(f"{path}: this job cannot apply the application's runtime_env; `serve deploy` the file, "
+                         "or pass it to the job (`ray job submit --runtime-env-json '{\"env_vars\": {...}}'`) "
+                         "and remove it from the config")
     args = dict(app.args or {})
     if ensemble:
         args.pop("members", None)

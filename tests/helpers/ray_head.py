@@ -8,8 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -30,9 +33,19 @@ def ray_env() -> dict:
 class RayHead:
     """`ray start --head --block` in its own process group, so stopping it touches no other cluster."""
 
-    def __init__(self, num_cpus: int = 2) -> None:
+    def __init__(self, num_cpus: int = 2, *, autoscaling_config: dict | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port, self.dashboard_port = _free_port(), _free_port()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        autoscaling = []
+        if autoscaling_config is not None:  # the fake provider's worker nodes join this head's GCS port
+            config = {**autoscaling_config, "provider": {**autoscaling_config["provider"],
+                                                         "gcs_address": f"127.0.0.1:{self.port}"}}
+            fd, path = tempfile.mkstemp(prefix="autoscaling-", suffix=".yaml")
+            with os.fdopen(fd, "w") as f:
+                yaml.safe_dump(config, f)
+            autoscaling = [f"--autoscaling-config={path}"]
+        self.env = {**ray_env(), **(env or {})}
         # every port explicit and free: another local Ray (the in-process test cluster) holds the defaults,
         # and a dashboard agent that cannot bind leaves the job server with "no available agent"
         ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
@@ -40,8 +53,8 @@ class RayHead:
         self.process = subprocess.Popen(
             [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",
-             f"--num-cpus={num_cpus}", "--disable-usage-stats", *ports],
-            env=ray_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             f"--num-cpus={num_cpus}", "--disable-usage-stats", *ports, *autoscaling],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 180
         while time.time() < deadline:  # ready when a trivial job runs end to end
             probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.address, "--", "true"],
@@ -62,6 +75,15 @@ class RayHead:
         out = subprocess.run([str(BIN / "ray"), "job", "status", "--address", self.address, job_id], env=ray_env(),
                              capture_output=True, text=True, timeout=60)
         return out.stdout + out.stderr
+
+    def alive_nodes(self) -> list[dict]:
+        """This cluster's live nodes (Ray's state API), with their `resources_total`."""
+        out = subprocess.run([str(BIN / "ray"), "list", "nodes", "--address", self.address, "--format", "json",
+                              "-f", "state=ALIVE"], env=ray_env(), capture_output=True, text=True, timeout=60)
+        try:
+            return json.loads(out.stdout)
+        except ValueError:
+            return []
 
     def alive_actor_pids(self, class_name: str) -> list[int]:
         """PIDs of this cluster's live actors of a class (Ray's state API)."""

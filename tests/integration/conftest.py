@@ -32,3 +32,8 @@ def shared_head():
     head = RayHead(num_cpus=4)
     yield head
     head.stop()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests on the shared head run last, so its idle cluster never slows the training jobs."""
+    items.sort(key=lambda item: "shared_head" in getattr(item, "fixturenames", ()))

@@ -23,9 +23,9 @@ pytestmark = pytest.mark.shared_data
 
 
 @pytest.fixture(scope="module")
-def fitted(ray_cluster, shared_data, reward_checkpoints, tmp_path_factory):
+def fitted(ray_cluster, shared_head, shared_data, reward_checkpoints, tmp_path_factory):
     """ensemble.yaml fitted on RLAIF-V (images) + ShareGPT demo pairs (text) saved as canonical shards,
-    text routed to member b."""
+    text routed to member b. (It asks for `shared_head` only to run with the module's job test.)"""
     from mrm_ray.cli import main
 
     root = tmp_path_factory.mktemp("fit")

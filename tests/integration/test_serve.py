@@ -22,6 +22,8 @@ from helpers.ray_head import BIN, REPO, RayHead, job_status, ray_env
 
 CONFIG = REPO / "jobs" / "configs" / "serve_tiny.yaml"
 RED, GREEN = png((220, 20, 20)), png((20, 200, 20))
+TOKEN = "tok-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _free_port() -> int:
@@ -44,6 +46,7 @@ class Served:
         app["args"]["limits"] = {"max_items": 8, "max_pairs": 4, "max_image_bytes": 100_000,
                                  "max_image_pixels": 1_000_000, "max_text_chars": 2_000,
                                  "max_request_bytes": 2_000_000}
+        app["runtime_env"] = {"env_vars": {"MRM_SERVE_TOKEN": TOKEN}}  # auth on (the ensemble app below: off)
         self.deploy()
 
     def deploy(self, timeout: float = 240) -> None:
@@ -62,11 +65,11 @@ class Served:
             time.sleep(1)
         raise AssertionError(f"not RUNNING after {timeout} s:\n{status}")
 
-    def post(self, path: str, payload=None, **kw) -> requests.Response:
-        return requests.post(self.url + path, json=payload, timeout=60, **kw)
+    def post(self, path: str, payload=None, *, headers=AUTH, **kw) -> requests.Response:
+        return requests.post(self.url + path, json=payload, timeout=60, headers=headers, **kw)
 
-    def models(self, **kw) -> dict:
-        response = requests.get(self.url + "/v1/models", timeout=60, **kw)
+    def models(self) -> dict:
+        response = requests.get(self.url + "/v1/models", timeout=60, headers=AUTH)
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -74,10 +77,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(shared_head, tmp_path_factory, reward_checkpoints):
     served = Served(shared_head, tmp_path_factory.mktemp("serve"), reward_checkpoints)
-    yield served
-    # free the shared head's CPUs for the tests after this module
-    subprocess.run([str(BIN / "serve"), "shutdown", "--yes", "--address", shared_head.address], env=ray_env(),
-                   capture_output=True, timeout=120)
+    return served  # the shared head runs last and takes Serve down with it
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_every_bad_input_gets_its_4xx_and_the_server_keeps_serving(served):
         path = "/v1/compare" if isinstance(body, dict) and "pairs" in body else "/v1/score"
         if isinstance(body, bytes):
             response = requests.post(served.url + path, data=body, timeout=60,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **AUTH})
         else:
             response = served.post(path, body)
         assert response.status_code == status, (field, response.text)
@@ -248,8 +248,9 @@ def test_job_deploys_an_ensemble_file_with_text_routing(served, offline, tmp_pat
         EnsembleMember(name="vl", path=str(served.checkpoints[0]), score_mean=0.5, score_std=2.0),
         EnsembleMember(name="text", path=str(served.checkpoints[1]), modalities=("text",))]),
         tmp_path / "ensemble.yaml")
-    config = tmp_path / "serve.yaml"
-    config.write_text(yaml.safe_dump(served.config))
+    config, plain = tmp_path / "serve.yaml", yaml.safe_load(yaml.safe_dump(served.config))
+    plain["applications"][0].pop("runtime_env")  # no token: this app serves without auth
+    config.write_text(yaml.safe_dump(plain))
     result = served.head.submit("jobs/serve.py", "--config", str(config), "--ensemble", str(ensemble),
                                 "--name", "ens", "--route-prefix", "/ens", timeout=300)
     log = result.stdout + result.stderr
@@ -271,14 +272,11 @@ def test_job_deploys_an_ensemble_file_with_text_routing(served, offline, tmp_pat
 
 
 def test_bearer_token_from_the_environment(served):
-    assert served.post("/v1/score", {"items": ITEMS[:1]}).status_code == 200  # auth off
-    app = served.config["applications"][0]
-    app["runtime_env"] = {"env_vars": {"MRM_SERVE_TOKEN": "tok-123"}}
-    served.deploy()
-    assert served.post("/v1/score", {"items": ITEMS[:1]}).status_code == 401
+    """The main app took its token from its runtime_env; the ensemble app above ran without one."""
+    assert served.post("/v1/score", {"items": ITEMS[:1]}, headers={}).status_code == 401
     wrong = served.post("/v1/score", {"items": ITEMS[:1]}, headers={"Authorization": "Bearer nope"})
-    assert wrong.status_code == 401 and "tok-123" not in wrong.text
-    ok = served.post("/v1/score", {"items": ITEMS[:1]}, headers={"Authorization": "Bearer tok-123"})
-    assert ok.status_code == 200, ok.text
+    assert wrong.status_code == 401 and TOKEN not in wrong.text
+    assert served.post("/get_reward", {"query": ["a b"], "prompts": ["a"]}, headers={}).status_code == 401
+    assert served.post("/v1/score", {"items": ITEMS[:1]}).status_code == 200
     assert requests.get(served.url + "/v1/models", timeout=30).status_code == 401
     assert requests.get(served.url + "/healthz", timeout=30).status_code == 200  # probes need no token

@@ -43,3 +43,16 @@ def test_token_never_shows_in_reprs():
     assert "s3cret" not in repr(args) and "s3cret" not in str(args.model_dump())
     with pytest.raises(ValueError):
         AppArgs(members=[{"name": "a", "path": "x"}], servng={})  # typos are errors, not silently ignored
+
+
+def test_job_deploy_refuses_a_runtime_env_it_cannot_apply(tmp_path):
+    from mrm_ray.serve.deploy import load_serve_config
+
+    config = yaml.safe_load(CONFIG.read_text())
+    target = load_serve_config(CONFIG, ensemble=str(tmp_path / "e.yaml"), name="x", route_prefix="/x")
+    assert "members" not in target.args and "method" not in target.args and target.args["ensemble"].endswith("e.yaml")
+    assert target.logging_config == {"enable_access_log": False} and target.http_options["host"] == "127.0.0.1"
+    config["applications"][0]["runtime_env"] = {"env_vars": {"MRM_SERVE_TOKEN": "t"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="runtime_env"):
+        load_serve_config(tmp_path / "c.yaml")
