@@ -37,7 +37,7 @@ class RayHead:
                  env: dict[str, str] | None = None) -> None:
         self.port, self.dashboard_port = _free_port(), _free_port()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
-        autoscaling = []
+        autoscaling, self._cleanup = [], None
         if autoscaling_config is not None:  # the fake provider's worker nodes join this head's GCS port
             config = {**autoscaling_config, "provider": {**autoscaling_config["provider"],
                                                          "gcs_address": f"127.0.0.1:{self.port}"}}
@@ -45,6 +45,7 @@ class RayHead:
             with os.fdopen(fd, "w") as f:
                 yaml.safe_dump(config, f)
             autoscaling = [f"--autoscaling-config={path}"]
+            self._cleanup = Path(path)
         self.env = {**ray_env(), **(env or {})}
         # every port explicit and free: another local Ray (the in-process test cluster) holds the defaults,
         # and a dashboard agent that cannot bind leaves the job server with "no available agent"
@@ -96,6 +97,8 @@ class RayHead:
             return []
 
     def stop(self) -> None:
+        if self._cleanup is not None:
+            self._cleanup.unlink(missing_ok=True)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(self.process.pid, sig)
