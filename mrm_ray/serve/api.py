@@ -175,13 +175,15 @@ def _check_text(text: str, field: str, limits: Limits) -> None:
 def prepare_prompt(prompt: str | list[Message], images: list[str], *, field: str,
                    limits: Limits) -> tuple[Any, list[bytes]]:
     """(prompt as text or plain chat messages with image placeholders, decoded images in order)."""
+    inline = 0 if isinstance(prompt, str) else sum(
+        isinstance(m.content, list) and sum(p.type != "text" and (p.image or p.image_url) is not None
+                                            for p in m.content) for m in prompt)
+    if inline + len(images) > limits.max_images_per_item:  # counted before any image is decoded
+        raise BadInput(f"{field}.images", f"{inline + len(images)} images, over the limit of "
+                                          f"{limits.max_images_per_item}", status=413)
     if isinstance(prompt, str):
         _check_text(prompt, f"{field}.prompt", limits)
-        decoded = [decode_image(v, field=f"{field}.images[{i}]", limits=limits) for i, v in enumerate(images)]
-        if len(decoded) > limits.max_images_per_item:
-            raise BadInput(f"{field}.images", f"{len(decoded)} images, over the limit of "
-                                              f"{limits.max_images_per_item}", status=413)
-        return prompt, decoded
+        return prompt, [decode_image(v, field=f"{field}.images[{i}]", limits=limits) for i, v in enumerate(images)]
     pending = list(enumerate(images))
     messages, decoded = [], []
     for m, message in enumerate(prompt):
@@ -212,9 +214,6 @@ def prepare_prompt(prompt: str | list[Message], images: list[str], *, field: str
         messages.append({"role": message.role, "content": parts})
     if pending:
         raise BadInput(f"{field}.images", f"{len(pending)} image(s) have no image placeholder in the prompt")
-    if len(decoded) > limits.max_images_per_item:
-        raise BadInput(f"{field}.images", f"{len(decoded)} images, over the limit of {limits.max_images_per_item}",
-                       status=413)
     return messages, decoded
 
 

@@ -163,6 +163,27 @@ BAD = [  # (body or raw bytes, status, field)
 ]
 
 
+def test_verl_batch_reward_function(served, offline):
+    """Called the way veRL's batch reward manager calls a custom reward function."""
+    import numpy as np
+
+    from mrm_ray.rl.verl import compute_score
+
+    solutions = ["so \\boxed{4}", "blue"]
+    extra = [{"question": "What is 2+2?"}, {"prompt": "What colour is the square?", "images": [b64(RED)]}]
+    out = compute_score(data_sources=np.array(["math", "vqa"], dtype=object),
+                        solution_strs=np.array(solutions, dtype=object),
+                        ground_truths=np.array(["4", "red"], dtype=object), extra_infos=np.array(extra, dtype=object),
+                        url=served.url, token=TOKEN, reward="hybrid")
+    expected = [np.mean([s.score_items([{"prompt": p, "images": im, "response": r}])[0] for s in offline[:2]])
+                for p, im, r in (("What is 2+2?", [], solutions[0]), ("What colour is the square?", [RED], "blue"))]
+    assert out[0]["score"] == 1.0 and out[0]["model_reward"] == pytest.approx(expected[0], abs=1e-4)
+    assert out[1]["score"] == pytest.approx(1 / (1 + math.exp(-expected[1])), abs=1e-4)
+    assert all(set(o) == {"score", "model_reward", "ensemble_std", "score/tiny-a", "score/tiny-b"} for o in out)
+    with pytest.raises(ValueError, match="no prompt"):
+        compute_score(["x"], ["y"], ["z"], [{}], url=served.url, token=TOKEN)
+
+
 def test_every_bad_input_gets_its_4xx_and_the_server_keeps_serving(served):
     for body, status, field in BAD:
         path = "/v1/compare" if isinstance(body, dict) and "pairs" in body else "/v1/score"

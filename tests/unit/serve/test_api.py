@@ -79,3 +79,10 @@ def test_openrlhf_request_splits_query_into_prompt_and_response():
     assert err.value.field == "query[1]"
     with pytest.raises(BadInput, match="1 prompts for 2 queries"):
         openrlhf_items(OpenRLHFRequest(query=["ab", "cd"], prompts=["a"]))
+
+
+def test_image_count_is_checked_before_any_image_is_decoded():
+    parts = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,!!not-base64!!"}}] * 3
+    with pytest.raises(BadInput, match="3 images, over the limit of 2") as err:
+        _items({"prompt": [{"role": "user", "content": parts}], "response": "r"})
+    assert err.value.status == 413 and err.value.field == "items[0].images"
