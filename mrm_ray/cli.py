@@ -150,14 +150,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_ensemble_fit(args: argparse.Namespace) -> int:
     from mrm_ray.eval.benchmarks import parse_named
-    from mrm_ray.eval.fit import fit_ensemble, write_fitted
+    from mrm_ray.ensemble import save_ensemble
+    from mrm_ray.eval.fit import fit_ensemble
     from mrm_ray.ray_session import connect
 
     connect()
     config = fit_ensemble(dict(parse_named(m) for m in args.models), [parse_named(d) for d in args.data],
                           method=args.method, text_members=args.text_members, image_root=args.image_root,
                           batch_size=args.batch_size, limit=args.limit)
-    out = write_fitted(config, args.out)
+    out = save_ensemble(config, args.out)
     for m in config.members:
         print(f"{m.name:<20} weight {m.weight:.4f}  accuracy {config.fitted_on['accuracy'][m.name]:.4f}  "
               f"score mean {m.score_mean:.4f} std {m.score_std:.4f}  modalities {','.join(m.modalities)}")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-
 import numpy as np
 
 from mrm_ray.ensemble import MODALITIES, EnsembleConfig, EnsembleMember, fit_weights
@@ -56,9 +54,3 @@ def fit_ensemble(members: Mapping[str, str], data: Sequence[tuple[str, str]], *,
                        [b["reason"].split(":")[0] for d in per.values() for b in d["bad"]]
                        + [f"{n}: {e[:80]}" for n in names for e in scores[n]["errors"] if e is not None])),
                    "accuracy": accuracy})
-
-
-def write_fitted(config: EnsembleConfig, out: str | Path) -> Path:
-    from mrm_ray.ensemble import save_ensemble
-
-    return save_ensemble(config, out)
