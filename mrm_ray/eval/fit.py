@@ -21,12 +21,12 @@ def fit_ensemble(members: Mapping[str, str], data: Sequence[tuple[str, str]], *,
     """With `text_members`, text-only inputs go to those members only and image inputs to the others
     (BaseReward's routing); without, every member scores everything."""
     from mrm_ray.eval import metrics
-    from mrm_ray.eval.report import EvalOptions, _load
+    from mrm_ray.eval.report import EvalOptions, load_benchmarks
     from mrm_ray.eval.scoring import score_pairs_on_ray
 
     if unknown := set(text_members) - set(members):
         raise ValueError(f"text members {sorted(unknown)} are not among the members {sorted(members)}")
-    per, rows = _load(data, EvalOptions(image_root=image_root, limit=limit))
+    per, rows = load_benchmarks(data, EvalOptions(image_root=image_root, limit=limit))
     if not rows:
         raise ValueError("no usable validation pairs: " + "; ".join(
             f"{n}: {len(d['bad'])} bad" for n, d in per.items()))

@@ -45,7 +45,7 @@ def member_stats(path: str) -> tuple[float, float]:
     return float(meta.get("score_mean", 0.0)), float(meta.get("score_std", 1.0))
 
 
-def _load(specs: Sequence[tuple[str, str]], options: EvalOptions) -> tuple[dict, list[dict]]:
+def load_benchmarks(specs: Sequence[tuple[str, str]], options: EvalOptions) -> tuple[dict, list[dict]]:
     """Per benchmark: good rows and bad entries; all good rows with globally unique ids."""
     from mrm_ray.data.quarantine import Rejected
 
@@ -78,7 +78,7 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
     if ensemble is not None:
         members = {m.name: m.path for m in ensemble.members}
     names = list(members)
-    per, every = _load(specs, options)
+    per, every = load_benchmarks(specs, options)
     scores = score_pairs_on_ray(every, members, batch_size=options.batch_size, concurrency=options.concurrency,
                                 num_gpus=options.num_gpus, num_cpus=options.num_cpus)
     stats = [member_stats(members[n]) for n in names]
