@@ -134,7 +134,8 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from mrm_ray.config import load_run_config
-    from mrm_ray.train.plan import PUBLISHED, estimate, format_plan
+    from mrm_ray.model.published import PUBLISHED
+    from mrm_ray.train.plan import estimate, format_plan
 
     path = Path(args.preset)
     if not path.is_file():

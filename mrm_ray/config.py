@@ -58,6 +58,7 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     pair_forward: str = "packed"  # packed | two_sequence (the reference)
     attn_implementation: str = "sdpa"  # sdpa | eager: packed pairs need a 4D mask, which flash-attn lacks
+    random_init: bool = False  # build path/config.json with random weights (sizing runs; see model/published.py)
 
     def __post_init__(self) -> None:
         if self.pair_forward not in PAIR_FORWARDS:
@@ -168,6 +169,7 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int | None = None  # optimizer steps; None = epochs
     max_grad_norm: float = 1.0
+    optimizer_impl: str = "deepspeed"  # deepspeed (fused CUDA Adam, built on first use; CPU Adam when offloading) | torch
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     gradient_checkpointing: bool = False
     freeze_vision: bool = False
@@ -183,6 +185,8 @@ class TrainConfig:
             raise ValueError(f"train.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.offload_params and self.zero_stage != 3:
             raise ValueError("train.offload_params needs zero_stage 3")
+        if self.optimizer_impl not in ("deepspeed", "torch"):
+            raise ValueError(f"train.optimizer_impl must be deepspeed or torch, got {self.optimizer_impl!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.global_batch_size % (self.micro_batch_size * self.num_workers):

@@ -74,6 +74,21 @@ class RewardModel(nn.Module):
         model.head.load_state_dict(load_file(path / HEAD_WEIGHTS))
         return model.to(dtype)
 
+    @classmethod
+    def from_config(cls, path: str | os.PathLike, *, head: HeadConfig | None = None,
+                    dtype: torch.dtype | str = torch.float32, attn_implementation: str = "sdpa") -> "RewardModel":
+        """The architecture in `path/config.json` with random weights: for sizing and speed runs
+        of a full-size model before (or without) its checkpoint. Partitioned at construction
+        under ZeRO-3, as `from_pretrained` is."""
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
+
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        config = Qwen2_5_VLConfig.from_pretrained(path)
+        backbone = Qwen2_5_VLModel._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+        model = cls(backbone, head or HeadConfig(), provenance={"base_model": f"{path} (random init)"})
+        return model.to(dtype)
+
     def save_pretrained(self, out_dir: str | os.PathLike, *, processor=None,
                         extra: Mapping[str, Any] | None = None) -> Path:
         """Write the reward checkpoint atomically (temp dir, then rename)."""

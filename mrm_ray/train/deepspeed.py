@@ -1,7 +1,7 @@
 """The DeepSpeed config for a TrainConfig (a pure function, unit-tested).
 
 ZeRO stage 0/2/3 with optional optimizer and parameter offload to CPU, bf16 on GPU and
-fp32 on CPU, gradient accumulation from global and micro batch sizes, clipping, AdamW
+fp32 on CPU, DeepSpeed's Adam or torch's, gradient accumulation from global and micro batch sizes, clipping, AdamW
 with a separate head learning rate (as parameter groups), and cosine decay after a linear
 warm-up (DeepSpeed's WarmupCosineLR scales every group's own rate).
 """
@@ -26,6 +26,9 @@ def build_ds_config(train: TrainConfig, *, total_steps: int, on_gpu: bool) -> di
                     stage3_prefetch_bucket_size=5e7)
         if train.offload_params:
             zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
+    adam = {"lr": train.learning_rate, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": train.weight_decay}
+    if train.optimizer_impl == "torch":  # torch.optim.AdamW, fused kernel on GPU: nothing to compile
+        adam.update(torch_adam=True, fused=on_gpu)
     warmup = max(1, int(round(train.warmup_ratio * total_steps))) if train.warmup_ratio > 0 else 0
     return {
         "train_batch_size": train.global_batch_size,
@@ -35,8 +38,7 @@ def build_ds_config(train: TrainConfig, *, total_steps: int, on_gpu: bool) -> di
         "zero_optimization": zero,
         "bf16": {"enabled": use_bf16(train, on_gpu=on_gpu)},
         "fp16": {"enabled": False},
-        "optimizer": {"type": "AdamW", "params": {"lr": train.learning_rate, "betas": [0.9, 0.999], "eps": 1e-8,
-                                                  "weight_decay": train.weight_decay}},
+        "optimizer": {"type": "AdamW", "params": adam},
         "scheduler": {"type": "WarmupCosineLR", "params": {
             "total_num_steps": max(total_steps, warmup + 1), "warmup_num_steps": warmup,
             "warmup_min_ratio": 0.0, "cos_min_ratio": train.min_lr_ratio, "warmup_type": "linear"}},

@@ -36,13 +36,13 @@ def build_model(run, *, ds_config: dict):
     from mrm_ray.model.reward_model import RewardModel
 
     keep = None
-    if run.train.zero_stage == 3:  # from_pretrained then builds the weights already partitioned
+    if run.train.zero_stage == 3:  # the model is then built with its weights already partitioned
         from transformers.integrations import HfDeepSpeedConfig
 
         keep = HfDeepSpeedConfig(ds_config)  # must stay alive while the model loads
     dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
-    model = RewardModel.from_pretrained(run.model.path, head=run.model.head, dtype=dtype,
-                                        attn_implementation=run.model.attn_implementation)
+    load = RewardModel.from_config if run.model.random_init else RewardModel.from_pretrained
+    model = load(run.model.path, head=run.model.head, dtype=dtype, attn_implementation=run.model.attn_implementation)
     del keep
     if run.train.freeze_vision:
         model.backbone.visual.requires_grad_(False)
@@ -117,6 +117,31 @@ class Evaluator:
         return metrics
 
 
+def make_engine(run, *, total_steps: int, on_gpu: bool):
+    """The run's model wrapped by `deepspeed.initialize` (the process group must exist)."""
+    import deepspeed
+
+    from mrm_ray.train.deepspeed import build_ds_config
+
+    ds_config = build_ds_config(run.train, total_steps=total_steps, on_gpu=on_gpu)
+    model = build_model(run, ds_config=ds_config)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, run.train),
+                                           config=ds_config, dist_init_required=False)
+    return engine
+
+
+def train_micro_step(engine, batch: dict, loss_config) -> dict:
+    """Forward, Bradley-Terry loss, backward and (at the accumulation boundary) the optimizer step."""
+    from mrm_ray.model.loss import bradley_terry_loss
+
+    chosen, rejected = split_rewards(engine(**batch))
+    out = bradley_terry_loss(chosen, rejected, config=loss_config, margin=batch.get("margin"),
+                             chosen_lengths=batch["chosen_lengths"], rejected_lengths=batch["rejected_lengths"])
+    engine.backward(out.loss)
+    engine.step()
+    return out.metrics()
+
+
 def _save(engine, run_dict: dict, state: dict, metrics: dict) -> None:
     """Every rank writes its DeepSpeed shard; Ray Train gathers them into one checkpoint."""
     import ray.train
@@ -136,8 +161,6 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     from mrm_ray.config import RunConfig, build
     from mrm_ray.data.collate import PairCollate, pair_batches
-    from mrm_ray.model.loss import bradley_terry_loss
-    from mrm_ray.train.deepspeed import build_ds_config
     from mrm_ray.train.progress import Progress
 
     run = build(RunConfig, cfg["run"])
@@ -150,10 +173,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     micro_per_epoch = cfg["micro_steps_per_epoch"]
     accum = run.train.accumulation_steps
     total_steps = run.train.max_steps or max(1, math.floor(micro_per_epoch * run.train.epochs / accum))
-    ds_config = build_ds_config(run.train, total_steps=total_steps, on_gpu=on_gpu)
-    model = build_model(run, ds_config=ds_config)
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, run.train),
-                                           config=ds_config, dist_init_required=False)
+    engine = make_engine(run, total_steps=total_steps, on_gpu=on_gpu)
     state = {"step": 0, "micro_step": 0}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -187,13 +207,8 @@ def train_loop_per_worker(cfg: dict) -> None:
                 continue
             batch = _to(batch, device)
             batch.pop("source_index")
-            chosen, rejected = split_rewards(engine(**batch))
-            out = bradley_terry_loss(chosen, rejected, config=run.loss, margin=batch.get("margin"),
-                                     chosen_lengths=batch["chosen_lengths"], rejected_lengths=batch["rejected_lengths"])
-            engine.backward(out.loss)
-            engine.step()
+            window.append(train_micro_step(engine, batch, run.loss))
             state["micro_step"] += 1
-            window.append(out.metrics())
             if state["micro_step"] % accum:
                 continue
             state["step"] += 1

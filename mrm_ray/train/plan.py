@@ -15,18 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GIB = 1024**3
+from mrm_ray.model.published import VISION
 
-# Published Qwen2.5-VL configs (text part; the vision tower is the same 32-block ViT for all).
-PUBLISHED = {
-    "qwen2_5_vl_3b": dict(hidden=2048, layers=36, intermediate=11008, heads=16, kv_heads=2, vocab=151936, tied=True),
-    "qwen2_5_vl_7b": dict(hidden=3584, layers=28, intermediate=18944, heads=28, kv_heads=4, vocab=152064, tied=False),
-    "qwen2_5_vl_32b": dict(hidden=5120, layers=64, intermediate=27648, heads=40, kv_heads=8, vocab=152064,
-                           tied=False),
-    "qwen2_5_vl_72b": dict(hidden=8192, layers=80, intermediate=29568, heads=64, kv_heads=8, vocab=152064,
-                           tied=False),
-}
-VISION = dict(hidden=1280, layers=32, intermediate=3420, patch_dim=3 * 2 * 14 * 14, merge=4)
+GIB = 1024**3
+PATCH_DIM = 3 * VISION["temporal_patch"] * VISION["patch"] ** 2
+MERGE = VISION["merge"] ** 2  # patches per image token
 
 
 def text_params(c: dict) -> int:
@@ -42,8 +35,8 @@ def text_params(c: dict) -> int:
 def vision_params(out_hidden: int) -> int:
     v = VISION
     per_block = 4 * v["hidden"] * v["hidden"] + 3 * v["hidden"] * v["intermediate"] + 2 * v["hidden"]
-    merger = (v["hidden"] * v["merge"]) ** 2 + v["hidden"] * v["merge"] * out_hidden
-    return v["layers"] * per_block + v["patch_dim"] * v["hidden"] + merger
+    merger = (v["hidden"] * MERGE) ** 2 + v["hidden"] * MERGE * out_hidden
+    return v["layers"] * per_block + PATCH_DIM * v["hidden"] + merger
 
 
 @dataclass
@@ -81,7 +74,7 @@ def estimate(arch: dict, train, *, gpus: int, tokens_per_pair: int, image_tokens
         grads, optim = 2 * trainable / (gpus if stage >= 2 else 1), 12 * trainable / (gpus if stage >= 1 else 1)
     tokens = train.micro_batch_size * tokens_per_pair
     h, layers = arch["hidden"], arch["layers"]
-    patches = train.micro_batch_size * image_tokens * VISION["merge"]
+    patches = train.micro_batch_size * image_tokens * MERGE
     if train.gradient_checkpointing:
         act = 2 * tokens * h * layers + 34 * tokens * h + 2 * patches * VISION["hidden"] * VISION["layers"]
     else:

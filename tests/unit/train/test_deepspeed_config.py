@@ -38,3 +38,13 @@ def test_schedule_warmup_and_cosine():
     assert sched["params"]["warmup_num_steps"] == 20 and sched["params"]["total_num_steps"] == 200
     assert sched["params"]["cos_min_ratio"] == 0.1
     assert cfg["optimizer"]["params"]["lr"] == 3e-6 and cfg["gradient_clipping"] == 1.0
+
+
+@pytest.mark.parametrize("on_gpu", [True, False])
+def test_torch_adam_needs_no_compiled_op(on_gpu):
+    params = build_ds_config(TrainConfig(optimizer_impl="torch"), total_steps=10, on_gpu=on_gpu)["optimizer"]["params"]
+    assert params["torch_adam"] is True and params["fused"] is on_gpu
+    default = build_ds_config(TrainConfig(), total_steps=10, on_gpu=True)["optimizer"]["params"]
+    assert "torch_adam" not in default  # DeepSpeed's own fused Adam
+    with pytest.raises(ValueError, match="optimizer_impl"):
+        TrainConfig(optimizer_impl="sgd")

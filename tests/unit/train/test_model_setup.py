@@ -36,3 +36,19 @@ def test_split_rewards_handles_both_layouts():
     assert (c.item(), r.item()) == (1.0, 2.0)
     c, r = split_rewards(torch.tensor([1.0, 2.0, 3.0, 4.0]))
     assert c.tolist() == [1.0, 2.0] and r.tolist() == [3.0, 4.0]
+
+
+def test_random_init_builds_the_architecture_without_weights(tiny_checkpoint, tmp_path):
+    import shutil
+
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    shutil.copy(tiny_checkpoint / "config.json", config_only)  # no weights, no tokenizer
+    _, loaded = _model(tiny_checkpoint)
+    _, random = _model(config_only, "model.random_init=true")
+    shapes = {n: p.shape for n, p in loaded.named_parameters()}
+    assert {n: p.shape for n, p in random.named_parameters()} == shapes
+    loaded_params = dict(loaded.named_parameters())
+    matrices = [n for n, p in random.named_parameters() if p.dim() >= 2 and not n.startswith("head.")]
+    assert matrices and all(not torch.equal(random.get_parameter(n), loaded_params[n]) for n in matrices)
+    assert random.provenance["base_model"].endswith("(random init)")

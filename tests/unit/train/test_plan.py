@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 
 from mrm_ray.config import LoraConfig, TrainConfig
-from mrm_ray.train.plan import GIB, PUBLISHED, estimate, text_params, vision_params
+from mrm_ray.model.published import PUBLISHED
+from mrm_ray.train.plan import GIB, estimate, text_params, vision_params
 
 
 @pytest.mark.parametrize("name,billions", [("qwen2_5_vl_3b", 3.75), ("qwen2_5_vl_7b", 8.29),
