@@ -63,6 +63,34 @@ def synthetic_pairs(config, n: int, *, image_side: int, prompt_tokens: int, resp
     return pairs
 
 
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def profile_step(on_gpu: bool):
+    from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else []))
+
+
+def report_profile(prof, wall_s: float, on_gpu: bool) -> float | None:
+    """Print where one step's time went; return the fraction of it the device was busy."""
+    events = prof.key_averages()
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15), flush=True)
+    if not on_gpu:
+        return None
+    try:
+        print(events.table(sort_by="self_device_time_total", row_limit=15), flush=True)
+    except Exception as exc:  # older torch names it self_cuda_time_total
+        print(f"(device table unavailable: {exc})")
+    kernel_us = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in events)
+    return kernel_us / 1e6 / wall_s
+
+
 def run_check(args) -> dict:
     import torch
 
@@ -104,17 +132,21 @@ def run_check(args) -> dict:
     n_params = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
 
     rng = np.random.default_rng(1)
-    losses, step_times = [], []
-    for _ in range(args.steps):
+    losses, step_times, busy = [], [], None
+    for step in range(args.steps):
+        profiler = profile_step(on_gpu) if args.profile and step == args.steps - 1 else None
         t = time.perf_counter()
-        for _ in range(args.accum):
-            batch = collate_packed([pairs[i] for i in rng.choice(len(pairs), args.micro_batch, replace=False)],
-                                   pad_token_id=0)
-            metrics = train_micro_step(engine, _to(batch, engine.device), run.loss)
-        if on_gpu:
-            torch.cuda.synchronize()
+        with profiler or _nothing():
+            for _ in range(args.accum):
+                batch = collate_packed([pairs[i] for i in rng.choice(len(pairs), args.micro_batch, replace=False)],
+                                       pad_token_id=0)
+                metrics = train_micro_step(engine, _to(batch, engine.device), run.loss)
+            if on_gpu:
+                torch.cuda.synchronize()
         step_times.append(time.perf_counter() - t)
         losses.append(metrics["loss"])
+        if profiler is not None:
+            busy = report_profile(profiler, step_times[-1], on_gpu)
     pairs_per_step = args.micro_batch * args.accum
     timed = step_times[1:] or step_times  # the first step pays one-off costs (allocator, kernels)
     result = {
@@ -126,6 +158,8 @@ def run_check(args) -> dict:
         "pairs_per_s": pairs_per_step * len(timed) / sum(timed), "losses": losses,
         "losses_finite": bool(np.all(np.isfinite(losses))),
     }
+    if busy is not None:
+        result["profiled_step_device_busy_fraction"] = busy
     if on_gpu:
         free, total = torch.cuda.mem_get_info()
         result.update(device=torch.cuda.get_device_name(0), gpu_total_gib=total / GIB,
@@ -156,6 +190,7 @@ def main() -> int:
     p.add_argument("--response-tokens", type=int, default=256)
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--optimizer-impl", choices=("deepspeed", "torch"), default="torch")
+    p.add_argument("--profile", action="store_true", help="profile the last step: top ops, device-busy fraction")
     p.add_argument("--port", type=int, default=29517)
     p.add_argument("--out", default=None, help="write the result as JSON here")
     args = p.parse_args()
