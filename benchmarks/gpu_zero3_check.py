@@ -71,7 +71,7 @@ class _nothing:
         return False
 
 
-def profile_step(on_gpu: bool):
+def profile_step(on_gpu: bool):  # one micro-batch: a whole step makes too many events to summarise quickly
     from torch.profiler import ProfilerActivity, profile
 
     return profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else []))
@@ -80,11 +80,11 @@ def profile_step(on_gpu: bool):
 def report_profile(prof, wall_s: float, on_gpu: bool) -> float | None:
     """Print where one step's time went; return the fraction of it the device was busy."""
     events = prof.key_averages()
-    print(events.table(sort_by="self_cpu_time_total", row_limit=15), flush=True)
+    print(events.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60), flush=True)
     if not on_gpu:
         return None
     try:
-        print(events.table(sort_by="self_device_time_total", row_limit=15), flush=True)
+        print(events.table(sort_by="self_device_time_total", row_limit=20, max_name_column_width=60), flush=True)
     except Exception as exc:  # older torch names it self_cuda_time_total
         print(f"(device table unavailable: {exc})")
     kernel_us = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in events)
@@ -115,7 +115,8 @@ def run_check(args) -> dict:
                  f"train.micro_batch_size={args.micro_batch}", f"train.global_batch_size={args.micro_batch * args.accum}",
                  f"train.max_steps={args.steps}", f"train.optimizer_impl={args.optimizer_impl}",
                  f"train.gradient_checkpointing={'true' if args.gradient_checkpointing else 'false'}",
-                 f"train.precision={'bf16' if on_gpu else 'fp32'}", f"output_dir={workdir}"]
+                 f"train.precision={'bf16' if on_gpu else 'fp32'}", f"output_dir={workdir}",
+                 f"model.vision_attention={args.vision_attention}"]
     run = load_run_config(str(ROOT / "jobs" / "configs" / f"{args.preset}.yaml"), overrides)
     config = Qwen2_5_VLConfig.from_pretrained(config_dir)
     pairs = synthetic_pairs(config, 64, image_side=args.image_side, prompt_tokens=args.prompt_tokens,
@@ -123,6 +124,7 @@ def run_check(args) -> dict:
     row_tokens = len(pairs[0]["prompt_ids"]) + len(pairs[0]["chosen_ids"]) + len(pairs[0]["rejected_ids"])
     image_tokens = int(pairs[0]["prompt_mm_token_type_ids"].sum())
 
+    torch.manual_seed(run.train.seed)  # same random weights for every variant
     t0 = time.perf_counter()
     engine = make_engine(run, total_steps=args.steps, on_gpu=on_gpu)
     if on_gpu:
@@ -134,32 +136,36 @@ def run_check(args) -> dict:
     rng = np.random.default_rng(1)
     losses, step_times, busy = [], [], None
     for step in range(args.steps):
-        profiler = profile_step(on_gpu) if args.profile and step == args.steps - 1 else None
         t = time.perf_counter()
-        with profiler or _nothing():
-            for _ in range(args.accum):
-                batch = collate_packed([pairs[i] for i in rng.choice(len(pairs), args.micro_batch, replace=False)],
-                                       pad_token_id=0)
+        for micro in range(args.accum):
+            batch = collate_packed([pairs[i] for i in rng.choice(len(pairs), args.micro_batch, replace=False)],
+                                   pad_token_id=0)
+            profiler = profile_step(on_gpu) if args.profile and step == args.steps - 1 and micro == 0 else None
+            t_micro = time.perf_counter()
+            with profiler or _nothing():
                 metrics = train_micro_step(engine, _to(batch, engine.device), run.loss)
-            if on_gpu:
-                torch.cuda.synchronize()
+                if on_gpu and profiler is not None:
+                    torch.cuda.synchronize()
+            if profiler is not None:
+                busy = report_profile(profiler, time.perf_counter() - t_micro, on_gpu)
+        if on_gpu:
+            torch.cuda.synchronize()
         step_times.append(time.perf_counter() - t)
         losses.append(metrics["loss"])
-        if profiler is not None:
-            busy = report_profile(profiler, step_times[-1], on_gpu)
     pairs_per_step = args.micro_batch * args.accum
     timed = step_times[1:] or step_times  # the first step pays one-off costs (allocator, kernels)
     result = {
         "arch": args.arch if not args.config_dir else args.config_dir, "params": n_params,
         "zero_stage": args.zero_stage, "micro_batch": args.micro_batch, "accumulation": args.accum,
         "gradient_checkpointing": args.gradient_checkpointing, "optimizer_impl": args.optimizer_impl,
+        "vision_attention": args.vision_attention,
         "packed_tokens_per_pair": row_tokens, "image_tokens_per_pair": image_tokens,
         "build_seconds": round(build_s, 1), "step_seconds": [round(s, 3) for s in step_times],
         "pairs_per_s": pairs_per_step * len(timed) / sum(timed), "losses": losses,
         "losses_finite": bool(np.all(np.isfinite(losses))),
     }
     if busy is not None:
-        result["profiled_step_device_busy_fraction"] = busy
+        result["profiled_micro_batch_device_busy_fraction"] = busy
     if on_gpu:
         free, total = torch.cuda.mem_get_info()
         result.update(device=torch.cuda.get_device_name(0), gpu_total_gib=total / GIB,
@@ -190,7 +196,9 @@ def main() -> int:
     p.add_argument("--response-tokens", type=int, default=256)
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--optimizer-impl", choices=("deepspeed", "torch"), default="torch")
-    p.add_argument("--profile", action="store_true", help="profile the last step: top ops, device-busy fraction")
+    p.add_argument("--profile", action="store_true",
+                   help="profile the last step's first micro-batch: top ops and the device-busy fraction")
+    p.add_argument("--vision-attention", choices=("windows", "batched"), default="windows")
     p.add_argument("--port", type=int, default=29517)
     p.add_argument("--out", default=None, help="write the result as JSON here")
     args = p.parse_args()

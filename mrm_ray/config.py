@@ -58,11 +58,14 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     pair_forward: str = "packed"  # packed | two_sequence (the reference)
     attn_implementation: str = "sdpa"  # sdpa | eager: packed pairs need a 4D mask, which flash-attn lacks
+    vision_attention: str = "windows"  # windows (transformers: one SDPA call per window) | batched (one per layer)
     random_init: bool = False  # build path/config.json with random weights (sizing runs; see model/published.py)
 
     def __post_init__(self) -> None:
         if self.pair_forward not in PAIR_FORWARDS:
             raise ValueError(f"model.pair_forward must be one of {PAIR_FORWARDS}, got {self.pair_forward!r}")
+        if self.vision_attention not in ("windows", "batched"):
+            raise ValueError(f"model.vision_attention must be windows or batched, got {self.vision_attention!r}")
 
 
 def to_dict(config: Any) -> dict:
