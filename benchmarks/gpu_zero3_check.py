@@ -198,7 +198,7 @@ def main() -> int:
     p.add_argument("--optimizer-impl", choices=("deepspeed", "torch"), default="torch")
     p.add_argument("--profile", action="store_true",
                    help="profile the last step's first micro-batch: top ops and the device-busy fraction")
-    p.add_argument("--vision-attention", choices=("windows", "batched"), default="windows")
+    p.add_argument("--vision-attention", choices=("windows", "batched"), default="batched")
     p.add_argument("--port", type=int, default=29517)
     p.add_argument("--out", default=None, help="write the result as JSON here")
     args = p.parse_args()

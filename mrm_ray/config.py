@@ -58,7 +58,7 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     pair_forward: str = "packed"  # packed | two_sequence (the reference)
     attn_implementation: str = "sdpa"  # sdpa | eager: packed pairs need a 4D mask, which flash-attn lacks
-    vision_attention: str = "windows"  # windows (transformers: one SDPA call per window) | batched (one per layer)
+    vision_attention: str = "batched"  # batched (one SDPA call per vision layer) | windows (transformers' loop)
     random_init: bool = False  # build path/config.json with random weights (sizing runs; see model/published.py)
 
     def __post_init__(self) -> None:

@@ -49,9 +49,12 @@ class RewardModel(nn.Module):
     # ----------------------------------------------------------------- loading and saving
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, head: HeadConfig | None = None,
-                        dtype: torch.dtype | str = torch.float32,
-                        attn_implementation: str = "sdpa") -> "RewardModel":
-        """Load a reward checkpoint, or wrap a plain Qwen2.5-VL checkpoint with a new head."""
+                        dtype: torch.dtype | str = torch.float32, attn_implementation: str = "sdpa",
+                        vision_attention: str = "batched") -> "RewardModel":
+        """Load a reward checkpoint, or wrap a plain Qwen2.5-VL checkpoint with a new head.
+
+        `vision_attention="batched"` runs the vision tower's windowed SDPA attention as one
+        call per layer (model/vision_attention.py); "windows" keeps transformers' loop."""
         from transformers import Qwen2_5_VLModel
 
         path = Path(path)
@@ -60,6 +63,7 @@ class RewardModel(nn.Module):
         backbone = Qwen2_5_VLModel.from_pretrained(
             path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=False,
             use_safetensors=True)
+        _set_vision_attention(backbone, attn_implementation, vision_attention)
         if not is_reward_checkpoint(path):
             model = cls(backbone, head or HeadConfig(), provenance={"base_model": str(path)})
             return model.to(dtype)
@@ -76,7 +80,8 @@ class RewardModel(nn.Module):
 
     @classmethod
     def from_config(cls, path: str | os.PathLike, *, head: HeadConfig | None = None,
-                    dtype: torch.dtype | str = torch.float32, attn_implementation: str = "sdpa") -> "RewardModel":
+                    dtype: torch.dtype | str = torch.float32, attn_implementation: str = "sdpa",
+                    vision_attention: str = "batched") -> "RewardModel":
         """The architecture in `path/config.json` with random weights: for sizing and speed runs
         of a full-size model before (or without) its checkpoint. Partitioned at construction
         under ZeRO-3, as `from_pretrained` is."""
@@ -86,6 +91,7 @@ class RewardModel(nn.Module):
             dtype = getattr(torch, dtype)
         config = Qwen2_5_VLConfig.from_pretrained(path)
         backbone = Qwen2_5_VLModel._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+        _set_vision_attention(backbone, attn_implementation, vision_attention)
         model = cls(backbone, head or HeadConfig(), provenance={"base_model": f"{path} (random init)"})
         return model.to(dtype)
 
@@ -174,6 +180,15 @@ class RewardModel(nn.Module):
             return out
         half = len(out) // 2
         return out[:half], out[half:]
+
+
+def _set_vision_attention(backbone, attn_implementation: str, vision_attention: str) -> None:
+    if vision_attention not in ("batched", "windows"):
+        raise ValueError(f"vision_attention must be batched or windows, got {vision_attention!r}")
+    if vision_attention == "batched" and attn_implementation == "sdpa":  # eager stays eager (debugging)
+        from mrm_ray.model.vision_attention import use_for_vision_tower
+
+        use_for_vision_tower(backbone)
 
 
 def _version() -> str:

@@ -46,9 +46,12 @@ def padded_varlen_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.
         h, d = t.shape[1], t.shape[3]
         return t[0].index_select(1, flat).reshape(h, *index.shape, d).transpose(0, 1)
 
-    mask = torch.zeros(valid.shape, dtype=query.dtype, device=query.device)
-    mask.masked_fill_(~valid, torch.finfo(query.dtype).min)
-    out = F.scaled_dot_product_attention(gather(query), gather(key), gather(value), attn_mask=mask[:, None, None, :],
+    mask = None
+    if not bool(valid.all()):  # equal lengths need no mask, which lets SDPA pick its fastest kernel
+        mask = torch.zeros(valid.shape, dtype=query.dtype, device=query.device)
+        mask.masked_fill_(~valid, torch.finfo(query.dtype).min)
+        mask = mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(gather(query), gather(key), gather(value), attn_mask=mask,
                                          dropout_p=dropout, scale=scaling)  # (W, H, Lmax, D)
     out = out.transpose(1, 2)[valid]  # (tokens in window order, H, D) = the original token order
     return out[None], None

@@ -42,12 +42,9 @@ def build_model(run, *, ds_config: dict):
         keep = HfDeepSpeedConfig(ds_config)  # must stay alive while the model loads
     dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
     load = RewardModel.from_config if run.model.random_init else RewardModel.from_pretrained
-    model = load(run.model.path, head=run.model.head, dtype=dtype, attn_implementation=run.model.attn_implementation)
+    model = load(run.model.path, head=run.model.head, dtype=dtype, attn_implementation=run.model.attn_implementation,
+                 vision_attention=run.model.vision_attention)
     del keep
-    if run.model.vision_attention == "batched":
-        from mrm_ray.model.vision_attention import use_for_vision_tower
-
-        use_for_vision_tower(model.backbone)
     if run.train.freeze_vision:
         model.backbone.visual.requires_grad_(False)
     if run.train.gradient_checkpointing:
