@@ -93,10 +93,13 @@ class AsyncRewardClient:
     """asyncio client (aiohttp) for rollout loops that keep many requests in flight."""
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 120.0, retries: int = 3,
-                 max_connections: int = 256) -> None:
+                 max_connections: int = 256, max_wait_s: float | None = None) -> None:
+        """`retries` bounds the attempts after the first; with `max_wait_s` they go on (backing off
+        up to 5 s) until that many seconds have passed since the first attempt instead."""
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout, self.retries, self.max_connections = timeout, retries, max_connections
+        self.max_wait_s = max_wait_s
         self._session = None
 
     async def __aenter__(self) -> "AsyncRewardClient":
@@ -117,15 +120,23 @@ class AsyncRewardClient:
         import aiohttp
 
         payload = {"items": encode_items(items), "reward": reward}
-        for attempt in range(self.retries + 1):
+        start, attempt = time.monotonic(), 0
+        while True:
             try:
                 async with self._session.post(self.url + "/v1/score", json=payload) as response:
                     if response.status == 200:
                         return (await response.json())["results"]
-                    if response.status not in RETRY_STATUS or attempt == self.retries:
-                        raise RewardError(response.status, await response.text())
-            except aiohttp.ClientConnectionError:
-                if attempt == self.retries:
-                    raise
-            await asyncio.sleep(0.5 * 2 ** attempt)
-        raise AssertionError("unreachable")
+                    error: Exception = RewardError(response.status, await response.text())
+                    if response.status not in RETRY_STATUS:
+                        raise error
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:  # refused, dropped, timed out
+                error = exc
+            if self._given_up(attempt, start):
+                raise error
+            await asyncio.sleep(min(0.5 * 2 ** attempt, 5.0))
+            attempt += 1
+
+    def _given_up(self, attempt: int, start: float) -> bool:
+        if self.max_wait_s is not None:
+            return time.monotonic() - start >= self.max_wait_s
+        return attempt >= self.retries

@@ -1,0 +1,90 @@
+"""GRPO on Ray against the served reward ensemble: `ray job submit jobs/grpo.py` learns (the
+held-out served reward rises), and a reward service that blinks or stays down is survived or
+stops the run with a resumable checkpoint."""
+
+import json
+import socket
+import subprocess
+
+import pytest
+import yaml
+
+from helpers.flaky_proxy import FlakyProxy
+from helpers.ray_head import BIN, REPO, job_status, ray_env
+
+SERVE_CONFIG = REPO / "jobs" / "configs" / "serve_tiny.yaml"
+STEPS = 12
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def grpo_job(shared_head, tmp_path_factory, reward_checkpoints):
+    """The shipped tiny GRPO job, deploying two tiny reward members on the shared head's Serve."""
+    tmp = tmp_path_factory.mktemp("grpo")
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    config["http_options"]["port"] = _free_port()
+    serve_config = tmp / "serve.yaml"
+    serve_config.write_text(yaml.safe_dump(config))
+    out = shared_head.submit(
+        "jobs/grpo.py", "--config", "jobs/configs/grpo_tiny.yaml", f"output_dir={tmp}", f"steps={STEPS}",
+        "eval_every=6", "checkpoint_every=6", f"reward.members=[{reward_checkpoints[0]},{reward_checkpoints[1]}]",
+        f"reward.serve_config={serve_config}", timeout=600)
+    log = out.stdout + out.stderr
+    url = f"http://127.0.0.1:{config['http_options']['port']}/grpo-tiny-reward"
+    yield {"log": log, "status": job_status(log), "run_dir": tmp / "grpo-tiny", "url": url}
+    # Serve's HTTP port is fixed when it starts: leave none running for the Serve tests' own config
+    subprocess.run([str(BIN / "serve"), "shutdown", "--address", shared_head.address, "-y"], env=ray_env(),
+                   capture_output=True, timeout=120)
+
+
+def test_job_raises_the_held_out_served_reward(grpo_job):
+    assert grpo_job["status"] == "SUCCEEDED", grpo_job["log"][-4000:]
+    summary = json.loads((grpo_job["run_dir"] / "summary.json").read_text())
+    curve = summary["curve"]
+    assert [p["step"] for p in curve] == [0, 6, 12] and summary["reward_key"] == "served_reward"
+    rise = curve[-1]["served_reward"] - curve[0]["served_reward"]
+    # clearly: by at least 4 standard errors of the held-out mean (16 prompts x 4 samples), and by 0.02
+    assert rise >= max(0.02, 4 * curve[0]["sem"]), f"held-out served reward did not rise clearly: {curve}"
+    assert summary["rise"] == pytest.approx(rise) and summary["rise_in_standard_errors"] >= 4
+    # the driver's progress line carries the metrics users expect, per member too
+    for key in ("reward ", "served ", "disagreement", "kl ", "len ", "rollout ", "reward wait"):
+        assert key in grpo_job["log"], key
+    assert f"step {STEPS}/{STEPS}" in grpo_job["log"]
+    assert (grpo_job["run_dir"] / "checkpoints" / f"step-{STEPS}" / "model.safetensors").is_file()
+    assert list((grpo_job["run_dir"] / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_blinking_service_is_retried_and_a_dead_one_stops_with_a_resumable_checkpoint(grpo_job, ray_cluster,
+                                                                                     tmp_path):
+    from mrm_ray.rl.config import load_grpo_config
+    from mrm_ray.rl.loop import run_grpo
+
+    assert grpo_job["status"] == "SUCCEEDED", grpo_job["log"][-4000:]
+    proxy = FlakyProxy(grpo_job["url"])
+    overrides = [f"output_dir={tmp_path}", "name=faults", "steps=3", "eval_every=3", "checkpoint_every=1",
+                 f"reward.url={proxy.url}", "reward.members=[]", "reward.max_wait_s=4", "prompts.held_out=4",
+                 "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.eval_samples=2"]
+    cfg = load_grpo_config(str(REPO / "jobs" / "configs" / "grpo_tiny.yaml"), overrides)
+    # one call per prompt: held-out eval 4, step 1 4; step 2's first 4 calls get 503 (retried), then
+    # after step 2's 4 successful calls the service stays down: step 3 cannot be scored
+    proxy.schedule(outage_after=8, outage_requests=4, down_after=12)
+    try:
+        stopped = run_grpo(cfg)
+        assert proxy.refused >= 4 + 1
+        assert stopped.stopped and "unavailable" in stopped.stopped and "same command" in stopped.stopped
+        checkpoints = tmp_path / "faults" / "checkpoints"
+        assert json.loads((checkpoints / "step-2" / "learner_state.json").read_text()) == {"step": 2}
+        assert not (checkpoints / "step-3").exists()  # the failed step was not applied
+
+        proxy.up()
+        resumed = run_grpo(cfg)  # the same command again
+        assert resumed.stopped is None
+        assert [p["step"] for p in resumed.curve] == [0, 3]  # the curve continues across the restart
+        assert json.loads((checkpoints / "step-3" / "learner_state.json").read_text()) == {"step": 3}
+    finally:
+        proxy.close()
