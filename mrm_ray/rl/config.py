@@ -50,6 +50,7 @@ class RewardServiceConfig:
     url: str | None = None  # e.g. http://127.0.0.1:8000 (a `jobs/serve.py` deployment)
     members: tuple[str, ...] = ()  # reward checkpoints to deploy when no url is given (tiny:SEED allowed)
     serve_config: str = "jobs/configs/serve_tiny.yaml"  # the Serve settings used for `members`
+    keep_deployed: bool = False  # leave the members' app serving after the run (else it is deleted)
     token_env: str = "MRM_SERVE_TOKEN"
     timeout_s: float = 30.0  # one HTTP call
     chunk_items: int = 32  # items per call (several calls in flight)

@@ -69,11 +69,11 @@ def resolve_policy(cfg: GRPOConfig) -> GRPOConfig:
     return dataclasses.replace(cfg, policy=str(path))
 
 
-def reward_url(cfg: GRPOConfig) -> str | None:
-    """The service to call: `reward.url`, or a Serve app of `reward.members` deployed now."""
+def reward_url(cfg: GRPOConfig) -> tuple[str | None, str | None]:
+    """(URL, the Serve app deployed for this run or None): `reward.url`, or `reward.members` deployed now."""
     r = cfg.reward
     if r.url or not r.members:
-        return r.url
+        return r.url, None
     from mrm_ray.serve.deploy import deploy, load_serve_config
 
     for member in r.members:
@@ -88,7 +88,7 @@ def reward_url(cfg: GRPOConfig) -> str | None:
     args = {**target.args, "members": [{"name": n, "path": m} for n, m in zip(names, r.members)]}
     url = deploy(dataclasses.replace(target, args=args))
     print(f"[grpo] reward ensemble {names} serving at {url}", flush=True)
-    return url
+    return url, target.name
 
 
 class Metrics:
@@ -153,7 +153,7 @@ class GRPORun:
         self.run_dir = cfg.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.train, self.held = load_prompts(cfg, self.run_dir)
-        self.url = reward_url(cfg)
+        self.url, self.app = reward_url(cfg)
         self.service = RewardService(cfg.reward, self.url)
         resume = latest_checkpoint(self.run_dir)
         device = "cuda" if cfg.learner_gpus else "cpu"
@@ -189,8 +189,9 @@ class GRPORun:
     def _push_weights(self) -> int:
         import ray
 
-        step, state = ray.get(self.learner.state.remote())
-        state_ref = ray.put(state)  # one copy in the object store, read by every worker
+        # the weights stay in the object store (one copy, read by every worker), never pass through the driver
+        step_ref, state_ref = self.learner.state.options(num_returns=2).remote()
+        step = ray.get(step_ref)
         ray.get([w.set_weights.remote(step, state_ref) for w in self.workers])
         return step
 
@@ -295,6 +296,10 @@ class GRPORun:
         finally:
             self.metrics.close()
             self.service.close()
+            if self.app and not cfg.reward.keep_deployed:  # what this run started, it takes down
+                from ray import serve
+
+                serve.delete(self.app)
         return self._summary(stopped)
 
     def _summary(self, stopped: str | None) -> GRPOSummary:

@@ -24,7 +24,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def grpo_job(shared_head, tmp_path_factory, reward_checkpoints):
-    """The shipped tiny GRPO job, deploying two tiny reward members on the shared head's Serve."""
+    """The shipped tiny GRPO job, deploying two tiny reward members on the shared head's Serve
+    (kept deployed: the fault test below reaches them through a proxy)."""
     tmp = tmp_path_factory.mktemp("grpo")
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"]["port"] = _free_port()
@@ -33,7 +34,7 @@ def grpo_job(shared_head, tmp_path_factory, reward_checkpoints):
     out = shared_head.submit(
         "jobs/grpo.py", "--config", "jobs/configs/grpo_tiny.yaml", f"output_dir={tmp}", f"steps={STEPS}",
         "eval_every=6", "checkpoint_every=6", f"reward.members=[{reward_checkpoints[0]},{reward_checkpoints[1]}]",
-        f"reward.serve_config={serve_config}", timeout=600)
+        f"reward.serve_config={serve_config}", "reward.keep_deployed=true", timeout=600)
     log = out.stdout + out.stderr
     url = f"http://127.0.0.1:{config['http_options']['port']}/grpo-tiny-reward"
     yield {"log": log, "status": job_status(log), "run_dir": tmp / "grpo-tiny", "url": url}

@@ -34,7 +34,11 @@ def test_invalid_settings_are_refused(bad):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads_and_says_how_to_launch(path):
     first = path.read_text().splitlines()[0]
-    assert first.startswith("#") and ("jobs/train.py" in first or "serve" in first)
+    assert first.startswith("#") and ("jobs/train.py" in first or "jobs/grpo.py" in first or "serve" in first)
     if "jobs/train.py" in first:
         run = load_run_config(str(path))
         assert run.train.global_batch_size % (run.train.micro_batch_size * run.train.num_workers) == 0
+    if "jobs/grpo.py" in first:
+        from mrm_ray.rl.config import load_grpo_config
+
+        assert load_grpo_config(str(path)).rollout.group_size >= 2
