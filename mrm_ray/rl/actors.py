@@ -31,7 +31,6 @@ class RolloutWorker:
         _threads(cpus)
         self.policy = Policy(policy_path, dtype=dtype, device=device, max_pixels=max_pixels)
         self.version = -1
-        self._features: dict[str, dict] = {}
 
     def ping(self) -> bool:
         return True
@@ -47,9 +46,7 @@ class RolloutWorker:
         if version != self.version:
             raise RuntimeError(f"rollout for policy version {version}, but this worker holds {self.version}")
         start = time.perf_counter()
-        features = self._features.get(prompt["id"])
-        if features is None:
-            features = self._features[prompt["id"]] = self.policy.encode_prompt(prompt["prompt"], prompt["images"])
+        features = self.policy.prompt_features(prompt)
         torch.manual_seed(seed)
         responses = self.policy.sample(features, n, max_new_tokens=max_new_tokens, temperature=temperature,
                                        top_p=top_p)
@@ -81,7 +78,6 @@ class Learner:
         if checkpoint:
             self.optimizer.load_state_dict(torch.load(Path(checkpoint) / "optimizer.pt", weights_only=True))
             self.step = json.loads((Path(checkpoint) / "learner_state.json").read_text())["step"]
-        self._features: dict[str, dict] = {}
 
     def ping(self) -> bool:
         return True
@@ -105,10 +101,7 @@ class Learner:
         policy = self.policy
         batches = []
         for prompt, group in zip(prompts, groups):
-            features = self._features.get(prompt["id"])
-            if features is None:
-                features = self._features[prompt["id"]] = policy.encode_prompt(prompt["prompt"], prompt["images"])
-            batches.append(policy.group_batch(features, group["responses"]))
+            batches.append(policy.group_batch(policy.prompt_features(prompt), group["responses"]))
         reward_t = torch.tensor([r for group in rewards for r in group], dtype=torch.float32)
         advantages = group_advantages(reward_t, g, scale=o.scale_advantages).view(len(batches), g)
         with torch.no_grad():  # the behaviour policy's (= this policy before the update) and the reference's

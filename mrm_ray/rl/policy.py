@@ -8,6 +8,7 @@ One prompt's G responses are one batch: [prompt | response] rows that share the 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,11 +38,22 @@ class Policy:
         # special tokens other than <|im_end|> (image placeholders, <|im_start|>, ...) are never sampled:
         # an image token in a response would not match any image
         self.suppressed = sorted(set(self.tokenizer.added_tokens_decoder) - {self.end_id})
+        self._recent: OrderedDict[str, dict] = OrderedDict()  # held-out prompts come back every evaluation
 
     # ------------------------------------------------------------------ prompts and sampling
     def encode_prompt(self, prompt: Any, images: Sequence[Any] = ()) -> dict[str, np.ndarray]:
         """Chat-templated prompt with its image features (numpy, as the reward pipeline makes them)."""
         return self.encoder.encode_prompt(prompt, images)
+
+    def prompt_features(self, prompt: dict, *, keep: int = 256) -> dict[str, np.ndarray]:
+        """`encode_prompt` of an RL prompt dict, remembering the last `keep` by id."""
+        features = self._recent.pop(prompt["id"], None)
+        if features is None:
+            features = self.encode_prompt(prompt["prompt"], prompt["images"])
+        self._recent[prompt["id"]] = features
+        while len(self._recent) > keep:
+            self._recent.popitem(last=False)
+        return features
 
     def _prompt_tensors(self, features: dict, rows: int) -> dict[str, torch.Tensor]:
         ids = torch.as_tensor(features["prompt_ids"], device=self.device)[None].repeat(rows, 1)
