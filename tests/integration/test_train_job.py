@@ -43,13 +43,18 @@ def _fresh_accuracy(checkpoint: Path, encoder, n: int = 200) -> float:
     return pairwise_accuracy(model, pairs, pad_token_id=encoder.pad_token_id)
 
 
+# ZeRO-2 runs the shipped preset as is (800 steps); ZeRO-3, 1.5x slower per step on CPU (its gather hooks),
+# 500 of them (it reaches 1.0 there) to keep CI under its time limit
+STEPS = {2: 800, 3: 500}
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 def test_zero_stage_learns_and_exports(head, tmp_path, encoder, stage):
-    log = _train(head, tmp_path, f"name=zero{stage}", f"train.zero_stage={stage}")
+    log = _train(head, tmp_path, f"name=zero{stage}", f"train.zero_stage={stage}", f"train.max_steps={STEPS[stage]}")
     run = tmp_path / f"zero{stage}"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["held_out_accuracy"] >= 0.9, summary
-    assert f"reward checkpoint: {run / 'reward_model'}" in log and "[train] step 800/800" in log
+    assert f"reward checkpoint: {run / 'reward_model'}" in log and f"[train] step {STEPS[stage]}/{STEPS[stage]}" in log
     meta = json.loads((run / "reward_model" / "reward_config.json").read_text())
     assert meta["score_std"] > 0 and meta["provenance"]["run_config"]["train"]["zero_stage"] == stage
     assert _fresh_accuracy(run / "reward_model", encoder) >= 0.9
