@@ -17,6 +17,7 @@ question, chosen and rejected answers of --response-tokens each (about 1.1k pack
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -61,14 +62,6 @@ def synthetic_pairs(config, n: int, *, image_side: int, prompt_tokens: int, resp
             "rejected_ids": np.concatenate([text(response_tokens - 1), end]),
         })
     return pairs
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def profile_step(on_gpu: bool):  # one micro-batch: a whole step makes too many events to summarise quickly
@@ -142,7 +135,7 @@ def run_check(args) -> dict:
                                    pad_token_id=0)
             profiler = profile_step(on_gpu) if args.profile and step == args.steps - 1 and micro == 0 else None
             t_micro = time.perf_counter()
-            with profiler or _nothing():
+            with profiler or contextlib.nullcontext():
                 metrics = train_micro_step(engine, _to(batch, engine.device), run.loss)
                 if on_gpu and profiler is not None:
                     torch.cuda.synchronize()

@@ -74,12 +74,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mrm_ray.model.tiny import build_tiny_checkpoint
+    from mrm_ray.model.tiny import shared_tiny_checkpoint
 
-    path = Path(args.run_dir) / "tiny-qwen2.5-vl"
-    if not (path / "config.json").is_file():
-        build_tiny_checkpoint(path, seed=0)
-        print(f"built tiny Qwen2.5-VL checkpoint at {path}")
+    path = shared_tiny_checkpoint(args.run_dir)
+    print(f"tiny Qwen2.5-VL checkpoint at {path}")
     args.model = str(path)
     print("an untrained tiny model: expect accuracy near chance; the point is the path runs end to end")
     return _cmd_score(args)

@@ -214,6 +214,14 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, text_hid
     return Path(out_dir).resolve()
 
 
+def shared_tiny_checkpoint(root: str | os.PathLike) -> Path:
+    """`root/tiny-qwen2.5-vl`, built once: the `tiny` model of the training, GRPO and demo commands."""
+    path = Path(root) / "tiny-qwen2.5-vl"
+    if not (path / "config.json").is_file():
+        build_tiny_checkpoint(path, seed=0)
+    return path
+
+
 def build_tiny_reward_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, text_hidden: int = 64,
                                  vision_hidden: int = 64, text_layers: int = 2) -> Path:
     """A tiny *reward* checkpoint (random backbone and head from `seed`), for serving demos and tests."""

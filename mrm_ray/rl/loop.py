@@ -59,14 +59,11 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def resolve_policy(cfg: GRPOConfig) -> GRPOConfig:
     """`policy: tiny` -> the tiny random Qwen2.5-VL the training job also uses (built once)."""
     from mrm_ray.config import TINY_MODEL
-    from mrm_ray.model.tiny import build_tiny_checkpoint
+    from mrm_ray.model.tiny import shared_tiny_checkpoint
 
     if cfg.policy != TINY_MODEL:
         return cfg
-    path = Path(cfg.output_dir) / "tiny-qwen2.5-vl"
-    if not (path / "config.json").is_file():
-        build_tiny_checkpoint(path, seed=0)
-    return dataclasses.replace(cfg, policy=str(path))
+    return dataclasses.replace(cfg, policy=str(shared_tiny_checkpoint(cfg.output_dir)))
 
 
 def reward_url(cfg: GRPOConfig) -> tuple[str | None, str | None]:

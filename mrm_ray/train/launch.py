@@ -119,14 +119,11 @@ def resolve_model(run: RunConfig) -> RunConfig:
     from dataclasses import replace
 
     from mrm_ray.config import TINY_MODEL
-    from mrm_ray.model.tiny import build_tiny_checkpoint
+    from mrm_ray.model.tiny import shared_tiny_checkpoint
 
     if run.model.path != TINY_MODEL:
         return run
-    path = run_dir(run).parent / "tiny-qwen2.5-vl"
-    if not (path / "config.json").is_file():
-        build_tiny_checkpoint(path, seed=0)
-    return replace(run, model=replace(run.model, path=str(path)))
+    return replace(run, model=replace(run.model, path=str(shared_tiny_checkpoint(run_dir(run).parent))))
 
 
 def run_training(run: RunConfig) -> TrainingSummary:
