@@ -18,8 +18,12 @@ def main() -> None:
     run = load_run_config(args.config, args.overrides)
     connect()
     summary = run_training(run)
-    print(f"reward checkpoint: {summary.checkpoint}")
-    print(f"held-out accuracy: {summary.held_out_accuracy:.4f} (step {summary.step})")
+    if summary.stopped:
+        print(f"stopped at step {summary.final_step}/{summary.total_steps}: run the same command without "
+              "train.stop_at_step to resume")
+    else:
+        print(f"reward checkpoint: {summary.checkpoint}")
+    print(f"held-out accuracy: {summary.held_out_accuracy:.4f} (best checkpoint, step {summary.step})")
     print(f"run directory (metrics, TensorBoard, quarantine): {summary.run_dir}")
 
 

@@ -96,6 +96,9 @@ class DataConfig:
     image_modes: str = "reject"  # reject | convert: CMYK, palette, 16-bit, alpha images
     max_bad_fraction: float = 0.01  # stop when more records than this are bad
     shuffle_seed: int = 0
+    # the same rows in the same order on every rank on every run (Ray Data's preserve_order), so that a resumed
+    # run trains on what an unbroken one would; false lets blocks go out as they finish (many actors: faster)
+    preserve_order: bool = True
 
     def __post_init__(self) -> None:
         if self.image_modes not in IMAGE_MODE_POLICIES:
@@ -172,7 +175,9 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int | None = None  # optimizer steps; None = epochs
     max_grad_norm: float = 1.0
-    optimizer_impl: str = "deepspeed"  # deepspeed (fused CUDA Adam, built on first use; CPU Adam when offloading) | torch
+    # auto: DeepSpeed's fused Adam on GPU (CPU Adam when offloading), torch's AdamW on a CPU-only run (nothing
+    # to JIT-compile) | deepspeed | torch
+    optimizer_impl: str = "auto"
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     gradient_checkpointing: bool = False
     freeze_vision: bool = False
@@ -180,6 +185,8 @@ class TrainConfig:
     eval_every: int = 50  # optimizer steps between held-out evaluations (and checkpoints)
     keep_checkpoints: int = 2  # best K by held-out accuracy
     max_failures: int = 0  # workers replaced this many times before the run fails
+    stop_at_step: int | None = None  # end this job after that step with a checkpoint (as a preemption would);
+    #                                  the same run without it resumes there and ends as an unbroken run would
     log_every: int = 10
     seed: int = 0
 
@@ -188,8 +195,10 @@ class TrainConfig:
             raise ValueError(f"train.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.offload_params and self.zero_stage != 3:
             raise ValueError("train.offload_params needs zero_stage 3")
-        if self.optimizer_impl not in ("deepspeed", "torch"):
-            raise ValueError(f"train.optimizer_impl must be deepspeed or torch, got {self.optimizer_impl!r}")
+        if self.optimizer_impl not in ("auto", "deepspeed", "torch"):
+            raise ValueError(f"train.optimizer_impl must be auto, deepspeed or torch, got {self.optimizer_impl!r}")
+        if self.stop_at_step is not None and self.stop_at_step < 1:
+            raise ValueError(f"train.stop_at_step must be >= 1, got {self.stop_at_step}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.global_batch_size % (self.micro_batch_size * self.num_workers):

@@ -13,6 +13,21 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "learning", "integration")  # a broken change fails in the first minutes
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Unit tests first, then learning, then integration; within a tier the given order, except
+    that a test with a Ray cluster of its own (`own_cluster`) runs last, so the shared one starts once."""
+    def key(item):
+        parts = item.path.resolve().relative_to(TESTS).parts
+        tier = TIERS.index(parts[0]) if parts[0] in TIERS else len(TIERS)
+        return tier, "own_cluster" in getattr(item, "fixturenames", ())
+
+    items.sort(key=key)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     from mrm_ray.model.tiny import build_tiny_checkpoint

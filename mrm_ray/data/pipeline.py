@@ -181,6 +181,7 @@ class PreparedData:
     quarantine_summary: dict[str, dict[str, int]] = field(default_factory=dict)
     processor_path: str = ""
     data_config: DataConfig = field(default_factory=DataConfig)
+    _encoded: dict = field(default_factory=dict, repr=False)  # split -> materialised encoded rows (cache)
 
     def encode(self, dataset, *, concurrency: int | tuple[int, int] = 1, batch_size: int = 16,
                num_cpus: float = 1.0):
@@ -189,6 +190,16 @@ class PreparedData:
             EncodePairs, fn_constructor_kwargs={"processor_path": self.processor_path,
                                                 "data_config": to_dict(self.data_config)},
             batch_size=batch_size, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=num_cpus)
+
+    def encoded(self, split: str, *, cache: bool, concurrency: int | tuple[int, int] = 1, num_cpus: float = 1.0):
+        """The `train` or `held_out` split encoded: streaming, or (`cache`) encoded once and kept in the
+        object store for every epoch and every trainer built from this data."""
+        if not cache:
+            return self.encode(getattr(self, split), concurrency=concurrency, num_cpus=num_cpus)
+        if split not in self._encoded:
+            self._encoded[split] = self.encode(getattr(self, split), concurrency=concurrency,
+                                               num_cpus=num_cpus).materialize()
+        return self._encoded[split]
 
 
 def _actors(concurrency: int | tuple[int, int]):
@@ -236,8 +247,14 @@ def _held_out_flag(table: pa.Table, *, fraction: float, seed: int) -> pa.Table:
 def prepare_mixture(mixture: MixtureConfig, *, processor_path: str | Path, data_config: DataConfig = DataConfig(),
                     run_dir: str | Path | None = None, concurrency: int | tuple[int, int] = 1,
                     num_cpus: float = 1.0) -> PreparedData:
-    """Read, check, quarantine, mix and split; raises TooManyBadRecords past the threshold."""
+    """Read, check, quarantine, mix and split; raises TooManyBadRecords past the threshold.
+
+    Sets this driver's Ray Data `preserve_order` from `data_config` (Ray Train's shards inherit it).
+    """
+    from ray.data import DataContext
     from ray.data.expressions import col
+
+    DataContext.get_current().execution_options.preserve_order = data_config.preserve_order
 
     checked = _checked(mixture, str(processor_path), data_config, concurrency, num_cpus)
     rejected = [Rejected(r["source"], r["position"], r["reject_reason"], r["id"], r["reject_stage"])

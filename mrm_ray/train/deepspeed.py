@@ -15,6 +15,13 @@ def use_bf16(train: TrainConfig, *, on_gpu: bool) -> bool:
     return train.precision == "bf16" or (train.precision == "auto" and on_gpu)
 
 
+def optimizer_impl(train: TrainConfig, *, on_gpu: bool) -> str:
+    """`auto`: DeepSpeed's fused Adam where it is worth its build (a GPU, or CPU offload), else torch's AdamW."""
+    if train.optimizer_impl != "auto":
+        return train.optimizer_impl
+    return "deepspeed" if on_gpu or train.offload_optimizer else "torch"
+
+
 def build_ds_config(train: TrainConfig, *, total_steps: int, on_gpu: bool) -> dict:
     zero: dict = {"stage": train.zero_stage}
     if train.zero_stage >= 1:
@@ -27,7 +34,7 @@ def build_ds_config(train: TrainConfig, *, total_steps: int, on_gpu: bool) -> di
         if train.offload_params:
             zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
     adam = {"lr": train.learning_rate, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": train.weight_decay}
-    if train.optimizer_impl == "torch":  # torch.optim.AdamW, fused kernel on GPU: nothing to compile
+    if optimizer_impl(train, on_gpu=on_gpu) == "torch":  # torch.optim.AdamW, fused kernel on GPU: nothing to compile
         adam.update(torch_adam=True, fused=on_gpu)
     warmup = max(1, int(round(train.warmup_ratio * total_steps))) if train.warmup_ratio > 0 else 0
     return {

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from mrm_ray.config import RunConfig, to_dict
-from mrm_ray.train.loop import DS_TAG
+from mrm_ray.train.checkpoint import DS_TAG
 
 
 def consolidated_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:

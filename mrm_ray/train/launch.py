@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +21,16 @@ EXPORT_DIR = "reward_model"
 @dataclass
 class TrainingSummary:
     run_dir: Path
-    checkpoint: Path  # the exported reward checkpoint
+    checkpoint: Path | None  # the exported reward checkpoint; None when the run stopped early to resume later
     held_out_accuracy: float
-    step: int
+    step: int  # the exported (best) checkpoint's step
+    final_step: int
+    total_steps: int
     counts: dict
+
+    @property
+    def stopped(self) -> bool:
+        return self.final_step < self.total_steps
 
 
 def run_dir(run: RunConfig) -> Path:
@@ -83,6 +90,7 @@ def build_trainer(run: RunConfig, data):
     if micro < t.accumulation_steps:
         raise ValueError(f"{n_train} training pairs give {micro} micro-batches per worker per epoch, fewer than "
                          f"one optimizer step ({t.accumulation_steps}); lower train.global_batch_size")
+    total_steps = t.max_steps or max(1, math.floor(micro * t.epochs / t.accumulation_steps))
     held_steps = steps_per_epoch(n_held, world_size=t.num_workers, batch_size=t.micro_batch_size)
     if held_steps == 0:
         raise ValueError(f"the held-out split has {n_held} pairs, fewer than one batch per worker; "
@@ -91,14 +99,13 @@ def build_trainer(run: RunConfig, data):
     config = {
         "run": to_dict(run),
         "micro_steps_per_epoch": micro,
+        "total_steps": total_steps,
         "held_out_steps": held_steps,
         "pad_token_id": load_processor(run.model.path).tokenizer.pad_token_id,
         "sources": sorted(data.counts),
     }
-    encoded = {split: data.encode(ds, concurrency=run.preprocess_workers, num_cpus=run.preprocess_cpus)
-               for split, ds in (("train", data.train), ("held_out", data.held_out))}
-    if run.cache_encoded:
-        encoded = {split: ds.materialize() for split, ds in encoded.items()}
+    encoded = {split: data.encoded(split, cache=run.cache_encoded, concurrency=run.preprocess_workers,
+                                   num_cpus=run.preprocess_cpus) for split in ("train", "held_out")}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
@@ -126,24 +133,34 @@ def resolve_model(run: RunConfig) -> RunConfig:
     return replace(run, model=replace(run.model, path=str(shared_tiny_checkpoint(run_dir(run).parent))))
 
 
-def run_training(run: RunConfig) -> TrainingSummary:
+def run_training(run: RunConfig, *, data=None) -> TrainingSummary:
+    """Fit; export the best checkpoint unless the run stopped early (`train.stop_at_step`) to resume later.
+
+    `data`: what `prepare_data` made for a run with the same model and data settings, when one driver
+    trains several times on the same pairs (a sweep); by default the run prepares its own.
+    """
     from mrm_ray.train.export import export_checkpoint
 
     run = resolve_model(run)
-    data = prepare_data(run)
-    result = build_trainer(run, data).fit()
+    data = data if data is not None else prepare_data(run)
+    trainer = build_trainer(run, data)
+    result = trainer.fit()
     if result.error:
         raise result.error
+    total_steps = trainer.train_loop_config["total_steps"]
     best, metrics = max(result.best_checkpoints, key=lambda cm: (cm[1]["held_out_accuracy"], cm[1]["step"]))
     metrics = {**metrics, "checkpoint_dir": best.path}
-    out = export_checkpoint(best.path, run=run, metrics=metrics, out_dir=run_dir(run) / EXPORT_DIR)
+    final_step = int((result.metrics or {}).get("step", metrics["step"]))
+    out = None
+    if final_step >= total_steps:
+        out = export_checkpoint(best.path, run=run, metrics=metrics, out_dir=run_dir(run) / EXPORT_DIR)
     summary = TrainingSummary(run_dir=run_dir(run), checkpoint=out, held_out_accuracy=metrics["held_out_accuracy"],
-                              step=metrics["step"], counts=data.counts)
+                              step=metrics["step"], final_step=final_step, total_steps=total_steps,
+                              counts=data.counts)
     # The exported checkpoint is the best one, which may predate the last step (or a resume).
-    final_step = (result.metrics or {}).get("step")
     with atomic_file(run_dir(run) / "summary.json") as f:
         f.write(json.dumps({
-            "checkpoint": str(out), "held_out_accuracy": summary.held_out_accuracy, "step": summary.step,
-            "final_step": final_step, "metrics": metrics, "counts": data.counts, "config": to_dict(run)},
-            indent=2, default=str) + "\n")
+            "checkpoint": str(out) if out else None, "held_out_accuracy": summary.held_out_accuracy,
+            "step": summary.step, "final_step": final_step, "total_steps": total_steps, "metrics": metrics,
+            "counts": data.counts, "config": to_dict(run)}, indent=2, default=str) + "\n")
     return summary

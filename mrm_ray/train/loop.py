@@ -3,24 +3,19 @@
 Every worker builds the model from the run's plain config dict, wraps it with
 `deepspeed.initialize`, streams packed pair batches from `get_dataset_shard("train")`,
 evaluates on its held-out shard (summed across ranks), and reports metrics and a
-checkpoint (the DeepSpeed state of every rank, ZeRO-3 shards included) through
-`ray.train.report`. A restarted worker resumes from `ray.train.get_checkpoint()`:
-weights, optimizer, schedule, step counter and position in the epoch.
+checkpoint (checkpoint.py: the DeepSpeed state of every rank, ZeRO-3 shards included)
+through `ray.train.report`. A restarted worker resumes from `ray.train.get_checkpoint()`:
+weights, optimizer, schedule, RNG, step counter and position in the epoch, checked
+against the fingerprint saved with them; with the same data order (the pipeline keeps
+it) the resumed run's losses are the unbroken run's.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 import time
-from pathlib import Path
 
 import torch
-
-TRAINER_STATE = "trainer_state.json"
-RUN_CONFIG = "run_config.json"
-DS_TAG = "ds"
 
 
 def split_rewards(out) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +43,7 @@ def build_model(run, *, ds_config: dict):
     if run.train.freeze_vision:
         model.backbone.visual.requires_grad_(False)
     if run.train.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if run.train.lora is not None:
         model = apply_lora(model, run.train.lora)
     return model
@@ -143,16 +138,24 @@ def train_micro_step(engine, batch: dict, loss_config) -> dict:
     return out.metrics()
 
 
-def _save(engine, run_dict: dict, state: dict, metrics: dict) -> None:
-    """Every rank writes its DeepSpeed shard; Ray Train gathers them into one checkpoint."""
-    import ray.train
+def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    """Each metric averaged over the ranks (the whole global batch), the same on every rank."""
+    import torch.distributed as dist
 
-    with tempfile.TemporaryDirectory() as tmp:
-        engine.save_checkpoint(tmp, tag=DS_TAG)
-        if ray.train.get_context().get_world_rank() == 0:
-            Path(tmp, TRAINER_STATE).write_text(json.dumps(state))
-            Path(tmp, RUN_CONFIG).write_text(json.dumps(run_dict))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    if not dist.is_initialized() or not metrics:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(values)
+    return dict(zip(keys, (values / dist.get_world_size()).tolist()))
+
+
+def learning_rates(engine) -> dict[str, float]:
+    """The optimizer's current rate per parameter group: `lr` (the first group's) and `lr/NAME` for each."""
+    groups = engine.optimizer.param_groups
+    rates = {"lr": groups[0]["lr"]}
+    rates.update({f"lr/{g['name']}": g["lr"] for g in groups if "name" in g})
+    return rates
 
 
 def train_loop_per_worker(cfg: dict) -> None:
@@ -162,6 +165,7 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     from mrm_ray.config import RunConfig, build
     from mrm_ray.data.collate import PairCollate, pair_batches
+    from mrm_ray.train import checkpoint as ckpt
     from mrm_ray.train.progress import Progress
 
     run = build(RunConfig, cfg["run"])
@@ -171,22 +175,20 @@ def train_loop_per_worker(cfg: dict) -> None:
     # adopt the process group Ray Train created, so ZeRO-3's partitioned init sees every rank
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)
     torch.manual_seed(run.train.seed + rank)
-    micro_per_epoch = cfg["micro_steps_per_epoch"]
+    micro_per_epoch, total_steps = cfg["micro_steps_per_epoch"], cfg["total_steps"]
     accum = run.train.accumulation_steps
-    total_steps = run.train.max_steps or max(1, math.floor(micro_per_epoch * run.train.epochs / accum))
+    stop_step = min(total_steps, run.train.stop_at_step or total_steps)
     engine = make_engine(run, total_steps=total_steps, on_gpu=on_gpu)
     state = {"step": 0, "micro_step": 0}
+    progress = Progress(run, rank=rank, total_steps=total_steps, pairs_per_step=run.train.global_batch_size)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
-        with checkpoint.as_directory() as ckpt_dir:
-            engine.load_checkpoint(ckpt_dir, tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
-            state = json.loads(Path(ckpt_dir, TRAINER_STATE).read_text())
+        state, fingerprint = ckpt.restore(engine, checkpoint, rank=rank)
+        progress.restored(state["step"], fingerprint)
     collate = PairCollate(pad_token_id=cfg["pad_token_id"], packed=run.model.pair_forward == "packed",
                           sources=cfg["sources"])
     evaluator = Evaluator(cfg["sources"])
     train_shard, held_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("held_out")
-    progress = Progress(run, rank=rank, total_steps=total_steps, start_step=state["step"],
-                        pairs_per_step=run.train.global_batch_size)
     device = engine.device
 
     def evaluate(step: int) -> dict:
@@ -199,7 +201,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     window: list[dict] = []
     timing = {"seconds": 0.0, "pairs": 0}  # training throughput, eval and checkpoints excluded
     tick = time.perf_counter()
-    while state["step"] < total_steps:
+    while state["step"] < stop_step:
         epoch, skip = divmod(state["micro_step"], micro_per_epoch)
         batches = pair_batches(train_shard, steps=micro_per_epoch, batch_size=run.train.micro_batch_size,
                                collate=collate, epoch_seed=run.data.shuffle_seed + epoch)
@@ -208,6 +210,8 @@ def train_loop_per_worker(cfg: dict) -> None:
                 continue
             batch = _to(batch, device)
             batch.pop("source_index")
+            if state["micro_step"] % accum == 0:
+                rates = learning_rates(engine)  # what this step's optimizer update uses
             window.append(train_micro_step(engine, batch, run.loss))
             state["micro_step"] += 1
             if state["micro_step"] % accum:
@@ -219,18 +223,21 @@ def train_loop_per_worker(cfg: dict) -> None:
                 timing["seconds"] += now - tick
                 timing["pairs"] += run.train.global_batch_size
             tick = now
-            metrics = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
-            metrics["lr"] = engine.get_lr()[0]
+            metrics = mean_over_ranks({k: sum(m[k] for m in window) / len(window) for k in window[0]})
+            metrics.update(rates)
             window = []
             progress.step(step, metrics)
-            if step % run.train.eval_every == 0 or step == total_steps:
+            if step % run.train.eval_every == 0 or step == stop_step:
                 metrics.update(evaluate(step), step=step, epoch=epoch,
                                train_pairs_per_s=timing["pairs"] / max(timing["seconds"], 1e-9))
                 progress.evaluated(step, metrics)
-                _save(engine, cfg["run"], dict(state), metrics)
+                fingerprint = ckpt.save(engine, rank=rank, state=dict(state), run_dict=cfg["run"], metrics=metrics)
+                progress.checkpointed(step, fingerprint)
                 tick = time.perf_counter()
-            if step >= total_steps:
+            if step >= stop_step:
                 break
+    if stop_step < total_steps:
+        progress.stopped(stop_step)
     progress.close()
 
 

@@ -27,7 +27,10 @@ def _free_port() -> int:
 def ray_env() -> dict:
     return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
-            "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # Ray Train's controller polls its workers every 2 s by default: reports and the end of a
+            # run reach the driver that much later; tiny runs here take about as long as one poll
+            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
 
 
 class RayHead:
@@ -36,7 +39,8 @@ class RayHead:
     def __init__(self, num_cpus: int = 2, *, autoscaling_config: dict | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.port, self.dashboard_port = _free_port(), _free_port()
-        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"  # the job server (dashboard)
+        self.gcs_address = f"127.0.0.1:{self.port}"  # what a driver's ray.init connects to
         autoscaling, self._cleanup = [], None
         if autoscaling_config is not None:  # the fake provider's worker nodes join this head's GCS port
             config = {**autoscaling_config, "provider": {**autoscaling_config["provider"],
@@ -95,6 +99,11 @@ class RayHead:
             return [int(a["pid"]) for a in json.loads(out.stdout)]
         except (ValueError, KeyError, TypeError):
             return []
+
+    def serve_shutdown(self) -> None:
+        """Take every Serve app (and Serve's HTTP proxy, whose port is fixed when it starts) down."""
+        subprocess.run([str(BIN / "serve"), "shutdown", "--address", self.address, "-y"], env=ray_env(),
+                       capture_output=True, timeout=120)
 
     def stop(self) -> None:
         if self._cleanup is not None:

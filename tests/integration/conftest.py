@@ -1,4 +1,12 @@
-"""One real local Ray cluster for the integration tests, on loopback only."""
+"""One real Ray cluster for the integration tests, on loopback only, and never two at once.
+
+`ray_head` is a `ray start --head` (job server, dashboard, 4 logical CPUs) started on first
+use and kept for the session: `ray job submit` tests submit to it, in-process tests
+(`ray_cluster`) connect this pytest process to it as a driver. A test that needs a cluster
+of its own (the autoscaler's) asks for `own_cluster`, which stops the shared one first; the
+next test that needs the shared one starts it again. Modules leave nothing running on it
+(Serve apps are shut down at the end of their module), so they pass alone and in any order.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +19,60 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 
+class Clusters:
+    """At most one Ray cluster at a time: the shared head, or a test's own."""
+
+    def __init__(self) -> None:
+        self.head = None
+
+    def shared(self):
+        from helpers.ray_head import RayHead
+
+        if self.head is None:
+            self.head = RayHead(num_cpus=4)
+        return self.head
+
+    def connect(self):
+        """This process as a driver on the shared head."""
+        import ray
+
+        head = self.shared()
+        if not ray.is_initialized():
+            ray.init(address=head.gcs_address, log_to_driver=False)
+            ray.data.DataContext.get_current().enable_progress_bars = False
+        return ray
+
+    def stop_shared(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        if self.head is not None:
+            self.head.stop()
+            self.head = None
+
+
 @pytest.fixture(scope="session")
-def ray_cluster():
-    import ray
-
-    # address="local": a fresh instance, never a stale `ray start` session recorded in /tmp/ray
-    ray.init(address="local", num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}})
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    yield ray
-    ray.shutdown()
+def clusters():
+    clusters = Clusters()
+    yield clusters
+    clusters.stop_shared()
 
 
-@pytest.fixture(scope="session")
-def shared_head():
-    """A `ray start --head` (job server, dashboard, 4 logical CPUs) shared by the Serve and evaluation tests."""
-    from helpers.ray_head import RayHead
-
-    head = RayHead(num_cpus=4)
-    yield head
-    head.stop()
+@pytest.fixture(scope="module")
+def ray_head(clusters):
+    """The shared `ray start --head`, for `ray job submit`, `serve deploy` and the state API."""
+    return clusters.shared()
 
 
-def pytest_collection_modifyitems(session, config, items):
-    """Tests on the shared head run last, so its idle cluster never slows the training jobs."""
-    items.sort(key=lambda item: "shared_head" in getattr(item, "fixturenames", ()))
+@pytest.fixture(scope="module")
+def ray_cluster(clusters):
+    """`ray` with this process connected to the shared head as a driver."""
+    return clusters.connect()
+
+
+@pytest.fixture
+def own_cluster(clusters):
+    """For a test that starts its own cluster: the shared one is stopped first."""
+    clusters.stop_shared()
+

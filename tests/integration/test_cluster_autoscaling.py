@@ -18,7 +18,7 @@ def _train_nodes(head: RayHead) -> list[str]:
     return [n["node_id"] for n in head.alive_nodes() if TRAIN_TYPE in (n.get("resources_total") or {})]
 
 
-def test_training_job_scales_training_nodes_up_and_down(tmp_path):
+def test_training_job_scales_training_nodes_up_and_down(own_cluster, tmp_path):
     config = yaml.safe_load((REPO / "cluster" / "local.yaml").read_text())
     head = RayHead(num_cpus=config["available_node_types"]["ray.head.default"]["resources"]["CPU"],
                    autoscaling_config=config, env={"RAY_FAKE_CLUSTER": "1"})

@@ -23,9 +23,9 @@ pytestmark = pytest.mark.shared_data
 
 
 @pytest.fixture(scope="module")
-def fitted(ray_cluster, shared_head, shared_data, reward_checkpoints, tmp_path_factory):
+def fitted(ray_cluster, ray_head, shared_data, reward_checkpoints, tmp_path_factory):
     """ensemble.yaml fitted on RLAIF-V (images) + ShareGPT demo pairs (text) saved as canonical shards,
-    text routed to member b. (It asks for `shared_head` only to run with the module's job test.)"""
+    text routed to member b. (It asks for `ray_head` only to run with the module's job test.)"""
     from mrm_ray.cli import main
 
     root = tmp_path_factory.mktemp("fit")
@@ -59,11 +59,11 @@ def test_ensemble_fit_writes_weights_normalisation_and_routing(fitted, reward_ch
     assert config["fitted_on"]["accuracy"]["a"] == pytest.approx(a["weight"], abs=1e-6)
 
 
-def test_evaluate_job_on_real_benchmarks_with_stand_in_images(shared_head, fitted, shared_data, reward_checkpoints,
+def test_evaluate_job_on_real_benchmarks_with_stand_in_images(ray_head, fitted, shared_data, reward_checkpoints,
                                                              tmp_path):
     bench = shared_data / "benchmarks"
     out = tmp_path / "report"
-    result = shared_head.submit(
+    result = ray_head.submit(
         "jobs/evaluate.py", "--ensemble", str(fitted), "--bench", f"mm_rlhf={bench / 'mm_rlhf_reward_bench.jsonl'}",
         "--bench", f"vl_rewardbench={bench / 'vl_rewardbench_pairs.jsonl'}",
         "--stand-in-images", str(shared_data / "real-images"), "--out", str(out),

@@ -4,13 +4,12 @@ stops the run with a resumable checkpoint."""
 
 import json
 import socket
-import subprocess
 
 import pytest
 import yaml
 
 from helpers.flaky_proxy import FlakyProxy
-from helpers.ray_head import BIN, REPO, job_status, ray_env
+from helpers.ray_head import REPO, job_status
 
 SERVE_CONFIG = REPO / "jobs" / "configs" / "serve_tiny.yaml"
 STEPS = 12
@@ -23,7 +22,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def grpo_job(shared_head, tmp_path_factory, reward_checkpoints):
+def grpo_job(ray_head, tmp_path_factory, reward_checkpoints):
     """The shipped tiny GRPO job, deploying two tiny reward members on the shared head's Serve
     (kept deployed: the fault test below reaches them through a proxy)."""
     tmp = tmp_path_factory.mktemp("grpo")
@@ -31,16 +30,14 @@ def grpo_job(shared_head, tmp_path_factory, reward_checkpoints):
     config["http_options"]["port"] = _free_port()
     serve_config = tmp / "serve.yaml"
     serve_config.write_text(yaml.safe_dump(config))
-    out = shared_head.submit(
+    out = ray_head.submit(
         "jobs/grpo.py", "--config", "jobs/configs/grpo_tiny.yaml", f"output_dir={tmp}", f"steps={STEPS}",
         "eval_every=6", "checkpoint_every=6", f"reward.members=[{reward_checkpoints[0]},{reward_checkpoints[1]}]",
         f"reward.serve_config={serve_config}", "reward.keep_deployed=true", timeout=600)
     log = out.stdout + out.stderr
     url = f"http://127.0.0.1:{config['http_options']['port']}/grpo-tiny-reward"
     yield {"log": log, "status": job_status(log), "run_dir": tmp / "grpo-tiny", "url": url}
-    # Serve's HTTP port is fixed when it starts: leave none running for the Serve tests' own config
-    subprocess.run([str(BIN / "serve"), "shutdown", "--address", shared_head.address, "-y"], env=ray_env(),
-                   capture_output=True, timeout=120)
+    ray_head.serve_shutdown()  # leave nothing running for the next module
 
 
 def test_job_raises_the_held_out_served_reward(grpo_job):

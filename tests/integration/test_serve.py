@@ -75,9 +75,10 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(shared_head, tmp_path_factory, reward_checkpoints):
-    served = Served(shared_head, tmp_path_factory.mktemp("serve"), reward_checkpoints)
-    return served  # the shared head runs last and takes Serve down with it
+def served(ray_head, tmp_path_factory, reward_checkpoints):
+    served = Served(ray_head, tmp_path_factory.mktemp("serve"), reward_checkpoints)
+    yield served
+    ray_head.serve_shutdown()  # leave nothing running for the next module
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,8 @@ def test_a_bad_item_gets_its_own_error_and_the_rest_are_scored(reward_checkpoint
     good = {"prompt": "hello", "images": [], "response": "hi"}
     bad = {"prompt": [{"role": "user", "content": [{"type": "image"}]}], "images": [], "response": "x"}
     out = scorer.score_items([good, bad, good])
-    assert isinstance(out[0], float) and out[0] == out[2]
+    # the same item in two rows of one batch: equal up to float noise (CPU kernels differ per row)
+    assert isinstance(out[0], float) and out[0] == pytest.approx(out[2], abs=1e-5)
     assert isinstance(out[1], str) and "cannot encode" in out[1] and "image placeholders" in out[1]
 
 

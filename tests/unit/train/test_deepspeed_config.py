@@ -44,7 +44,15 @@ def test_schedule_warmup_and_cosine():
 def test_torch_adam_needs_no_compiled_op(on_gpu):
     params = build_ds_config(TrainConfig(optimizer_impl="torch"), total_steps=10, on_gpu=on_gpu)["optimizer"]["params"]
     assert params["torch_adam"] is True and params["fused"] is on_gpu
-    default = build_ds_config(TrainConfig(), total_steps=10, on_gpu=True)["optimizer"]["params"]
-    assert "torch_adam" not in default  # DeepSpeed's own fused Adam
     with pytest.raises(ValueError, match="optimizer_impl"):
         TrainConfig(optimizer_impl="sgd")
+
+
+def test_auto_optimizer_compiles_only_where_it_pays():
+    def params(on_gpu, **kw):
+        return build_ds_config(TrainConfig(**kw), total_steps=10, on_gpu=on_gpu)["optimizer"]["params"]
+
+    assert "torch_adam" not in params(True)  # a GPU: DeepSpeed's own fused Adam
+    assert "torch_adam" not in params(False, zero_stage=2, offload_optimizer=True)  # DeepSpeed's CPU Adam
+    assert params(False)["torch_adam"] is True and params(False)["fused"] is False  # CPU: nothing to build
+    assert "torch_adam" not in params(False, optimizer_impl="deepspeed")

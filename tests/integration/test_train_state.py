@@ -1,0 +1,241 @@
+"""Training state, not log text: the Ray Train + DeepSpeed worker (driven in-process on the shared
+cluster) is checked against one unbroken reference run of the tiny preset.
+
+- a run stopped at step k and resumed gives the reference's losses and final weights;
+- a killed worker is replaced, the restored state's fingerprint equals the checkpoint's, and
+  every step trained (before and after the kill) has the reference's loss;
+- ZeRO-0, ZeRO-2 and ZeRO-3 give the same losses under the same seed and data order;
+- every trainable parameter moves, frozen ones (the vision tower, LoRA base weights) do not,
+  the head's own learning rate is the one its optimizer group uses; LoRA exports merged.
+
+Losses are `metrics.jsonl`'s per-step values: the mean over both ranks of the Bradley-Terry
+loss of the step's pairs. fp32 on CPU, same world size: a resumed or restarted run computes the
+same numbers as the reference (1e-5 allows for nothing but float noise).
+"""
+
+import threading
+import time
+
+import psutil
+import pytest
+import torch
+
+from mrm_ray.config import load_run_config
+from mrm_ray.train.progress import read_metrics
+
+from helpers.ray_head import REPO
+
+pytestmark = pytest.mark.slow
+PRESET = str(REPO / "jobs" / "configs" / "tiny.yaml")
+STEPS = 12  # 128 pairs, 20% held out: 6 steps an epoch, so the runs cross an epoch boundary
+COMMON = ["synthetic.pairs=128", f"train.max_steps={STEPS}", "train.eval_every=4", "train.log_every=4",
+          "train.keep_checkpoints=10"]
+SAME = 1e-5  # same stage, same ranks: float noise only
+# ZeRO stages reduce gradients in different orders (all-reduce, reduce-scatter, partitioned): over 12 Adam
+# steps that moves the loss by ~1e-6 here; a wrong clipping, scaling or partition would move it by >1e-2
+ACROSS_STAGES = 1e-4
+# the Bradley-Terry loss sees only r_chosen - r_rejected, so the head's output bias gets a zero gradient
+# and is the one trainable parameter that never moves
+OUTPUT_BIAS = "head.mlp.3.bias"
+
+
+def _config(out, name, *overrides):
+    return load_run_config(PRESET, [f"output_dir={out}", f"name={name}", *COMMON, *overrides])
+
+
+_DATA = {}  # the pairs, checked and encoded once for every run of this module (run_training's `data`)
+
+
+def _train(out, name, *overrides):
+    from mrm_ray.train.launch import prepare_data, resolve_model, run_training
+
+    run = resolve_model(_config(out, name, *overrides))
+    if "data" not in _DATA:
+        _DATA["data"] = prepare_data(run)
+    summary = run_training(run, data=_DATA["data"])
+    return summary, read_metrics(out / name)
+
+
+def _losses(events) -> dict[int, list[float]]:
+    """step -> the loss of every time it was trained (twice for steps redone after a kill)."""
+    out: dict[int, list[float]] = {}
+    for e in events:
+        if e["event"] == "train":
+            out.setdefault(e["step"], []).append(e["loss"])
+    return out
+
+
+def _fingerprints(events, kind) -> dict[int, dict]:
+    return {e["step"]: e["fingerprint"] for e in events if e["event"] == kind}
+
+
+def _weights(summary_or_dir) -> dict[str, torch.Tensor]:
+    from mrm_ray.train.export import consolidated_state_dict
+
+    return consolidated_state_dict(summary_or_dir)
+
+
+def _last_checkpoint(out, name) -> str:
+    import json
+
+    summary = json.loads((out / name / "summary.json").read_text())
+    state_files = sorted((out / "ray_results" / name).glob("checkpoint_*/trainer_state.json"))
+    final = [p.parent for p in state_files if json.loads(p.read_text())["step"] == summary["final_step"]]
+    assert len(final) == 1, state_files
+    return str(final[0])
+
+
+def _assert_same_weights(a: dict, b: dict, atol: float) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0, msg=name)
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return tmp_path_factory.mktemp("train-state")
+
+
+@pytest.fixture(scope="module")
+def reference(ray_cluster, out):
+    """The unbroken ZeRO-2 run every other run is compared with."""
+    summary, events = _train(out, "reference")
+    losses = _losses(events)
+    assert sorted(losses) == list(range(1, STEPS + 1)) and all(len(v) == 1 for v in losses.values())
+    return {"summary": summary, "losses": {s: v[0] for s, v in losses.items()}, "events": events,
+            "weights": _weights(_last_checkpoint(out, "reference"))}
+
+
+def test_resumed_run_equals_the_unbroken_one(reference, out):
+    first, events = _train(out, "resume", "train.stop_at_step=5")
+    assert first.stopped and first.checkpoint is None and first.final_step == 5
+    assert _fingerprints(events, "checkpoint").keys() == {4, 5}
+    second, events = _train(out, "resume")  # the same run, no stop: resumes at step 5 (mid-epoch)
+    assert not second.stopped and second.checkpoint is not None
+    restored = _fingerprints(events, "restored")
+    assert list(restored) == [5] and restored[5] == _fingerprints(events, "checkpoint")[5]
+    losses = _losses(events)
+    assert sorted(losses) == list(range(1, STEPS + 1)) and all(len(v) == 1 for v in losses.values())
+    for step, (loss,) in losses.items():
+        assert loss == pytest.approx(reference["losses"][step], abs=SAME), step
+    _assert_same_weights(_weights(_last_checkpoint(out, "resume")), reference["weights"], atol=SAME)
+
+
+def _train_worker_pids() -> list[int]:
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+            pids.append(proc.info["pid"])
+    return pids
+
+
+def _registered_checkpoints(storage) -> int:
+    """Checkpoints Ray Train's controller has registered (a restart resumes from the latest of these)."""
+    import json
+
+    try:
+        return len(json.loads((storage / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _kill_a_worker_after_first_checkpoint(storage, killed: list, stop: threading.Event) -> None:
+    while not stop.is_set() and not killed:
+        if _registered_checkpoints(storage):
+            pids = _train_worker_pids()
+            if pids:
+                psutil.Process(pids[-1]).kill()
+                killed.append(pids[-1])
+                return
+        time.sleep(0.02)
+
+
+def test_killed_worker_restores_the_checkpoint_state_and_trains_on_as_the_reference(reference, out):
+    killed, stop = [], threading.Event()
+    watcher = threading.Thread(target=_kill_a_worker_after_first_checkpoint,
+                               args=(out / "ray_results" / "killed", killed, stop), daemon=True)
+    watcher.start()
+    try:  # a checkpoint every 2 steps (evaluation changes no training state): time to kill mid-run
+        summary, events = _train(out, "killed", "train.max_failures=2", "train.eval_every=2")
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+    assert killed, "no worker was killed"
+    assert summary.final_step == STEPS and not summary.stopped
+    saved, restored = _fingerprints(events, "checkpoint"), _fingerprints(events, "restored")
+    assert restored, "the replaced workers did not restore a checkpoint"
+    for step, fingerprint in restored.items():
+        assert fingerprint == pytest.approx(saved[step], rel=1e-9), step  # weights, masters, Adam moments
+    losses = _losses(events)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    for step, values in losses.items():  # steps redone after the restore included
+        assert values == pytest.approx([reference["losses"][step]] * len(values), abs=SAME), step
+    _assert_same_weights(_weights(_last_checkpoint(out, "killed")), reference["weights"], atol=SAME)
+
+
+@pytest.mark.parametrize("stage", [0, 3])
+def test_zero_stages_give_the_reference_losses(reference, out, stage):
+    summary, events = _train(out, f"zero{stage}", f"train.zero_stage={stage}")
+    assert summary.final_step == STEPS
+    losses = {s: v[0] for s, v in _losses(events).items()}
+    assert losses == pytest.approx(reference["losses"], abs=ACROSS_STAGES)
+    assert losses[STEPS] < losses[1]  # and they do go down
+    _assert_same_weights(_weights(_last_checkpoint(out, f"zero{stage}")), reference["weights"], atol=1e-4)
+
+
+def test_every_trainable_parameter_moved(reference, out):
+    from mrm_ray.model.reward_model import RewardModel
+
+    base = RewardModel.from_pretrained(reference["summary"].run_dir.parent / "tiny-qwen2.5-vl").state_dict()
+    trained = reference["weights"]
+    assert trained.keys() == base.keys()
+    unchanged = [n for n in base if torch.equal(trained[n], base[n].float())]
+    assert unchanged == [OUTPUT_BIAS], unchanged  # vision tower, language model and head all train
+
+
+def test_frozen_vision_stays_and_the_head_uses_its_own_learning_rate(ray_cluster, out):
+    from mrm_ray.model.reward_model import RewardModel
+
+    summary, events = _train(out, "frozen", "train.freeze_vision=true", "train.head_learning_rate=2.5e-3",
+                             "train.max_steps=3", "train.eval_every=3")
+    base = RewardModel.from_pretrained(summary.run_dir.parent / "tiny-qwen2.5-vl").state_dict()
+    trained = _weights(_last_checkpoint(out, "frozen"))
+    moved = {n: not torch.equal(trained[n], base[n].float()) for n in base}
+    assert not any(m for n, m in moved.items() if ".visual." in n)
+    assert [n for n, m in moved.items() if not m and ".visual." not in n] == [OUTPUT_BIAS]
+    steps = [e for e in events if e["event"] == "train"]
+    assert len(steps) == 3
+    for e in steps:  # the optimizer's own groups, read each step: the head's rate is 10x the backbone's
+        assert e["lr/head"] == pytest.approx(10 * e["lr/backbone"], rel=1e-9, abs=1e-15)
+    assert max(e["lr/backbone"] for e in steps) > 0  # (DeepSpeed's linear warm-up starts at 0)
+
+
+def test_lora_moves_only_adapters_and_head_and_exports_merged(ray_cluster, out, encoder):
+    from mrm_ray.data.synthetic import image_grounded_pairs
+    from mrm_ray.model.pairing import collate_packed
+    from mrm_ray.model.reward_model import RewardModel
+    from mrm_ray.train.loop import apply_lora
+
+    summary, _ = _train(out, "lora", "train.lora.rank=8", "train.learning_rate=2e-3", "train.max_steps=4",
+                        "train.eval_every=4")
+    tiny = summary.run_dir.parent / "tiny-qwen2.5-vl"
+    config = _config(out, "lora", "train.lora.rank=8")
+    unmerged = apply_lora(RewardModel.from_pretrained(tiny), config.train.lora)
+    base = {n: p.detach().clone() for n, p in unmerged.state_dict().items()}
+    trained = _weights(_last_checkpoint(out, "lora"))
+    assert trained.keys() == base.keys()
+    moved = {n for n in base if not torch.equal(trained[n], base[n])}
+    assert moved == {n for n in base if "lora_" in n or n.startswith("head.")} - {OUTPUT_BIAS}  # base stays
+    unmerged.load_state_dict(trained)
+
+    merged = RewardModel.from_pretrained(summary.checkpoint)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    pairs = [encoder.encode_pair(r["prompt"], r["images"], r["chosen"], r["rejected"])
+             for r in image_grounded_pairs(8, seed=5)]
+    batch = collate_packed(pairs, pad_token_id=encoder.pad_token_id)
+    with torch.no_grad():
+        a, b = unmerged.eval().forward_pairs(batch), merged.eval().forward_pairs(batch)
+    torch.testing.assert_close(a[0], b[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(a[1], b[1], atol=1e-4, rtol=0)
+    q_proj = "backbone.language_model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged.state_dict()[q_proj], RewardModel.from_pretrained(tiny).state_dict()[q_proj])
