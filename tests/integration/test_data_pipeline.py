@@ -28,8 +28,16 @@ def _mixture(corpus, *, image_weight="all", text_weight="all", held_out=0.0, tot
         SourceConfig(name="text", reader="chat_messages", path=str(corpus["text"]), weight=text_weight)))
 
 
-def test_bad_records_quarantined_with_exact_counts(ray_cluster, corpus, tiny_checkpoint, tmp_path):
-    data = prepare_mixture(_mixture(corpus), processor_path=tiny_checkpoint, data_config=CONFIG, run_dir=tmp_path)
+@pytest.fixture(scope="module")
+def prepared(ray_cluster, corpus, tiny_checkpoint, tmp_path_factory):
+    """The whole corpus with the test settings (and a run directory for the quarantine file)."""
+    run_dir = tmp_path_factory.mktemp("run")
+    return run_dir, prepare_mixture(_mixture(corpus), processor_path=tiny_checkpoint, data_config=CONFIG,
+                                    run_dir=run_dir)
+
+
+def test_bad_records_quarantined_with_exact_counts(prepared):
+    tmp_path, data = prepared
     entries = [json.loads(line) for line in data.quarantine_path.read_text().splitlines()]
     kinds = {}
     for e in entries:
@@ -88,11 +96,11 @@ def test_fixed_counts_repeat_and_shuffle_is_seeded(ray_cluster, corpus, tiny_che
     assert [r["id"] for r in c.train.take_all()] != order_a
 
 
-def test_encoded_rows_match_in_process_encoding(ray_cluster, corpus, tiny_checkpoint, encoder):
+def test_encoded_rows_match_in_process_encoding(prepared, corpus, encoder):
     from mrm_ray.data.readers.chat_messages import read_chat_messages
     from mrm_ray.data.schema import to_chat_messages
 
-    data = prepare_mixture(_mixture(corpus), processor_path=tiny_checkpoint, data_config=CONFIG)
+    _, data = prepared
     rows = {r["id"]: r for r in data.encode(data.train, batch_size=8).take_all()}
     originals = {r["id"]: r for r in read_chat_messages(corpus["image"]) if isinstance(r, dict)}
     for pair_id in ("good-0", "good-7"):
@@ -101,6 +109,6 @@ def test_encoded_rows_match_in_process_encoding(ray_cluster, corpus, tiny_checkp
         got = rows[pair_id]
         for key in ("prompt_ids", "prompt_mm_token_type_ids", "chosen_ids", "rejected_ids", "image_grid_thw"):
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-        np.testing.assert_allclose(got["pixel_values"], want["pixel_values"], rtol=0, atol=0)
+        np.testing.assert_allclose(got["pixel_values"], want["pixel_values"], rtol=0, atol=1e-6)
     text_row = next(r for i, r in rows.items() if i.startswith("text-"))
     assert text_row["pixel_values"].shape[0] == 0 and text_row["image_grid_thw"].shape == (0, 3)

@@ -13,7 +13,7 @@ from mrm_ray.train.local import LocalTrainConfig, pairwise_accuracy, train_pairs
 
 pytestmark = pytest.mark.slow
 
-CONFIG = LocalTrainConfig(steps=700, batch_size=16, lr=5e-4, warmup_steps=20, seed=0)
+CONFIG = LocalTrainConfig(steps=400, batch_size=16, lr=5e-4, warmup_steps=20, seed=0)  # 0.98 here at 400
 
 
 def _encode(encoder, n, seed, blank):
