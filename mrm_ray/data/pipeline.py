@@ -38,6 +38,7 @@ CHECKED_SCHEMA = (PAIR_SCHEMA
                   .append(pa.field("rejected_tokens", pa.int64()))
                   .append(pa.field("image_sizes", pa.list_(pa.list_(pa.int64())))))
 _READ_CHUNK = 128
+SPLIT = "_split"  # a column EncodePairs passes through, when present
 
 
 # ---------------------------------------------------------------------------- reading
@@ -158,9 +159,11 @@ class EncodePairs:
             columns["rejected_ids"].append(cut_response(feats["rejected_ids"], keep_r))
             columns["pixel_values"].append(feats.get("pixel_values", np.zeros((0, patch_dim), np.float32)))
             columns["image_grid_thw"].append(feats.get("image_grid_thw", np.zeros((0, 3), np.int64)))
+        if SPLIT in table.column_names:
+            columns[SPLIT] = table[SPLIT].to_pylist()
         out = {}
         for key, values in columns.items():
-            if key in ("id", "source", "margin"):
+            if key in ("id", "source", "margin", SPLIT):
                 out[key] = np.asarray(values)
             else:  # ragged per row: an object array keeps one ndarray per row
                 arr = np.empty(len(values), dtype=object)
@@ -192,14 +195,24 @@ class PreparedData:
             batch_size=batch_size, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=num_cpus)
 
     def encoded(self, split: str, *, cache: bool, concurrency: int | tuple[int, int] = 1, num_cpus: float = 1.0):
-        """The `train` or `held_out` split encoded: streaming, or (`cache`) encoded once and kept in the
-        object store for every epoch and every trainer built from this data."""
+        """The `train` or `held_out` split encoded: streaming, or (`cache`) both splits encoded once, in one
+        pass, and kept in the object store for every epoch and every trainer built from this data."""
         if not cache:
             return self.encode(getattr(self, split), concurrency=concurrency, num_cpus=num_cpus)
-        if split not in self._encoded:
-            self._encoded[split] = self.encode(getattr(self, split), concurrency=concurrency,
-                                               num_cpus=num_cpus).materialize()
+        if not self._encoded:
+            from ray.data.expressions import col
+
+            both = _union([getattr(self, name).map_batches(_tag_split, fn_kwargs={"split": name},
+                                                           batch_format="pyarrow")
+                           for name in ("train", "held_out")])
+            encoded = self.encode(both, concurrency=concurrency, num_cpus=num_cpus).materialize()
+            for name in ("train", "held_out"):
+                self._encoded[name] = encoded.filter(expr=col(SPLIT) == name).drop_columns([SPLIT]).materialize()
         return self._encoded[split]
+
+
+def _tag_split(table: pa.Table, *, split: str) -> pa.Table:
+    return table.append_column(SPLIT, pa.array([split] * table.num_rows, pa.string()))
 
 
 def _actors(concurrency: int | tuple[int, int]):

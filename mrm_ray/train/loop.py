@@ -138,6 +138,15 @@ def train_micro_step(engine, batch: dict, loss_config) -> dict:
     return out.metrics()
 
 
+def _skip_cpu_inference_comm_op() -> None:
+    """DeepSpeed sets up its shared-memory CPU all-reduce (a C++ op JIT-compiled on first use, about a
+    minute on 2 cores) with its communication backend, but only its inference all-reduce uses it; ZeRO's
+    collectives go through torch.distributed (gloo here). DeepSpeed keeps the op table editable for this."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
     """Each metric averaged over the ranks (the whole global batch), the same on every rank."""
     import torch.distributed as dist
@@ -172,6 +181,8 @@ def train_loop_per_worker(cfg: dict) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     on_gpu = run.train.use_gpu and torch.cuda.is_available()
+    if not on_gpu:
+        _skip_cpu_inference_comm_op()
     # adopt the process group Ray Train created, so ZeRO-3's partitioned init sees every rank
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)
     torch.manual_seed(run.train.seed + rank)

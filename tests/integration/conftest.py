@@ -71,7 +71,7 @@ def ray_cluster(clusters):
     return clusters.connect()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def own_cluster(clusters):
     """For a test that starts its own cluster: the shared one is stopped first."""
     clusters.stop_shared()
