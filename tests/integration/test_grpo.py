@@ -66,7 +66,7 @@ def test_blinking_service_is_retried_and_a_dead_one_stops_with_a_resumable_check
     proxy = FlakyProxy(grpo_job["url"])
     overrides = [f"output_dir={tmp_path}", "name=faults", "steps=3", "eval_every=3", "checkpoint_every=1",
                  f"reward.url={proxy.url}", "reward.members=[]", "reward.max_wait_s=4", "prompts.held_out=4",
-                 "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.eval_samples=2"]
+                 "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.eval_samples=2", "rollout.workers=1"]
     cfg = load_grpo_config(str(REPO / "jobs" / "configs" / "grpo_tiny.yaml"), overrides)
     # one call per prompt: held-out eval 4, step 1 4; step 2's first 4 calls get 503 (retried), then
     # after step 2's 4 successful calls the service stays down: step 3 cannot be scored
