@@ -2,9 +2,10 @@
 
 Reads the header first (size, mode) so gigantic images are refused without decoding,
 then decodes (JPEGs at reduced scale via `draft`) to catch corrupt or truncated files.
-CMYK, palette, 16-bit and alpha images are quarantined by default: converting them
-silently changes what the annotator saw (a transparent background becomes black or white);
-`image_modes="convert"` converts them to RGB instead.
+CMYK, palette, 16-bit and alpha images are converted to RGB by default (alpha composited over
+white, as the processors' own RGB conversion does): real mixtures are full of charts and
+screenshots in those modes. `image_modes="reject"` quarantines them instead, for data where a
+transparent background must not silently become white.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def check_image(data: bytes, config: DataConfig) -> tuple[bytes, int, int]:
     if mode in SUPPORTED_MODES:
         return data, width, height
     if config.image_modes == "reject":
-        raise BadRecord(f"unsupported image mode: {mode} (set data.image_modes=convert to convert to RGB)")
+        raise BadRecord(f"unsupported image mode: {mode} (data.image_modes=reject; convert would make it RGB)")
     full = Image.open(io.BytesIO(data))
     if "A" in full.getbands() or full.mode == "P" and "transparency" in full.info:
         full = full.convert("RGBA")

@@ -9,7 +9,7 @@ from mrm_ray.cli import main
 
 from helpers.corpus import BAD_KINDS, write_corpus
 
-SETTINGS = ["max_length=512", "max_prompt_tokens=256", "max_response_tokens=64", "min_response_tokens=8",
+SETTINGS = ["image_modes=reject", "max_length=512", "max_prompt_tokens=256", "max_response_tokens=64", "min_response_tokens=8",
             "max_image_pixels=4000000"]
 
 

@@ -13,7 +13,7 @@ from mrm_ray.data.quarantine import TooManyBadRecords, reason_kind
 
 from helpers.corpus import BAD_KINDS, MODE_KINDS, write_corpus
 
-CONFIG = DataConfig(max_length=512, max_prompt_tokens=256, max_response_tokens=64, min_response_tokens=8,
+CONFIG = DataConfig(image_modes="reject", max_length=512, max_prompt_tokens=256, max_response_tokens=64, min_response_tokens=8,
                     max_image_pixels=4_000_000, max_bad_fraction=0.5)
 
 
@@ -54,7 +54,7 @@ def test_bad_records_quarantined_with_exact_counts(prepared):
 
 
 def test_convert_policy_keeps_mode_images(ray_cluster, corpus, tiny_checkpoint):
-    config = DataConfig(**{**CONFIG.__dict__, "image_modes": "convert"})
+    config = DataConfig(**{**CONFIG.__dict__, "image_modes": "convert"})  # the default
     data = prepare_mixture(_mixture(corpus), processor_path=tiny_checkpoint, data_config=config)
     assert data.counts["images"]["available"] == 40 + MODE_KINDS
     assert "unsupported image mode" not in data.quarantine_summary["images"]

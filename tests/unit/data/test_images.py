@@ -10,8 +10,8 @@ from mrm_ray.config import DataConfig
 from mrm_ray.data.images import check_image
 from mrm_ray.data.quarantine import BadRecord
 
-STRICT = DataConfig(max_image_pixels=1_000_000)
-CONVERT = DataConfig(max_image_pixels=1_000_000, image_modes="convert")
+STRICT = DataConfig(max_image_pixels=1_000_000, image_modes="reject")
+CONVERT = DataConfig(max_image_pixels=1_000_000)  # the default converts
 
 
 def _png(image, fmt="PNG"):
@@ -38,6 +38,10 @@ def test_good_rgb_and_grey_pass_unchanged():
 def test_bad_images_get_their_reason(data, reason):
     with pytest.raises(BadRecord, match=reason):
         check_image(data, STRICT)
+
+
+def test_odd_modes_are_converted_by_default():
+    assert DataConfig().image_modes == "convert"
 
 
 def test_convert_composites_alpha_on_white_and_keeps_size():
