@@ -73,7 +73,7 @@ def full_path(model_path: Path, out: Path, *, pairs: int, batch: int, steps: int
     from mrm_ray.ray_session import connect
     from mrm_ray.train.launch import run_training
 
-    run = load_run_config("jobs/configs/tiny.yaml", [
+    run = load_run_config("tiny", [
         f"output_dir={out}", "name=bench", f"model.path={model_path}", f"synthetic.pairs={pairs}",
         "held_out_fraction=0.05", "cache_encoded=false", "preprocess_cpus=1", "train.num_workers=1",
         "train.cpus_per_worker=1", f"train.zero_stage={zero_stage}", f"train.micro_batch_size={batch}",

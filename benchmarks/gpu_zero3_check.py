@@ -110,7 +110,7 @@ def run_check(args) -> dict:
                  f"train.gradient_checkpointing={'true' if args.gradient_checkpointing else 'false'}",
                  f"train.precision={'bf16' if on_gpu else 'fp32'}", f"output_dir={workdir}",
                  f"model.vision_attention={args.vision_attention}"]
-    run = load_run_config(str(ROOT / "jobs" / "configs" / f"{args.preset}.yaml"), overrides)
+    run = load_run_config(args.preset, overrides)
     config = Qwen2_5_VLConfig.from_pretrained(config_dir)
     pairs = synthetic_pairs(config, 64, image_side=args.image_side, prompt_tokens=args.prompt_tokens,
                             response_tokens=args.response_tokens)
@@ -177,7 +177,7 @@ def run_check(args) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="qwen2_5_vl_3b")
-    p.add_argument("--preset", default="qwen2_5_vl_3b", help="jobs/configs preset whose recipe is used")
+    p.add_argument("--preset", default="qwen2_5_vl_3b", help="training preset (mrm-ray configs) whose recipe is used")
     p.add_argument("--config-dir", default=None, help="a config.json to build instead (e.g. the tiny checkpoint)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--zero-stage", type=int, default=3)

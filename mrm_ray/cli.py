@@ -1,4 +1,5 @@
-"""The `mrm-ray` command: build a tiny checkpoint, score pairs, run the CPU demo."""
+"""The `mrm-ray` command: the jobs (train, evaluate, serve, grpo; mrm_ray/jobs.py) and the tools
+around them (shipped configs, tiny checkpoints, scoring, data, ensembles, memory plans)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 def shared_data_dir() -> Path:
-    """Real data made by others: `$MRM_SHARED_DATA`, else `../shared/data` beside the repo."""
-    return Path(os.environ.get("MRM_SHARED_DATA", DEFAULT_SHARED_DATA))
+    """Real data made by others: `$MRM_SHARED_DATA`, else `../shared/data` from the current directory
+    (beside a checkout, when run from it)."""
+    return Path(os.environ.get("MRM_SHARED_DATA", "../shared/data")).expanduser().resolve()
 
 
 def _cmd_tiny(args: argparse.Namespace) -> int:
@@ -94,7 +93,7 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
 
 
 def _prepare(args: argparse.Namespace):
-    from mrm_ray.config import DataConfig, from_dict, parse_overrides
+    from mrm_ray.config import DataConfig, parse_overrides, validate
     from mrm_ray.data.mixture import load_mixture
     from mrm_ray.data.pipeline import prepare_mixture
     from mrm_ray.ray_session import connect
@@ -102,7 +101,7 @@ def _prepare(args: argparse.Namespace):
     image_roots = {name: {"image_root": root} for name, root in _pairs(args.image_root, "--image-root").items()}
     mixture = load_mixture(args.mixture, paths=_pairs(args.path, "--path"), options=image_roots,
                            skip_missing=args.skip_missing)
-    config = from_dict(DataConfig, parse_overrides(args.overrides))
+    config = validate(DataConfig, parse_overrides(args.overrides), where="data")
     connect()
     return mixture, prepare_mixture(mixture, processor_path=args.model, data_config=config, run_dir=args.run_dir,
                                     concurrency=args.workers)
@@ -135,10 +134,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from mrm_ray.model.published import PUBLISHED
     from mrm_ray.train.plan import estimate, format_plan
 
-    path = Path(args.preset)
-    if not path.is_file():
-        path = Path(__file__).resolve().parents[1] / "jobs" / "configs" / f"{args.preset}.yaml"
-    if not path.is_file() or path.stem not in PUBLISHED:
+    from mrm_ray import presets
+
+    path = presets.config_file("train", args.preset)
+    if path.stem not in PUBLISHED:
         raise SystemExit(f"unknown preset {args.preset!r}; presets with published architectures: {sorted(PUBLISHED)}")
     run = load_run_config(str(path), args.overrides)
     plan = estimate(PUBLISHED[path.stem], run.train, gpus=args.gpus, tokens_per_pair=args.tokens,
@@ -165,9 +164,26 @@ def _cmd_ensemble_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_configs(args: argparse.Namespace) -> int:
+    from mrm_ray import presets
+
+    for kind in presets.KINDS:
+        for name in presets.names(kind):
+            print(f"{kind:<8} {name:<16} {presets.shipped(kind, name)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mrm-ray", description=__doc__)
+    from mrm_ray.jobs import JOBS
+
+    parser = argparse.ArgumentParser(prog="mrm-ray", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    for job, (add, help_text) in JOBS.items():
+        add(sub.add_parser(job, help=help_text, description=help_text))
+
+    configs = sub.add_parser("configs", help="list the shipped configs (what --config NAME picks) and their paths")
+    configs.set_defaults(func=_cmd_configs)
 
     tiny = sub.add_parser("tiny", help="write a tiny random Qwen2.5-VL checkpoint directory")
     tiny.add_argument("out_dir")
@@ -244,14 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command; data commands also take trailing `key=value` data settings,
-    e.g. `max_length=4096 max_pixels=1003520 image_modes=convert`."""
+    e.g. `max_length=4096 max_pixels=1003520 image_modes=reject`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and (not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
-        args.overrides = list(extra)
-    return args.func(args)
+        args.overrides = [*getattr(args, "overrides", []), *extra]
+    args.argv = argv[1:]  # after the command: what a job submitted with --address runs again
+    from mrm_ray.config import run_main
+
+    return run_main(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -1,34 +1,139 @@
-"""Typed, frozen, keyword-only configuration for the model and its loss.
+"""The one typed config system: frozen, keyword-only dataclasses, validated with pydantic.
 
-Ray workers receive plain dicts and rebuild these with `from_dict`, so a config never
-depends on objects captured from a driver process.
+Every config (runs, GRPO, mixtures, ensembles; Serve's `AppArgs` is a pydantic model of its
+own) is a dataclass whose fields carry their types and ranges. `validate(cls, data)` builds
+one from plain data (YAML, `a.b=value` overrides, a Ray worker's dict): values are checked
+and coerced (`"1e-6"` is a float), unknown keys are refused with the dotted path and the
+closest valid key, and every problem comes back at once in one `ConfigError` (entry points
+exit with code 2). Ray workers receive plain dicts and rebuild configs with `validate`, so a
+config never depends on objects captured from a driver process.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import difflib
+import os
+import typing
+from dataclasses import field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Ge, Gt, Interval
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass as _pydantic_dataclass
+
+Positive = Annotated[int, Ge(1)]
+PositiveFloat = Annotated[float, Gt(0)]
+NonNegative = Annotated[float, Ge(0)]
+Fraction = Annotated[float, Interval(ge=0, le=1)]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names every problem by its dotted path."""
+
+
+def run_main(main) -> int:
+    """Call an entry point's `main()`; a ConfigError prints one clear error and returns exit code 2."""
+    import sys
+
+    try:
+        return main() or 0
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def config_dataclass(cls):
+    """A frozen, keyword-only dataclass whose fields pydantic checks on construction; unknown keys are errors."""
+    return _pydantic_dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid"))(cls)
+
+
+@lru_cache(maxsize=None)
+def _adapter(cls):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
+def validate(cls, data: dict | None, *, where: str = ""):
+    """`cls` built from plain data, every field checked; raises one ConfigError listing all problems.
+
+    `where` prefixes the dotted paths in messages (e.g. "reward" for a sub-config).
+    """
+    from pydantic import ValidationError
+
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping of settings, got {data!r}")
+    try:
+        return _adapter(cls).validate_python(dict(data or {}))
+    except ValidationError as exc:
+        problems = [_describe(cls, error, where) for error in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def _is_config(tp) -> bool:
+    from pydantic import BaseModel
+
+    return dataclasses.is_dataclass(tp) or (isinstance(tp, type) and issubclass(tp, BaseModel))
+
+
+def _field_types(cls) -> dict[str, Any]:
+    """name -> type of a config dataclass's or pydantic model's fields ({} for anything else)."""
+    if dataclasses.is_dataclass(cls):
+        return typing.get_type_hints(cls)
+    if _is_config(cls):
+        return {name: f.annotation for name, f in cls.model_fields.items()}
+    return {}
+
+
+def _unwrap(tp):
+    """The config class inside `X | None`, `tuple[X, ...]`, `list[X]`, `Annotated[X, ...]`, if any."""
+    if _is_config(tp):
+        return tp
+    for arg in typing.get_args(tp) or ():
+        inner = _unwrap(arg)
+        if inner is not None:
+            return inner
+    return None
+
+
+def _describe(cls, error: dict, where: str) -> str:
+    loc = [str(part) for part in error["loc"] if not isinstance(part, int)]
+    shown_loc = [str(part) if not isinstance(part, int) else f"[{part}]" for part in error["loc"]]
+    path = ".".join(filter(None, [where, *shown_loc])).replace(".[", "[")
+    if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        owner = cls
+        for part in loc[:-1]:
+            owner = _unwrap(_field_types(owner).get(part)) or owner
+        known = list(_field_types(owner))
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; known here: {', '.join(known)}"
+        return f"{path}: unknown setting{hint}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error":  # the dataclass's own check, which names its fields
+        return message if not path or message.startswith(path.rpartition(".")[2]) else f"{path}: {message}"
+    value = error.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, (dict, list, tuple)) else ""
+    return f"{path or cls.__name__}: {message}{shown}"
 
 ACTIVATIONS = ("silu", "tanh", "relu", "none")
 TINY_MODEL = "tiny"  # model.path value: build (once) and use the tiny random checkpoint
 PAIR_FORWARDS = ("packed", "two_sequence")
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class HeadConfig:
     """The MLP that replaces the LM head and maps the last real token to a scalar reward."""
 
-    num_layers: int = 2  # 1 = a single linear layer
+    num_layers: Positive = 2  # 1 = a single linear layer
     activation: str = "silu"  # silu | tanh | relu | none
     hidden_size: int | None = None  # width of the hidden layers; None = the backbone's
     dropout: float = 0.0
     init_seed: int = 0  # a fresh head is initialised from this seed, so loads are reproducible
 
     def __post_init__(self) -> None:
-        if self.num_layers < 1:
-            raise ValueError(f"head.num_layers must be >= 1, got {self.num_layers}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"head.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.hidden_size is not None and self.hidden_size < 1:
@@ -37,7 +142,7 @@ class HeadConfig:
             raise ValueError(f"head.dropout must be in [0, 1), got {self.dropout}")
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class LossConfig:
     """Bradley-Terry loss options; BaseReward's final recipe uses neither regulariser."""
 
@@ -50,7 +155,7 @@ class LossConfig:
             raise ValueError(f"loss.centering_coef must be >= 0, got {self.centering_coef}")
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class ModelConfig:
     """Which checkpoint to load and how to run its pair forward."""
 
@@ -73,27 +178,25 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
-def head_from_dict(data: dict) -> HeadConfig:
-    return from_dict(HeadConfig, data)
-
-
 IMAGE_MODE_POLICIES = ("reject", "convert")
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class DataConfig:
     """How pairs are checked, sized and encoded on their way to the trainer."""
 
     min_pixels: int | None = None  # None = the processor's own budget
     max_pixels: int | None = None
-    max_length: int = 4096  # tokens of the packed row: prompt + chosen + rejected
-    max_prompt_tokens: int = 3072  # prompts are never cut; longer ones are quarantined
-    max_response_tokens: int = 1024  # each response is cut from its end to this
+    max_length: Positive = 4096  # tokens of the packed row: prompt + chosen + rejected
+    max_prompt_tokens: Positive = 3072  # prompts are never cut; longer ones are quarantined
+    max_response_tokens: Positive = 1024  # each response is cut from its end to this
     min_response_tokens: int = 16  # a response is never cut below this to make a pair fit
-    min_image_side: int = 8  # smaller images (1x1 ...) are quarantined
-    max_image_pixels: int = 40_000_000  # larger images are quarantined before decoding
-    max_aspect_ratio: float = 200.0  # Qwen2.5-VL's resize refuses more extreme images
-    image_modes: str = "reject"  # reject | convert: CMYK, palette, 16-bit, alpha images
+    min_image_side: Positive = 8  # smaller images (1x1 ...) are quarantined
+    max_image_pixels: Positive = 40_000_000  # larger images are quarantined before decoding
+    max_aspect_ratio: PositiveFloat = 200.0  # Qwen2.5-VL's resize refuses more extreme images
+    # convert (alpha over white, as the processors themselves do) | reject: CMYK, palette, 16-bit, alpha images;
+    # charts and screenshots in real mixtures are full of them
+    image_modes: str = "convert"
     max_bad_fraction: float = 0.01  # stop when more records than this are bad
     shuffle_seed: int = 0
     # the same rows in the same order on every rank on every run (Ray Data's preserve_order), so that a resumed
@@ -112,16 +215,6 @@ class DataConfig:
             raise ValueError("data.min_response_tokens must be >= 2 (one text token and <|im_end|>)")
 
 
-def from_dict(cls, data: dict | None):
-    """Build a config dataclass from a plain dict, refusing unknown keys by name."""
-    data = dict(data or {})
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} settings {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**data)
-
-
 def parse_overrides(items: list[str]) -> dict:
     """["max_length=512", "image_modes=convert"] -> {"max_length": 512, "image_modes": "convert"}.
 
@@ -133,7 +226,7 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} must look like key=value")
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.learning_rate=1e-6)")
         parsed = yaml.safe_load(value)
         if isinstance(parsed, str):  # YAML 1.1 reads "2e-3" as text; people mean a number
             try:
@@ -144,37 +237,37 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class LoraConfig:
     """LoRA adapters on the language model (peft); the reward head is always fully trained."""
 
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    rank: Positive = 16
+    alpha: Positive = 32
+    dropout: Fraction = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class TrainConfig:
     """Ray Train scaling and the DeepSpeed optimisation recipe (BaseReward's defaults)."""
 
-    num_workers: int = 2
+    num_workers: Positive = 2
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    resources_per_worker: dict = field(default_factory=dict)  # e.g. {"accelerator_type:H100": 0.001}
+    cpus_per_worker: NonNegative = 1.0
+    resources_per_worker: dict[str, NonNegative] = field(default_factory=dict)  # e.g. {"accelerator_type:H100": 0.001}
     zero_stage: int = 2  # 0 | 2 | 3
     offload_optimizer: bool = False
     offload_params: bool = False  # ZeRO-3 only
-    micro_batch_size: int = 1  # pairs per worker per forward
-    global_batch_size: int = 128  # pairs per optimizer step (accumulation fills the gap)
-    learning_rate: float = 3e-6
-    head_learning_rate: float | None = None  # None = learning_rate
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    min_lr_ratio: float = 0.0
-    epochs: float = 1.0
-    max_steps: int | None = None  # optimizer steps; None = epochs
-    max_grad_norm: float = 1.0
+    micro_batch_size: Positive = 1  # pairs per worker per forward
+    global_batch_size: Positive = 128  # pairs per optimizer step (accumulation fills the gap)
+    learning_rate: PositiveFloat = 3e-6
+    head_learning_rate: PositiveFloat | None = None  # None = learning_rate
+    weight_decay: NonNegative = 0.0
+    warmup_ratio: Fraction = 0.03
+    min_lr_ratio: Fraction = 0.0
+    epochs: PositiveFloat = 1.0
+    max_steps: Positive | None = None  # optimizer steps; None = epochs
+    max_grad_norm: PositiveFloat = 1.0
     # auto: DeepSpeed's fused Adam on GPU (CPU Adam when offloading), torch's AdamW on a CPU-only run (nothing
     # to JIT-compile) | deepspeed | torch
     optimizer_impl: str = "auto"
@@ -182,12 +275,12 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     freeze_vision: bool = False
     lora: LoraConfig | None = None
-    eval_every: int = 50  # optimizer steps between held-out evaluations (and checkpoints)
-    keep_checkpoints: int = 2  # best K by held-out accuracy
-    max_failures: int = 0  # workers replaced this many times before the run fails
-    stop_at_step: int | None = None  # end this job after that step with a checkpoint (as a preemption would);
+    eval_every: Positive = 50  # optimizer steps between held-out evaluations (and checkpoints)
+    keep_checkpoints: Positive = 2  # best K by held-out accuracy
+    max_failures: Annotated[int, Ge(0)] = 0  # workers replaced this many times before the run fails
+    stop_at_step: Positive | None = None  # end this job after that step with a checkpoint (as a preemption would);
     #                                  the same run without it resumes there and ends as an unbroken run would
-    log_every: int = 10
+    log_every: Positive = 10
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -197,8 +290,6 @@ class TrainConfig:
             raise ValueError("train.offload_params needs zero_stage 3")
         if self.optimizer_impl not in ("auto", "deepspeed", "torch"):
             raise ValueError(f"train.optimizer_impl must be auto, deepspeed or torch, got {self.optimizer_impl!r}")
-        if self.stop_at_step is not None and self.stop_at_step < 1:
-            raise ValueError(f"train.stop_at_step must be >= 1, got {self.stop_at_step}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.global_batch_size % (self.micro_batch_size * self.num_workers):
@@ -210,16 +301,16 @@ class TrainConfig:
         return self.global_batch_size // (self.micro_batch_size * self.num_workers)
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class SyntheticConfig:
     """Generated image-grounded pairs: the data when no mixture is given (nothing to download)."""
 
-    pairs: int = 512
+    pairs: Positive = 512
     task: str = "colour"
     seed: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class RunConfig:
     """Everything one training run needs; saved with every checkpoint it makes."""
 
@@ -232,28 +323,10 @@ class RunConfig:
     mixture: str | None = None  # a mixture YAML or shipped name; None = synthetic pairs
     mixture_paths: dict = field(default_factory=dict)  # source name -> path overrides
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    held_out_fraction: float = 0.1  # for synthetic data (a mixture sets its own)
-    preprocess_workers: int = 1  # Ray Data actors checking and encoding pairs
-    preprocess_cpus: float = 1.0  # CPUs each of them holds
+    held_out_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.1  # for synthetic data (a mixture sets its own)
+    preprocess_workers: Positive = 1  # Ray Data actors checking and encoding pairs
+    preprocess_cpus: PositiveFloat = 1.0  # CPUs each of them holds
     cache_encoded: bool = False  # encode once and keep it in the object store (small sets only)
-
-
-_NESTED = {
-    (RunConfig, "model"): ModelConfig, (RunConfig, "loss"): LossConfig, (RunConfig, "data"): DataConfig,
-    (RunConfig, "train"): TrainConfig, (RunConfig, "synthetic"): SyntheticConfig, (ModelConfig, "head"): HeadConfig,
-    (TrainConfig, "lora"): LoraConfig,
-}
-
-
-def build(cls, data: dict | None):
-    """A nested config from a plain dict (YAML, or a Ray worker's config), refusing unknown keys."""
-    data = dict(data or {})
-    for (owner, name), sub in _NESTED.items():
-        if owner is cls and isinstance(data.get(name), dict):
-            data[name] = build(sub, data[name])
-    if cls is LoraConfig and "target_modules" in data:
-        data["target_modules"] = tuple(data["target_modules"])
-    return from_dict(cls, data)
 
 
 def set_path(data: dict, dotted: str, value) -> None:
@@ -264,19 +337,36 @@ def set_path(data: dict, dotted: str, value) -> None:
         if node.get(key) is None:
             node[key] = {}
         if not isinstance(node[key], dict):
-            raise ValueError(f"override {dotted!r}: {key!r} is not a section")
+            raise ConfigError(f"override {dotted!r}: {key!r} is a setting, not a section")
         node = node[key]
     node[leaf] = value
 
 
-def load_run_config(path: str | None, overrides: list[str] = ()) -> RunConfig:
-    """RunConfig from a YAML file plus `a.b=c` overrides (values read as YAML scalars)."""
+def read_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> dict:
+    """A YAML file's mapping (or {}) with `a.b=value` overrides applied."""
     import yaml
 
-    data = yaml.safe_load(open(path)) if path else {}
+    data = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of settings, not a {type(data).__name__}")
     for key, value in parse_overrides(list(overrides)).items():
         set_path(data, key, value)
-    run = build(RunConfig, data)
+    return data
+
+
+def load_run_config(path: str | None, overrides: list[str] = ()) -> RunConfig:
+    """RunConfig from a preset's name or a YAML file, plus `a.b=c` overrides, validated (ConfigError) before
+    anything runs."""
+    from mrm_ray import presets
+
+    run = validate(RunConfig, read_config(path and presets.config_file("train", path), overrides))
     # Ray workers and `ray job submit` drivers run in other directories: make paths absolute
     output_dir = str(Path(run.output_dir).expanduser().resolve())
     model_path = run.model.path

@@ -14,26 +14,29 @@ from pathlib import Path
 
 import numpy as np
 
+from mrm_ray.config import config_dataclass, validate
+from mrm_ray.model.reward_checkpoint import tiny_seed
+from mrm_ray.storage import is_uri, join, local_copy
+
 METHODS = ("mean", "z_mean", "accuracy_weighted", "confidence_weighted")
 MODALITIES = ("image", "text")  # an item with any image is "image", else "text"
-TINY_PREFIX = "tiny:"  # member path `tiny:SEED`: a tiny random reward checkpoint built on first use (demos, tests)
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class EnsembleMember:
     """One reward checkpoint in the ensemble."""
 
     name: str
-    path: str
+    path: str  # a reward checkpoint directory, an s3:// URI of one, or tiny:SEED (model/reward_checkpoint.py)
     weight: float = 1.0  # used by the *_weighted methods; `mrm-ray ensemble fit` sets it
     modalities: tuple[str, ...] = MODALITIES  # which inputs this member scores
     score_mean: float | None = None  # z-normalisation; None = the checkpoint's reward_config.json
     score_std: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "modalities", tuple(self.modalities))
         if not self.name or "/" in self.name:
             raise ValueError(f"member name must be non-empty without '/', got {self.name!r}")
+        tiny_seed(self.path)
         if bad := set(self.modalities) - set(MODALITIES):
             raise ValueError(f"member {self.name}: unknown modalities {sorted(bad)} (use {MODALITIES})")
         if self.weight < 0:
@@ -42,7 +45,7 @@ class EnsembleMember:
             raise ValueError(f"member {self.name}: score_std must be > 0, got {self.score_std}")
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class EnsembleConfig:
     """What `ensemble.yaml` holds: members, aggregation method, and how it was fitted."""
 
@@ -51,7 +54,6 @@ class EnsembleConfig:
     fitted_on: dict = field(default_factory=dict)  # validation set and per-member metrics, for the record
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "members", tuple(self.members))
         if not self.members:
             raise ValueError("an ensemble needs at least one member")
         names = [m.name for m in self.members]
@@ -67,14 +69,17 @@ class EnsembleConfig:
 
     @classmethod
     def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> "EnsembleConfig":
-        """Relative member paths resolve against `base_dir` (the YAML's folder)."""
+        """Relative member paths resolve against `base_dir` (the YAML's folder, or its URI's)."""
         members = []
         for m in data.get("members") or []:
             m = dict(m)
-            if base_dir is not None and "path" in m and not str(m["path"]).startswith(TINY_PREFIX):
-                m["path"] = str((Path(base_dir) / Path(m["path"]).expanduser()).resolve())
-            members.append(EnsembleMember(**m))
-        return cls(members=members, method=data.get("method", "mean"), fitted_on=dict(data.get("fitted_on") or {}))
+            path = str(m.get("path", ""))
+            if base_dir is not None and path and not is_uri(path) and tiny_seed(path) is None \
+                    and not Path(path).expanduser().is_absolute():
+                m["path"] = join(str(base_dir), path) if is_uri(str(base_dir)) \
+                    else str((Path(base_dir) / path).resolve())
+            members.append(m)
+        return validate(cls, {**data, "members": members})
 
     def to_dict(self) -> dict:
         return {"method": self.method,
@@ -84,8 +89,12 @@ class EnsembleConfig:
 
 
 def load_ensemble(path: str | Path) -> EnsembleConfig:
+    """An ensemble.yaml, local or at an object-store URI."""
     import yaml
 
+    if is_uri(path):
+        return EnsembleConfig.from_dict(yaml.safe_load(local_copy(str(path)).read_text()) or {},
+                                        base_dir=str(path).rsplit("/", 1)[0])
     path = Path(path)
     return EnsembleConfig.from_dict(yaml.safe_load(path.read_text()) or {}, base_dir=path.parent)
 

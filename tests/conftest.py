@@ -51,10 +51,8 @@ def encoder(processor):
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """`$MRM_SHARED_DATA` or ../shared/data; tests that need it skip, saying why, without it."""
-    from mrm_ray.cli import shared_data_dir
-
-    path = shared_data_dir()
+    """`$MRM_SHARED_DATA` or ../shared/data beside the checkout; tests that need it skip, saying why, without it."""
+    path = Path(os.environ.get("MRM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     if not (path / "README.md").is_file():
         pytest.skip(f"shared data not found at {path}: set MRM_SHARED_DATA to the folder "
                     "holding rlaif-v-sample/, real-images/ and benchmarks/")

@@ -21,16 +21,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mrm_ray.config import ConfigError, config_dataclass, validate
+
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class SourceConfig:
     name: str
     reader: str
@@ -51,7 +53,7 @@ class SourceConfig:
         return isinstance(self.weight, float)
 
 
-@dataclass(frozen=True, kw_only=True)
+@config_dataclass
 class MixtureConfig:
     name: str = "mixture"
     sources: tuple[SourceConfig, ...] = ()
@@ -74,11 +76,10 @@ class MixtureConfig:
             raise ValueError("mixing ratios with counts or 'all' needs `total` (the mixture's size)")
 
 
-SHIPPED = Path(__file__).parent / "mixtures"
-
-
 def shipped_mixtures() -> list[str]:
-    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+    from mrm_ray import presets
+
+    return presets.names("mixture")
 
 
 def load_mixture(path_or_name: str | Path, *, paths: dict[str, str] | None = None,
@@ -88,18 +89,16 @@ def load_mixture(path_or_name: str | Path, *, paths: dict[str, str] | None = Non
     `paths` and `options` ({source: {key: value}}) override by source name (how a user
     fills in a shipped recipe); `skip_missing` drops sources left without a path.
     """
-    path = Path(path_or_name)
-    if not path.is_file() and (SHIPPED / f"{path_or_name}.yaml").is_file():
-        path = SHIPPED / f"{path_or_name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"no mixture file {path_or_name}; shipped mixtures: {shipped_mixtures()}")
+    from mrm_ray import presets
+
+    path = presets.config_file("mixture", str(path_or_name))
     raw = yaml.safe_load(path.read_text())
-    if not isinstance(raw, dict) or "sources" not in raw:
-        raise ValueError(f"{path}: a mixture YAML needs a `sources:` list")
+    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list):
+        raise ConfigError(f"{path}: a mixture YAML needs a `sources:` list")
     known = {e.get("name") for e in raw["sources"]}
     for name in {**(paths or {}), **(options or {})}:
         if name not in known:
-            raise ValueError(f"{path}: no source named {name!r}; sources: {sorted(known)}")
+            raise ConfigError(f"{path}: no source named {name!r}; sources: {sorted(known)}")
     sources, missing = [], []
     for entry in raw.pop("sources"):
         entry = dict(entry)
@@ -113,13 +112,13 @@ def load_mixture(path_or_name: str | Path, *, paths: dict[str, str] | None = Non
         entry["path"] = _resolve(path.parent, entry["path"])
         if entry["options"].get("image_root"):
             entry["options"]["image_root"] = _resolve(path.parent, entry["options"]["image_root"])
-        sources.append(SourceConfig(**entry))
+        sources.append(entry)
     if missing and not skip_missing:
-        raise ValueError(f"{path}: sources {missing} have no path; fill them in (for example "
+        raise ConfigError(f"{path}: sources {missing} have no path; fill them in (for example "
                          f"--path {missing[0]}=/data/...) or skip them with --skip-missing")
     for name in missing:
         logger.warning("mixture %s: source %s has no path and is skipped", raw.get("name", path.stem), name)
-    return MixtureConfig(sources=tuple(sources), **raw)
+    return validate(MixtureConfig, {**raw, "sources": sources}, where=str(path))
 
 
 def _resolve(base: Path, value: str) -> str:

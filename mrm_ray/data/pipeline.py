@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from mrm_ray.config import DataConfig, from_dict, to_dict
+from mrm_ray.config import DataConfig, to_dict, validate
 from mrm_ray.data.mixture import MixtureConfig, is_held_out, plan_counts, unit_hash
 from mrm_ray.data.quarantine import (BadRecord, Rejected, check_bad_fraction, summarize,
                                      write_quarantine)
@@ -79,7 +79,7 @@ class CheckPairs:
     def __init__(self, processor_path: str, data_config: dict) -> None:
         from mrm_ray.model.processor import load_processor
 
-        self.config = from_dict(DataConfig, data_config)
+        self.config = validate(DataConfig, data_config)
         self.processor = load_processor(processor_path, min_pixels=self.config.min_pixels,
                                         max_pixels=self.config.max_pixels)
         self.tokenizer = self.processor.tokenizer
@@ -133,7 +133,7 @@ class EncodePairs:
         from mrm_ray.data.encode import PairEncoder
         from mrm_ray.model.processor import load_processor
 
-        self.config = from_dict(DataConfig, data_config)
+        self.config = validate(DataConfig, data_config)
         self.encoder = PairEncoder(load_processor(processor_path, min_pixels=self.config.min_pixels,
                                                   max_pixels=self.config.max_pixels))
 

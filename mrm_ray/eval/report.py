@@ -39,9 +39,9 @@ class EvalOptions:
 
 def member_stats(path: str) -> tuple[float, float]:
     """(score_mean, score_std) from a reward checkpoint's reward_config.json."""
-    from mrm_ray.serve.scorer import resolve_member_path
+    from mrm_ray.model.reward_checkpoint import REWARD_CONFIG, resolve
 
-    meta = json.loads((resolve_member_path(path) / "reward_config.json").read_text())
+    meta = json.loads((resolve(path) / REWARD_CONFIG).read_text())
     return float(meta.get("score_mean", 0.0)), float(meta.get("score_std", 1.0))
 
 

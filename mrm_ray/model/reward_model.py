@@ -19,17 +19,13 @@ import torch
 from torch import nn
 
 from mrm_ray.atomic import atomic_dir
-from mrm_ray.config import HeadConfig, head_from_dict, to_dict
+from mrm_ray.config import HeadConfig, to_dict, validate
 from mrm_ray.model.head import RewardHead
 from mrm_ray.model.pairing import SEG_CHOSEN, SEG_PROMPT, SEG_REJECTED, last_index, packed_attention_mask
 
-REWARD_CONFIG = "reward_config.json"
-HEAD_WEIGHTS = "reward_head.safetensors"
+from mrm_ray.model.reward_checkpoint import HEAD_WEIGHTS, REWARD_CONFIG, is_reward_checkpoint
+
 FORMAT_VERSION = 1
-
-
-def is_reward_checkpoint(path: str | os.PathLike) -> bool:
-    return (Path(path) / REWARD_CONFIG).is_file()
 
 
 class RewardModel(nn.Module):
@@ -71,7 +67,7 @@ class RewardModel(nn.Module):
         if head is not None and to_dict(head) != meta["head"]:
             raise ValueError(f"{path} is a reward checkpoint with head {meta['head']}; "
                              "do not pass a different head config when loading it")
-        model = cls(backbone, head_from_dict(meta["head"]), score_mean=meta["score_mean"],
+        model = cls(backbone, validate(HeadConfig, meta["head"]), score_mean=meta["score_mean"],
                     score_std=meta["score_std"], provenance=meta.get("provenance", {}))
         from safetensors.torch import load_file
 

@@ -58,10 +58,11 @@ class Learner:
     def __init__(self, cfg: dict, *, checkpoint: str | None, device: str) -> None:
         import copy
 
-        from mrm_ray.rl.config import build_grpo_config
+        from mrm_ray.config import validate
+        from mrm_ray.rl.config import GRPOConfig
         from mrm_ray.rl.policy import Policy
 
-        self.cfg = build_grpo_config(cfg)
+        self.cfg = validate(GRPOConfig, cfg)
         _threads(self.cfg.learner_cpus)
         torch.manual_seed(self.cfg.seed)
         # float32 master weights (a 1e-6 step is below bf16's resolution); bf16 autocast on a GPU

@@ -73,11 +73,14 @@ def reward_url(cfg: GRPOConfig) -> tuple[str | None, str | None]:
         return r.url, None
     from mrm_ray.serve.deploy import deploy, load_serve_config
 
+    from mrm_ray.model.reward_checkpoint import check_reference
+
     for member in r.members:
-        if not member.startswith("tiny:") and not (Path(member) / "reward_config.json").is_file():
-            raise SystemExit(f"reward member {member} is not a reward checkpoint. Train one first (README: "
-                             "`ray job submit ... jobs/train.py --config jobs/configs/tiny.yaml`), or set "
-                             "reward.members=[tiny:0] (a random tiny reward model) or reward.url=http://...")
+        try:
+            check_reference(member)
+        except ValueError as exc:
+            raise SystemExit(f"reward member: {exc}. Train one first (README: `mrm-ray train --config tiny`), "
+                             "or set reward.members=[tiny:0] (a random tiny reward model) or reward.url=http://...")
     target = load_serve_config(r.serve_config, name=f"{cfg.name}-reward", route_prefix=f"/{cfg.name}-reward")
     names = [re.sub(r"[^a-z0-9-]", "-", Path(m).name.lower().replace(":", "-"))[:40] or f"m{i}"
              for i, m in enumerate(r.members)]

@@ -108,8 +108,10 @@ def _num_gpus(value: float | str) -> float:
     return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def build_app(args: dict | AppArgs) -> serve.Application:
-    """The Serve application for `args` (what `serve run`/`serve deploy` call with the config's `args`)."""
+def build_app(args: dict | AppArgs, *, runtime_env: dict | None = None) -> serve.Application:
+    """The Serve application for `args` (what `serve run`/`serve deploy` call with the config's `args`);
+    `runtime_env` (the application's, when deployed by `mrm-ray serve`) goes to every replica."""
+    env = {"runtime_env": runtime_env} if runtime_env else {}
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     ensemble = args.ensemble_config()
     overrides = {m.name: m.serving for m in args.members if m.serving is not None}
@@ -122,7 +124,8 @@ def build_app(args: dict | AppArgs) -> serve.Application:
                        "dtype": s.dtype}
         handles[member.name] = RewardMember.options(
             name=deployment_name(member.name), max_ongoing_requests=s.max_ongoing_requests, user_config=user_config,
-            ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": _num_gpus(s.num_gpus), "resources": s.resources},
+            ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": _num_gpus(s.num_gpus), "resources": s.resources,
+                               **env},
             **scaling,
         ).bind(member.name, max_batch_size=s.max_batch_size, defaults=user_config)
         spec_members.append({"name": member.name, "weight": member.weight, "modalities": list(member.modalities),
@@ -132,7 +135,7 @@ def build_app(args: dict | AppArgs) -> serve.Application:
             "auth_token_env": args.auth_token_env}
     return Ingress.options(num_replicas=args.ingress.num_replicas,
                            max_ongoing_requests=args.ingress.max_ongoing_requests,
-                           ray_actor_options={"num_cpus": args.ingress.num_cpus}).bind(spec, handles)
+                           ray_actor_options={"num_cpus": args.ingress.num_cpus, **env}).bind(spec, handles)
 
 
 # ------------------------------------------------------------------------------- ingress
@@ -166,14 +169,53 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
                          "detail": json.loads(json.dumps(errors, default=str))}, status_code=422)
 
 
-@http.middleware("http")
-async def _body_limit(request: Request, call_next):
-    limit = api.max_request_bytes()
-    length = request.headers.get("content-length")
-    if limit and length and length.isdigit() and int(length) > limit:
-        return JSONResponse({"error": f"request body of {length} bytes is over the limit of {limit}",
-                             "field": "body"}, status_code=413)
-    return await call_next(request)
+class BodyLimit:
+    """ASGI middleware: a body over `Limits.max_request_bytes` gets a 413 naming `body`, whether it
+    declares its length or streams chunks without one (counted as they arrive; reading stops there)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        limit = api.max_request_bytes()
+        if scope["type"] != "http" or not limit:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, f"request body of {int(declared)} bytes is over the limit "
+                               f"of {limit}")
+            return
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            total += len(chunks[-1])
+            if total > limit:
+                await self._refuse(scope, receive, send, f"request body of more than {limit} bytes (streamed) is "
+                                   "over the limit")
+                return
+            if not message.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, message: str) -> None:
+        await JSONResponse({"error": message, "field": "body"}, status_code=413)(scope, receive, send)
+
+
+http.add_middleware(BodyLimit)
 
 
 class MemberFailed(RuntimeError):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mrm_ray.storage import is_uri
+
 
 @dataclass(frozen=True)
 class ServeTarget:
@@ -19,30 +21,44 @@ class ServeTarget:
     args: dict[str, Any]
     http_options: dict[str, Any]
     logging_config: dict[str, Any] | None = None
+    runtime_env: dict[str, Any] | None = None  # the application's: env_vars only (e.g. the auth token)
 
 
 def load_serve_config(path: str | Path, *, ensemble: str | None = None, name: str | None = None,
                       route_prefix: str | None = None) -> ServeTarget:
-    """The first application of a Serve config; `ensemble` replaces its inline members and method."""
-    import yaml
+    """The first application of a Serve config (a shipped name or a path), its `args` validated as the app
+    will read them; `ensemble` replaces its inline members and method."""
     from ray.serve.schema import ServeDeploySchema
 
-    raw = yaml.safe_load(Path(path).read_text())
-    schema = ServeDeploySchema.model_validate(raw)  # the same checks `serve deploy` makes
+    from mrm_ray import presets
+    from mrm_ray.config import ConfigError, read_config, validate
+    from mrm_ray.serve.app import AppArgs
+
+    path = presets.config_file("serve", str(path))
+    raw = read_config(path)
+    schema = validate(ServeDeploySchema, raw, where=str(path))  # the same checks `serve deploy` makes
     app = schema.applications[0]
-    if app.runtime_env:  # e.g. the auth token's env var: dropping it silently would serve without auth
-        raise ValueError(f"{path}: this job cannot apply the application's runtime_env; `serve deploy` the file, "
-                         "or pass it to the job (`ray job submit --runtime-env-json '{\"env_vars\": {...}}'`) "
-                         "and remove it from the config")
+    if set(app.runtime_env or {}) - {"env_vars"}:  # env_vars reach the replicas; other fields need `serve deploy`
+        raise ConfigError(f"{path}: this job applies only `runtime_env.env_vars` of the application, not "
+                          f"{sorted(set(app.runtime_env) - {'env_vars'})}; `serve deploy` the file instead")
     args = dict(app.args or {})
     if ensemble:
         args.pop("members", None)
         args.pop("method", None)  # the ensemble file's method was fitted with its weights
-        args["ensemble"] = str(Path(ensemble).resolve())
+        args["ensemble"] = ensemble if is_uri(ensemble) else str(Path(ensemble).resolve())
+    app_args = validate(AppArgs, args, where=f"{path}: applications[0].args")
+    from mrm_ray.model.reward_checkpoint import check_reference
+
+    try:  # members, their checkpoints, the method: refused here, not in a replica
+        for member in app_args.ensemble_config().members:
+            check_reference(member.path)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     http = raw.get("http_options") or {}
     return ServeTarget(name=name or app.name, route_prefix=route_prefix or app.route_prefix or "/", args=args,
                        http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)},
-                       logging_config=raw["applications"][0].get("logging_config"))
+                       logging_config=raw["applications"][0].get("logging_config"),
+                       runtime_env=dict(app.runtime_env) if app.runtime_env else None)
 
 
 def deploy(target: ServeTarget) -> str:
@@ -52,7 +68,7 @@ def deploy(target: ServeTarget) -> str:
     from mrm_ray.serve.app import build_app
 
     serve.start(http_options=target.http_options)
-    serve.run(build_app(target.args), name=target.name, route_prefix=target.route_prefix, blocking=False,
+    serve.run(build_app(target.args, runtime_env=target.runtime_env), name=target.name, route_prefix=target.route_prefix, blocking=False,
               logging_config=target.logging_config)
     host, port = target.http_options["host"], target.http_options["port"]
     return f"http://{host}:{port}{target.route_prefix.rstrip('/')}"

@@ -12,32 +12,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mrm_ray.ensemble import TINY_PREFIX
-
-
-def resolve_member_path(path: str) -> Path:
-    """A reward checkpoint dir; `tiny:SEED` builds a tiny random one under ~/mrm-ray-runs on first use."""
-    if path.startswith(TINY_PREFIX):
-        from mrm_ray.model.tiny import build_tiny_reward_checkpoint
-
-        seed = int(path[len(TINY_PREFIX):])
-        out = Path.home() / "mrm-ray-runs" / "serve" / f"tiny-reward-{seed}"
-        if not (out / "reward_config.json").is_file():
-            build_tiny_reward_checkpoint(out, seed=seed)
-        return out
-    from mrm_ray.model.reward_model import is_reward_checkpoint
-
-    out = Path(path).expanduser()
-    if not is_reward_checkpoint(out):
-        raise ValueError(f"{out} is not a reward checkpoint (no reward_config.json): serve the `reward_model` "
-                         "directory a training run exports, or `tiny:SEED` for a random demo member")
-    return out
+from mrm_ray.model.reward_checkpoint import HEAD_WEIGHTS, REWARD_CONFIG
 
 
 def checkpoint_version(path: str | Path) -> str:
     """A short content hash of the reward head and its config (which records when it was saved)."""
     digest = hashlib.sha256()
-    for name in ("reward_config.json", "reward_head.safetensors"):
+    for name in (REWARD_CONFIG, HEAD_WEIGHTS):
         digest.update((Path(path) / name).read_bytes())
     return digest.hexdigest()[:12]
 
@@ -66,9 +47,10 @@ class Scorer:
 
         from mrm_ray.data.encode import PairEncoder
         from mrm_ray.model.processor import load_processor
+        from mrm_ray.model.reward_checkpoint import resolve
         from mrm_ray.model.reward_model import RewardModel
 
-        self.path = str(resolve_member_path(path))
+        self.path = str(resolve(path))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if dtype == "auto":
             dtype = "bfloat16" if self.device.type == "cuda" else "float32"

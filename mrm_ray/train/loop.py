@@ -172,12 +172,12 @@ def train_loop_per_worker(cfg: dict) -> None:
     import deepspeed
     import ray.train
 
-    from mrm_ray.config import RunConfig, build
+    from mrm_ray.config import RunConfig, validate
     from mrm_ray.data.collate import PairCollate, pair_batches
     from mrm_ray.train import checkpoint as ckpt
     from mrm_ray.train.progress import Progress
 
-    run = build(RunConfig, cfg["run"])
+    run = validate(RunConfig, cfg["run"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     on_gpu = run.train.use_gpu and torch.cuda.is_available()

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from helpers.flaky_proxy import FlakyProxy
-from helpers.ray_head import REPO, job_status
+from helpers.ray_head import job_status
+from mrm_ray.presets import shipped
 
-SERVE_CONFIG = REPO / "jobs" / "configs" / "serve_tiny.yaml"
+SERVE_CONFIG = shipped("serve", "tiny")
 STEPS = 12
 
 
@@ -31,7 +32,7 @@ def grpo_job(ray_head, tmp_path_factory, reward_checkpoints):
     serve_config = tmp / "serve.yaml"
     serve_config.write_text(yaml.safe_dump(config))
     out = ray_head.submit(
-        "jobs/grpo.py", "--config", "jobs/configs/grpo_tiny.yaml", f"output_dir={tmp}", f"steps={STEPS}",
+        "jobs/grpo.py", "--config", "tiny", f"output_dir={tmp}", f"steps={STEPS}",
         "eval_every=6", "checkpoint_every=6", f"reward.members=[{reward_checkpoints[0]},{reward_checkpoints[1]}]",
         f"reward.serve_config={serve_config}", "reward.keep_deployed=true", timeout=600)
     log = out.stdout + out.stderr
@@ -67,7 +68,7 @@ def test_blinking_service_is_retried_and_a_dead_one_stops_with_a_resumable_check
     overrides = [f"output_dir={tmp_path}", "name=faults", "steps=3", "eval_every=3", "checkpoint_every=1",
                  f"reward.url={proxy.url}", "reward.members=[]", "reward.max_wait_s=4", "prompts.held_out=4",
                  "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.eval_samples=2", "rollout.workers=1"]
-    cfg = load_grpo_config(str(REPO / "jobs" / "configs" / "grpo_tiny.yaml"), overrides)
+    cfg = load_grpo_config("tiny", overrides)
     # one call per prompt: held-out eval 4, step 1 4; step 2's first 4 calls get 503 (retried), then
     # after step 2's 4 successful calls the service stays down: step 3 cannot be scored
     proxy.schedule(outage_after=8, outage_requests=4, down_after=12)

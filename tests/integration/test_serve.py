@@ -15,12 +15,13 @@ import pytest
 import requests
 import yaml
 
+from mrm_ray.presets import shipped
 from mrm_ray.serve.scorer import Scorer, checkpoint_version
 
 from helpers.images import b64, data_url, huge_png, png
-from helpers.ray_head import BIN, REPO, RayHead, job_status, ray_env
+from helpers.ray_head import BIN, RayHead, job_status, ray_env
 
-CONFIG = REPO / "jobs" / "configs" / "serve_tiny.yaml"
+CONFIG = shipped("serve", "tiny")
 RED, GREEN = png((220, 20, 20)), png((20, 200, 20))
 TOKEN = "tok-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -198,6 +199,23 @@ def test_every_bad_input_gets_its_4xx_and_the_server_keeps_serving(served):
         assert error["field"] == field and error["error"], error
         good = served.post("/v1/score", {"items": ITEMS[:1]})
         assert good.status_code == 200, good.text
+
+
+def test_a_streamed_body_over_the_limit_is_refused_without_content_length(served):
+    """A chunked body declares no length: the limit counts what arrives (2 MB here)."""
+    def chunks():
+        yield b'{"items": [{"prompt": "'
+        for _ in range(300):
+            yield b"x" * 10_000
+        yield b'", "response": "y"}]}'
+
+    response = requests.post(served.url + "/v1/score", data=chunks(), timeout=60,
+                             headers={"Content-Type": "application/json", **AUTH})
+    assert response.status_code == 413 and response.json()["field"] == "body", response.text
+    small = (b'{"items": [{"prompt": "hi", "response": "yo"}]}',)  # streamed and under the limit: served
+    response = requests.post(served.url + "/v1/score", data=iter(small), timeout=60,
+                             headers={"Content-Type": "application/json", **AUTH})
+    assert response.status_code == 200 and len(response.json()["results"]) == 1, response.text
 
 
 def test_concurrent_requests_are_batched(served):

@@ -1,5 +1,5 @@
 """The README's main job on Ray's own autoscaler: `cluster/local.yaml` (the fake multi-node
-provider) adds training nodes when `ray job submit ... jobs/train.py --config jobs/configs/tiny.yaml`
+provider) adds training nodes when `ray job submit ... jobs/train.py --config tiny`
 asks for `accelerator_type:H100`, which only that node type has; on them the tiny model learns
 the image-only preference with ZeRO-2 on two workers and exports a reward checkpoint that scores
 fresh pairs as well; the idle training nodes are removed afterwards.
@@ -57,7 +57,7 @@ def job(own_cluster, tmp_path_factory):
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        result = head.submit("jobs/train.py", "--config", "jobs/configs/tiny.yaml", f"output_dir={out}",
+        result = head.submit("jobs/train.py", "--config", "tiny", f"output_dir={out}",
                              f'train.resources_per_worker={{"{TRAIN_TYPE}": 0.001}}', "train.cpus_per_worker=1")
         done.set()
         watcher.join()

@@ -23,10 +23,9 @@ import torch
 from mrm_ray.config import load_run_config
 from mrm_ray.train.progress import read_metrics
 
-from helpers.ray_head import REPO
 
 pytestmark = pytest.mark.slow
-PRESET = str(REPO / "jobs" / "configs" / "tiny.yaml")
+PRESET = "tiny"
 STEPS = 12  # 128 pairs, 20% held out: 6 steps an epoch, so the runs cross an epoch boundary
 COMMON = ["synthetic.pairs=128", f"train.max_steps={STEPS}", "train.eval_every=4", "train.log_every=4",
           "train.keep_checkpoints=20"]

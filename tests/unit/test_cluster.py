@@ -8,6 +8,8 @@ import jsonschema
 import pytest
 import yaml
 
+from mrm_ray.presets import shipped
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTERS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((ROOT / "cluster").glob("*.yaml"))}
 PRESETS = ["qwen2_5_vl_3b", "qwen2_5_vl_7b", "qwen2_5_vl_32b", "qwen2_5_vl_72b"]
@@ -51,7 +53,7 @@ def _types_with(config: dict, resource: str) -> list[str]:
 def test_training_presets_land_on_the_training_node_type(preset):
     from mrm_ray.config import load_run_config
 
-    run = load_run_config(str(ROOT / "jobs" / "configs" / f"{preset}.yaml"), [])
+    run = load_run_config(preset, [])
     asks = run.train.resources_per_worker
     assert asks, f"{preset} must ask for the training accelerator"
     for name, config in CLUSTERS.items():
@@ -66,7 +68,7 @@ def test_serving_config_lands_on_the_serving_node_type():
 
     from mrm_ray.serve.app import AppArgs
 
-    raw = yaml.safe_load((ROOT / "jobs" / "configs" / "serve_cluster.yaml").read_text())
+    raw = yaml.safe_load(shipped("serve", "cluster").read_text())
     (app,) = ServeDeploySchema.model_validate(raw).applications
     args = AppArgs.model_validate(app.args)
     serving = args.serving

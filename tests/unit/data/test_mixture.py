@@ -66,9 +66,9 @@ def test_yaml_paths_resolve_and_overrides_apply(tmp_path):
 def test_every_shipped_mixture_loads_once_filled_in(name):
     import yaml
 
-    from mrm_ray.data.mixture import SHIPPED
+    from mrm_ray.presets import shipped
 
-    raw = yaml.safe_load((SHIPPED / f"{name}.yaml").read_text())
+    raw = yaml.safe_load(shipped("mixture", name).read_text())
     names = [s["name"] for s in raw["sources"]]
     mixture = load_mixture(name, paths={n: f"/data/{n}" for n in names},
                            options={n: {"image_root": "/data/images"} for n in names if n == "mmpr"})
@@ -79,8 +79,8 @@ def test_every_shipped_mixture_loads_once_filled_in(name):
 def test_basereward_recipe_has_its_seven_sources():
     import yaml
 
-    from mrm_ray.data.mixture import SHIPPED
+    from mrm_ray.presets import shipped
 
-    raw = yaml.safe_load((SHIPPED / "basereward.yaml").read_text())
+    raw = yaml.safe_load(shipped("mixture", "basereward").read_text())
     assert len(raw["sources"]) == 7
     assert {"rlaif-v", "mmpr", "ultrafeedback-ultra-hard", "tulu3-if"} <= {s["name"] for s in raw["sources"]}

@@ -6,28 +6,28 @@ import pytest
 
 from mrm_ray.rl.config import load_grpo_config
 
-CONFIGS = Path(__file__).resolve().parents[3] / "jobs" / "configs"
+from mrm_ray.presets import shipped
 
 
-@pytest.mark.parametrize("name", ["grpo_tiny", "grpo_qwen2_5_vl_3b"])
+@pytest.mark.parametrize("name", ["tiny", "qwen2_5_vl_3b"])
 def test_presets_load(name):
-    cfg = load_grpo_config(str(CONFIGS / f"{name}.yaml"))
+    cfg = load_grpo_config(name)
     assert cfg.rollout.group_size == 8 and cfg.reward.mode == "hybrid"
     assert Path(cfg.output_dir).is_absolute() and Path(cfg.reward.serve_config).is_file()
 
 
 def test_overrides_and_path_resolution(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_grpo_config(str(CONFIGS / "grpo_tiny.yaml"),
+    cfg = load_grpo_config("tiny",
                            ["reward.members=[tiny:0,ckpts/rm]", "optim.learning_rate=2e-3", "steps=3"])
     assert cfg.reward.members == ("tiny:0", str(tmp_path / "ckpts" / "rm"))
     assert cfg.optim.learning_rate == 2e-3 and cfg.steps == 3 and cfg.policy == "tiny"
-    assert cfg.reward.serve_config.endswith("jobs/configs/serve_tiny.yaml")  # found from any directory
+    assert cfg.reward.serve_config == str(shipped("serve", "tiny"))  # found from any directory
 
 
 @pytest.mark.parametrize("override,message", [("reward.mode=best", "reward.mode"),
                                               ("rollout.group_size=1", "group_size"),
-                                              ("optim.lr=1", "unknown OptimConfig settings")])
+                                              ("optim.lr=1", "optim.lr: unknown setting")])
 def test_bad_settings_are_named(override, message):
     with pytest.raises(ValueError, match=message):
-        load_grpo_config(str(CONFIGS / "grpo_tiny.yaml"), [override])
+        load_grpo_config("tiny", [override])

@@ -1,21 +1,21 @@
 """The shipped Serve config validates with Serve's own schema and builds an application; no Ray here."""
 
-from pathlib import Path
 
 import pytest
 import yaml
 
+from mrm_ray.presets import shipped
 from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
 from mrm_ray.serve.app import AppArgs, build_app
 
-CONFIG = Path(__file__).resolve().parents[3] / "jobs" / "configs" / "serve_tiny.yaml"
+CONFIG = shipped("serve", "tiny")
 
 
 def test_shipped_config_matches_serves_schema_and_builds():
     from ray.serve.schema import ServeDeploySchema
 
     text = CONFIG.read_text()
-    assert text.startswith("# serve run jobs/configs/serve_tiny.yaml")
+    assert text.startswith("# mrm-ray serve --config tiny")
     schema = ServeDeploySchema.model_validate(yaml.safe_load(text))
     (app,) = schema.applications
     assert app.import_path == "mrm_ray.serve.app:build_app" and schema.http_options.host == "127.0.0.1"
@@ -45,14 +45,39 @@ def test_token_never_shows_in_reprs():
         AppArgs(members=[{"name": "a", "path": "x"}], servng={})  # typos are errors, not silently ignored
 
 
-def test_job_deploy_refuses_a_runtime_env_it_cannot_apply(tmp_path):
+def test_job_deploy_applies_env_vars_and_refuses_a_runtime_env_it_cannot_apply(tmp_path):
     from mrm_ray.serve.deploy import load_serve_config
 
     config = yaml.safe_load(CONFIG.read_text())
-    target = load_serve_config(CONFIG, ensemble=str(tmp_path / "e.yaml"), name="x", route_prefix="/x")
+    save_ensemble(EnsembleConfig(members=[EnsembleMember(name="a", path="tiny:0")]), tmp_path / "e.yaml")
+    target = load_serve_config("tiny", ensemble=str(tmp_path / "e.yaml"), name="x", route_prefix="/x")
     assert "members" not in target.args and "method" not in target.args and target.args["ensemble"].endswith("e.yaml")
     assert target.logging_config == {"enable_access_log": False} and target.http_options["host"] == "127.0.0.1"
     config["applications"][0]["runtime_env"] = {"env_vars": {"MRM_SERVE_TOKEN": "t"}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(ValueError, match="runtime_env"):
+    assert load_serve_config(tmp_path / "c.yaml").runtime_env == {"env_vars": {"MRM_SERVE_TOKEN": "t"}}
+    config["applications"][0]["runtime_env"]["pip"] = ["requests"]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="runtime_env.env_vars"):
         load_serve_config(tmp_path / "c.yaml")
+
+
+def test_a_serve_config_is_validated_before_anything_is_deployed(tmp_path):
+    from mrm_ray.config import ConfigError
+    from mrm_ray.serve.deploy import load_serve_config
+
+    config = yaml.safe_load(CONFIG.read_text())
+    config["applications"][0]["args"]["serving"]["max_batch_sise"] = 8
+    config["applications"][0]["args"]["limits"] = {"max_items": "many"}
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError) as caught:
+        load_serve_config(tmp_path / "typo.yaml")
+    assert "args.serving.max_batch_sise: unknown setting; did you mean max_batch_size?" in str(caught.value)
+    assert "args.limits.max_items" in str(caught.value)
+    config = yaml.safe_load(CONFIG.read_text())
+    config["applications"][0]["args"]["members"][0]["path"] = str(tmp_path / "not-a-checkpoint")
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="extra_forbidden|not a reward checkpoint|tiny"):
+        load_serve_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="no serve config 'nope'.*tiny"):
+        load_serve_config("nope")

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mrm_ray.data.synthetic import image_grounded_pairs
-from mrm_ray.serve.scorer import Scorer, budget_chunks, checkpoint_version, resolve_member_path
+from mrm_ray.model.reward_checkpoint import resolve
+from mrm_ray.serve.scorer import Scorer, budget_chunks, checkpoint_version
 
 
 def test_budget_chunks_sorts_by_length_and_respects_the_padded_budget():
@@ -51,7 +52,7 @@ def test_versions_differ_between_checkpoints_and_plain_backbones_are_refused(rew
     versions = {checkpoint_version(p) for p in reward_checkpoints}
     assert len(versions) == 3 and all(len(v) == 12 for v in versions)
     with pytest.raises(ValueError, match="not a reward checkpoint"):
-        resolve_member_path(str(tiny_checkpoint))
+        resolve(str(tiny_checkpoint))
 
 
 def test_normalisation_override(reward_checkpoints):

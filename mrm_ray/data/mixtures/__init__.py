@@ -1,1 +1,0 @@
-"""Named mixtures shipped with mrm-ray (YAML files loadable by name)."""

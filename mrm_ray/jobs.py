@@ -1,0 +1,209 @@
+"""The four jobs behind `mrm-ray train | evaluate | serve | grpo` (and the `jobs/*.py` shims).
+
+Each job reads its config (a shipped name or a path, plus `a.b=value` overrides) and
+validates it completely before Ray starts; then it runs here, on a fresh local Ray or the
+cluster named by RAY_ADDRESS (as under `ray job submit`), or, given `--address
+http://HEAD:8265`, is submitted to that cluster with the validated config and this
+package's code (mrm_ray/submit.py) while its logs stream back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+ADDRESS_HELP = ("submit to this Ray cluster's job server (e.g. http://HEAD:8265) and stream its logs; "
+                "default: run here (on the cluster in RAY_ADDRESS, else a fresh local Ray)")
+
+
+def _address_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help=ADDRESS_HELP)
+    parser.add_argument("--check", action="store_true", help="validate the config, print it, and exit")
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _print_config(data: dict) -> int:
+    print(_yaml(data), end="")
+    return 0
+
+
+def _submit(args: argparse.Namespace, job: str, config: dict | None = None) -> int:
+    """This job on the cluster at `args.address`: the validated config as config.yaml, else the same argv."""
+    from mrm_ray.submit import strip_address, submit
+
+    if config is None:
+        return submit(args.address, job, strip_address(args.argv))
+    return submit(args.address, job, ["--config", "config.yaml"], files={"config.yaml": _yaml(config)})
+
+
+# ------------------------------------------------------------------------------ train
+def add_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="tiny", help="a run preset's name (mrm-ray configs) or a YAML path")
+    parser.add_argument("overrides", nargs="*", metavar="a.b=value", help="e.g. train.zero_stage=3 name=my-run")
+    _address_option(parser)
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from mrm_ray.config import load_run_config, to_dict
+
+    run = load_run_config(args.config, args.overrides)
+    if args.check:
+        return _print_config(to_dict(run))
+    if args.address:
+        return _submit(args, "train", to_dict(run))
+    from mrm_ray.ray_session import connect
+    from mrm_ray.train.launch import run_training
+
+    connect()
+    summary = run_training(run)
+    if summary.stopped:
+        print(f"stopped at step {summary.final_step}/{summary.total_steps}: run the same command without "
+              "train.stop_at_step to resume")
+    else:
+        print(f"reward checkpoint: {summary.checkpoint}")
+    print(f"held-out accuracy: {summary.held_out_accuracy:.4f} (best checkpoint, step {summary.step})")
+    print(f"run directory (metrics, TensorBoard, quarantine, full log): {summary.run_dir}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ grpo
+def add_grpo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="tiny", help="a GRPO config's name (mrm-ray configs) or a YAML path")
+    parser.add_argument("overrides", nargs="*", metavar="a.b=value", help="e.g. steps=50 reward.url=http://...")
+    _address_option(parser)
+    parser.set_defaults(func=run_grpo)
+
+
+def run_grpo(args: argparse.Namespace) -> int:
+    from mrm_ray.config import to_dict
+    from mrm_ray.rl.config import load_grpo_config
+
+    cfg = load_grpo_config(args.config, args.overrides)
+    if args.check:
+        return _print_config(to_dict(cfg))
+    if args.address:
+        return _submit(args, "grpo", to_dict(cfg))
+    from mrm_ray.ray_session import connect
+    from mrm_ray.rl.loop import run_grpo as grpo
+
+    connect()
+    summary = grpo(cfg)
+    curve = "  ".join(f"{p['step']}: {p[summary.reward_key]:+.4f}" for p in summary.curve)
+    print(f"held-out {summary.reward_key} by step: {curve}")
+    print(f"rise: {summary.rise:+.4f} ({summary.first:+.4f} -> {summary.last:+.4f}; "
+          f"{summary.rise_in_standard_errors:.1f} standard errors of the held-out mean)")
+    print(f"policy checkpoint: {summary.checkpoint}")
+    print(f"run directory (summary.json, TensorBoard): {summary.run_dir}")
+    if summary.stopped:
+        print(f"stopped early: {summary.stopped}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ------------------------------------------------------------------------------ serve
+def add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="tiny", help="a Serve config's name (mrm-ray configs) or a YAML path")
+    parser.add_argument("--ensemble", help="ensemble.yaml (from `mrm-ray ensemble fit`; a path or s3:// URI) "
+                                           "replacing inline members")
+    parser.add_argument("--name", help="application name (default: the config's)")
+    parser.add_argument("--route-prefix", help="route prefix (default: the config's)")
+    _address_option(parser)
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from mrm_ray import presets
+    from mrm_ray.storage import is_uri
+    from mrm_ray.serve.deploy import deploy, load_serve_config, wait_forever
+
+    target = load_serve_config(presets.config_file("serve", args.config), ensemble=args.ensemble, name=args.name,
+                               route_prefix=args.route_prefix)
+    if args.check:
+        return _print_config(dataclasses.asdict(target))
+    if args.address:
+        from mrm_ray.submit import submit
+
+        extra = [f"--{k.replace('_', '-')}={v}" for k, v in (("name", args.name), ("route_prefix", args.route_prefix))
+                 if v]
+        if args.ensemble:
+            extra.append(f"--ensemble={args.ensemble if is_uri(args.ensemble) else Path(args.ensemble).resolve()}")
+        return submit(args.address, "serve", ["--config", "serve.yaml", *extra],
+                      files={"serve.yaml": presets.config_file("serve", args.config).read_text()})
+    from mrm_ray.ray_session import connect
+
+    connect()
+    url = deploy(target)
+    print(f"reward ensemble '{target.name}' serving at {url}  (POST {url}/v1/score, GET {url}/v1/models)")
+    if not os.environ.get("RAY_ADDRESS"):  # not under `ray job submit`: the app lives as long as this process
+        wait_forever(url)
+    return 0
+
+
+# ------------------------------------------------------------------------------ evaluate
+def add_evaluate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", default=[], help="NAME=REF or REF reward checkpoints "
+                                                                "(a path, an s3:// URI, or tiny:SEED)")
+    parser.add_argument("--ensemble", help="ensemble.yaml: its members (instead of --models), and its method, "
+                                           "weights and routing as one more row")
+    parser.add_argument("--bench", action="append", required=True, metavar="NAME=PATH",
+                        help="a benchmark (mm_rlhf, vl_rewardbench, multimodal_rewardbench) or reader name = "
+                             "its file (a path or s3:// URI)")
+    parser.add_argument("--image-root", help="folder the benchmark image paths are relative to")
+    parser.add_argument("--stand-in-images", help="use these photos where a benchmark image is missing (smoke runs)")
+    parser.add_argument("--out", default="eval-report", help="report folder (a path or s3:// URI)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--actors-per-model", type=int, default=1)
+    parser.add_argument("--gpus-per-model", type=float, default=0.0)
+    parser.add_argument("--cpus-per-model", type=float, default=1.0)
+    parser.add_argument("--limit", type=int, help="first N good pairs per benchmark")
+    parser.add_argument("--methods", nargs="*", default=["mean", "z_mean"], choices=["mean", "z_mean"])
+    parser.add_argument("--address", help=ADDRESS_HELP)
+    parser.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from mrm_ray.config import ConfigError
+    from mrm_ray.ensemble import load_ensemble
+    from mrm_ray.eval.benchmarks import parse_named
+    from mrm_ray.eval.report import EvalOptions, evaluate, write_report
+
+    ensemble = load_ensemble(args.ensemble) if args.ensemble else None
+    members = dict(parse_named(m) for m in args.models)
+    if not members and ensemble is None:
+        raise ConfigError("give --models or --ensemble")
+    if args.address:
+        return _submit(args, "evaluate")
+    options = EvalOptions(image_root=args.image_root, stand_in_images=args.stand_in_images,
+                          batch_size=args.batch_size, concurrency=args.actors_per_model, num_gpus=args.gpus_per_model,
+                          num_cpus=args.cpus_per_model, limit=args.limit, methods=tuple(args.methods))
+    from mrm_ray.ray_session import connect
+
+    connect()
+    report, pairs = evaluate([parse_named(b) for b in args.bench], members, options=options, ensemble=ensemble)
+    json_path, md_path = write_report(report, args.out, pairs=pairs)
+    print(md_path.read_text())
+    print(f"report: {json_path} and {md_path}")
+    return 0
+
+
+JOBS = {"train": (add_train, "train a reward model on Ray Train + DeepSpeed"),
+        "evaluate": (add_evaluate, "evaluate reward models (and ensembles) on published benchmarks"),
+        "serve": (add_serve, "deploy the reward ensemble on Ray Serve"),
+        "grpo": (add_grpo, "GRPO against the served reward ensemble")}
+
+
+def shim(job: str) -> None:
+    """`python jobs/<job>.py ...` (what `ray job submit` runs): `mrm-ray <job> ...`."""
+    from mrm_ray.cli import main
+
+    sys.exit(main([job, *sys.argv[1:]]))

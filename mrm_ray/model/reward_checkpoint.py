@@ -1,0 +1,66 @@
+"""What a reward-checkpoint reference names, and where its files are: the one place that knows.
+
+A reference is a directory written by `RewardModel.save_pretrained` (what a training run
+exports), an object-store URI of one (`s3://bucket/run/reward_model`, copied to a local
+cache on first use), or `tiny:SEED`: a tiny random reward checkpoint built on first use
+(demos and tests). Serving members, evaluation, ensemble fitting and the GRPO job all
+resolve references here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REWARD_CONFIG = "reward_config.json"
+HEAD_WEIGHTS = "reward_head.safetensors"
+TINY_PREFIX = "tiny:"
+TINY_ROOT = Path.home() / "mrm-ray-runs" / "serve"  # where `tiny:SEED` members are built
+
+
+def is_reward_checkpoint(path: str | os.PathLike) -> bool:
+    """A local directory holding a reward checkpoint (not a plain backbone)."""
+    return (Path(path) / REWARD_CONFIG).is_file()
+
+
+def tiny_seed(ref: str) -> int | None:
+    """SEED of a `tiny:SEED` reference, None for any other reference; ValueError for a bad seed."""
+    if not ref.startswith(TINY_PREFIX):
+        return None
+    try:
+        return int(ref[len(TINY_PREFIX):])
+    except ValueError:
+        raise ValueError(f"{ref!r}: a tiny member is tiny:SEED with an integer seed, e.g. tiny:0") from None
+
+
+def check_reference(ref: str) -> None:
+    """Refuse, before anything is deployed, a reference that cannot be a reward checkpoint."""
+    from mrm_ray import storage
+
+    if tiny_seed(ref) is not None or storage.is_uri(ref):  # built, or fetched (and checked) on first use
+        return
+    if not is_reward_checkpoint(Path(ref).expanduser()):
+        raise ValueError(_not_a_reward_checkpoint(ref))
+
+
+def resolve(ref: str) -> Path:
+    """The local directory of a reference, building or downloading it on first use."""
+    from mrm_ray import storage
+
+    seed = tiny_seed(ref)
+    if seed is not None:
+        out = TINY_ROOT / f"tiny-reward-{seed}"
+        if not is_reward_checkpoint(out):
+            from mrm_ray.model.tiny import build_tiny_reward_checkpoint
+
+            build_tiny_reward_checkpoint(out, seed=seed)
+        return out
+    out = storage.local_copy(ref) if storage.is_uri(ref) else Path(ref).expanduser()
+    if not is_reward_checkpoint(out):
+        raise ValueError(_not_a_reward_checkpoint(ref))
+    return out
+
+
+def _not_a_reward_checkpoint(ref: str) -> str:
+    return (f"{ref} is not a reward checkpoint (no {REWARD_CONFIG}): use the `reward_model` directory a training "
+            "run exports (a path or s3:// URI), or `tiny:SEED` for a random demo member")
