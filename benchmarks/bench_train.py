@@ -80,7 +80,7 @@ def full_path(model_path: Path, out: Path, *, pairs: int, batch: int, steps: int
         f"train.global_batch_size={batch}", f"train.max_steps={steps}", f"train.eval_every={steps}"])
     connect(num_cpus=2)
     summary = run_training(run)
-    return json.loads((summary.run_dir / "summary.json").read_text())["metrics"]["train_pairs_per_s"]
+    return json.loads((Path(summary.run_dir) / "summary.json").read_text())["metrics"]["train_pairs_per_s"]
 
 
 def main() -> None:

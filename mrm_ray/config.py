@@ -159,7 +159,7 @@ class LossConfig:
 class ModelConfig:
     """Which checkpoint to load and how to run its pair forward."""
 
-    path: str = ""
+    path: str = ""  # a Hugging Face checkpoint directory or its s3:// URI; `tiny` = the tiny random one
     head: HeadConfig = field(default_factory=HeadConfig)
     pair_forward: str = "packed"  # packed | two_sequence (the reference)
     attn_implementation: str = "sdpa"  # sdpa | eager: packed pairs need a 4D mask, which flash-attn lacks
@@ -315,7 +315,7 @@ class RunConfig:
     """Everything one training run needs; saved with every checkpoint it makes."""
 
     name: str = "tiny"
-    output_dir: str = "runs"  # run directory: {output_dir}/{name}
+    output_dir: str = "runs"  # run directory: {output_dir}/{name}; a path or a URI (s3://bucket/runs)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -367,9 +367,12 @@ def load_run_config(path: str | None, overrides: list[str] = ()) -> RunConfig:
     from mrm_ray import presets
 
     run = validate(RunConfig, read_config(path and presets.config_file("train", path), overrides))
-    # Ray workers and `ray job submit` drivers run in other directories: make paths absolute
-    output_dir = str(Path(run.output_dir).expanduser().resolve())
-    model_path = run.model.path
-    if model_path != TINY_MODEL:
-        model_path = str(Path(model_path).expanduser().resolve())
+    from mrm_ray.storage import is_uri
+
+    # Ray workers and `ray job submit` drivers run in other directories: make local paths absolute
+    def absolute(path: str) -> str:
+        return path if is_uri(path) else str(Path(path).expanduser().resolve())
+
+    output_dir = absolute(run.output_dir)
+    model_path = run.model.path if run.model.path == TINY_MODEL else absolute(run.model.path)
     return dataclasses.replace(run, output_dir=output_dir, model=dataclasses.replace(run.model, path=model_path))

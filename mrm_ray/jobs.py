@@ -175,7 +175,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from mrm_ray.config import ConfigError
     from mrm_ray.ensemble import load_ensemble
     from mrm_ray.eval.benchmarks import parse_named
-    from mrm_ray.eval.report import EvalOptions, evaluate, write_report
+    from mrm_ray.eval.report import EvalOptions, evaluate, markdown, write_report
 
     ensemble = load_ensemble(args.ensemble) if args.ensemble else None
     members = dict(parse_named(m) for m in args.models)
@@ -191,7 +191,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     connect()
     report, pairs = evaluate([parse_named(b) for b in args.bench], members, options=options, ensemble=ensemble)
     json_path, md_path = write_report(report, args.out, pairs=pairs)
-    print(md_path.read_text())
+    print(markdown(report))
     print(f"report: {json_path} and {md_path}")
     return 0
 

@@ -91,8 +91,9 @@ def local_copy(ref: str, *, cache: Path | None = None) -> Path:
     return out
 
 
-def upload(local: str | os.PathLike, uri: str, *, last: str | None = None) -> str:
-    """Copy a local file or directory to `uri` (replacing what is there); `last` is uploaded after the rest."""
+def upload(local: str | os.PathLike, uri: str, *, last: str | None = None, replace: bool = False) -> str:
+    """Copy a local file or directory to `uri`; `last` is uploaded after the rest; `replace` first removes
+    what the directory held (else files are added or overwritten)."""
     import pyarrow.fs
 
     fs, path = filesystem(uri)
@@ -102,7 +103,7 @@ def upload(local: str | os.PathLike, uri: str, *, last: str | None = None) -> st
         pyarrow.fs.copy_files(str(local), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
                               destination_filesystem=fs)
         return uri
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+    if replace and fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
         fs.delete_dir_contents(path, missing_dir_ok=True)
     for file in sorted(p for p in local.rglob("*") if p.is_file() and p.name != last):
         _put(fs, file, f"{path}/{file.relative_to(local).as_posix()}")
@@ -114,3 +115,42 @@ def upload(local: str | os.PathLike, uri: str, *, last: str | None = None) -> st
 def _put(fs, file: Path, dest: str) -> None:
     with open(file, "rb") as src, fs.open_output_stream(dest) as out:
         shutil.copyfileobj(src, out, length=8 << 20)
+
+
+class RunFolder:
+    """A run's folder at `location` (a local path or a URI), written through a local folder.
+
+    Writers write under `local`; `push` uploads named entries when `location` is a URI (a
+    no-op for a local one), `pull` fetches an entry that an earlier run left there (a
+    resumed run appends to its metrics). The local folder of a URI is a cache of its own.
+    """
+
+    def __init__(self, location: str | os.PathLike) -> None:
+        self.location = str(location)
+        self.remote = is_uri(self.location)
+        if self.remote:
+            self.local = CACHE.parent / "runs" / hashlib.sha256(self.location.encode()).hexdigest()[:16]
+        else:
+            self.local = Path(self.location)
+        self.local.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({self.location!r})"
+
+    def uri(self, name: str) -> str:
+        """Where entry `name` lives for readers: a URI, or the local path."""
+        return join(self.location, name) if self.remote else str(self.local / name)
+
+    def pull(self, name: str) -> None:
+        if self.remote and exists(self.uri(name)):
+            import pyarrow.fs
+
+            fs, path = filesystem(self.uri(name))
+            pyarrow.fs.copy_files(path, str(self.local / name), source_filesystem=fs,
+                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
+
+    def push(self, name: str, *, last: str | None = None, replace: bool = False) -> str:
+        """Upload entry `name` (a file or a folder); returns where it now lives."""
+        if self.remote and (self.local / name).exists():
+            upload(self.local / name, self.uri(name), last=last, replace=replace)
+        return self.uri(name)

@@ -66,3 +66,12 @@ def reward_checkpoints(tmp_path_factory) -> list[Path]:
 
     root = tmp_path_factory.mktemp("reward")
     return [build_tiny_reward_checkpoint(root / f"reward-{seed}", seed=seed) for seed in range(3)]
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A local S3-compatible server (moto's, on 127.0.0.1); `s3.bucket()` makes an empty bucket."""
+    from helpers.s3 import s3_server, stop_s3_server
+
+    yield s3_server()
+    stop_s3_server()

@@ -49,12 +49,15 @@ def load_benchmarks(specs: Sequence[tuple[str, str]], options: EvalOptions) -> t
     """Per benchmark: good rows and bad entries; all good rows with globally unique ids."""
     from mrm_ray.data.quarantine import Rejected
 
+    from mrm_ray.storage import local_copy
+
     per: dict[str, dict] = {}
     every: list[dict] = []
+    image_root = options.image_root and str(local_copy(options.image_root))  # s3:// folders: copied once
+    stand_in = options.stand_in_images and str(local_copy(options.stand_in_images))
     for name, path in specs:
         good, bad = [], []
-        for record in read_benchmark(name, path, image_root=options.image_root,
-                                     stand_in_images=options.stand_in_images):
+        for record in read_benchmark(name, local_copy(str(path)), image_root=image_root, stand_in_images=stand_in):
             if isinstance(record, Rejected):
                 bad.append({"position": record.position, "reason": record.reason, "id": record.id})
             elif options.limit is None or len(good) < options.limit:
@@ -133,11 +136,14 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
     return report, pa.table(table)
 
 
-def write_report(report: dict, out_dir: str | Path, *, pairs: "pa.Table | None" = None) -> tuple[Path, Path]:
-    """report.json, report.md and (with `pairs`) scores.parquet, each written atomically."""
+def write_report(report: dict, out_dir: str | Path, *, pairs: "pa.Table | None" = None) -> tuple[str, str]:
+    """report.json, report.md and (with `pairs`) scores.parquet, each written atomically (and uploaded when
+    `out_dir` is a URI); returns where report.json and report.md are."""
     from mrm_ray.atomic import atomic_file
+    from mrm_ray.storage import RunFolder
 
-    out = Path(out_dir)
+    folder = RunFolder(out_dir)
+    out = folder.local
     if pairs is not None:
         import pyarrow.parquet as pq
 
@@ -148,7 +154,9 @@ def write_report(report: dict, out_dir: str | Path, *, pairs: "pa.Table | None" 
         f.write("\n")
     with atomic_file(out / "report.md") as f:
         f.write(markdown(report))
-    return out / "report.json", out / "report.md"
+    for name in ("scores.parquet", "report.json", "report.md"):
+        folder.push(name)
+    return folder.uri("report.json"), folder.uri("report.md")
 
 
 def markdown(report: dict) -> str:

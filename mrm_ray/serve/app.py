@@ -108,9 +108,14 @@ def _num_gpus(value: float | str) -> float:
     return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def build_app(args: dict | AppArgs, *, runtime_env: dict | None = None) -> serve.Application:
-    """The Serve application for `args` (what `serve run`/`serve deploy` call with the config's `args`);
-    `runtime_env` (the application's, when deployed by `mrm-ray serve`) goes to every replica."""
+def build_app(args: dict) -> serve.Application:
+    """The Serve application for `args` (what `serve run`/`serve deploy` call with the config's `args`)."""
+    return application(args)
+
+
+def application(args: dict | AppArgs, *, runtime_env: dict | None = None) -> serve.Application:
+    """The application for `args`; `runtime_env` (the application's, when `mrm-ray serve` deploys it, as
+    `serve deploy` would apply it) goes to every replica."""
     env = {"runtime_env": runtime_env} if runtime_env else {}
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     ensemble = args.ensemble_config()

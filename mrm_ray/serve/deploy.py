@@ -65,11 +65,11 @@ def deploy(target: ServeTarget) -> str:
     """Start Serve if needed, run the app until healthy, and return its URL."""
     from ray import serve
 
-    from mrm_ray.serve.app import build_app
+    from mrm_ray.serve.app import application
 
     serve.start(http_options=target.http_options)
-    serve.run(build_app(target.args, runtime_env=target.runtime_env), name=target.name, route_prefix=target.route_prefix, blocking=False,
-              logging_config=target.logging_config)
+    serve.run(application(target.args, runtime_env=target.runtime_env), name=target.name,
+              route_prefix=target.route_prefix, blocking=False, logging_config=target.logging_config)
     host, port = target.http_options["host"], target.http_options["port"]
     return f"http://{host}:{port}{target.route_prefix.rstrip('/')}"
 

@@ -34,7 +34,10 @@ def export_checkpoint(checkpoint_dir: str | Path, *, run: RunConfig, metrics: di
     from mrm_ray.model.reward_model import RewardModel
     from mrm_ray.train.loop import apply_lora
 
-    model = RewardModel.from_pretrained(run.model.path, head=run.model.head)
+    from mrm_ray.storage import local_copy
+
+    model_path = local_copy(run.model.path)
+    model = RewardModel.from_pretrained(model_path, head=run.model.head)
     if run.train.lora is not None:
         model = apply_lora(model, run.train.lora)
     model.load_state_dict(consolidated_state_dict(checkpoint_dir), strict=True)
@@ -42,6 +45,6 @@ def export_checkpoint(checkpoint_dir: str | Path, *, run: RunConfig, metrics: di
         model.backbone = model.backbone.merge_and_unload()
     model.score_mean, model.score_std = float(metrics["score_mean"]), float(metrics["score_std"])
     model.provenance.update({
-        "training_checkpoint": str(checkpoint_dir), "step": metrics.get("step"),
+        "training_checkpoint": metrics.get("checkpoint_dir", str(checkpoint_dir)), "step": metrics.get("step"),
         "held_out_accuracy": metrics.get("held_out_accuracy"), "run_config": to_dict(run)})
-    return model.save_pretrained(out_dir, processor=load_processor(run.model.path))
+    return model.save_pretrained(out_dir, processor=load_processor(model_path))

@@ -3,6 +3,10 @@
     prepare_data(run)      mixture (or generated pairs) -> checked, mixed, split Ray Datasets
     build_trainer(run, d)  TorchTrainer(ScalingConfig, RunConfig(Checkpoint/FailureConfig))
     run_training(run)      fit, then export the best checkpoint as a reward checkpoint
+
+`output_dir` may be a URI (s3://bucket/runs): Ray Train keeps checkpoints there itself (and
+resumes from them), and the run's own files (metrics, TensorBoard, quarantine, the exported
+reward model, summary.json) are written locally and uploaded (storage.RunFolder).
 """
 
 from __future__ import annotations
@@ -12,16 +16,18 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from mrm_ray import storage
 from mrm_ray.atomic import atomic_file
 from mrm_ray.config import RunConfig, to_dict
+from mrm_ray.model.reward_checkpoint import REWARD_CONFIG
 
 EXPORT_DIR = "reward_model"
 
 
 @dataclass
 class TrainingSummary:
-    run_dir: Path
-    checkpoint: Path | None  # the exported reward checkpoint; None when the run stopped early to resume later
+    run_dir: str  # a local path or a URI
+    checkpoint: str | None  # the exported reward checkpoint; None when the run stopped early to resume later
     held_out_accuracy: float
     step: int  # the exported (best) checkpoint's step
     final_step: int
@@ -33,8 +39,15 @@ class TrainingSummary:
         return self.final_step < self.total_steps
 
 
-def run_dir(run: RunConfig) -> Path:
-    return (Path(run.output_dir) / run.name).resolve()
+def run_folder(run: RunConfig) -> storage.RunFolder:
+    """{output_dir}/{name}."""
+    return storage.RunFolder(storage.join(run.output_dir, run.name))
+
+
+def local_root(run: RunConfig) -> Path:
+    """Where this driver keeps what it builds beside the runs (generated pairs, the tiny model):
+    output_dir itself, or the local folder of a URI's."""
+    return storage.RunFolder(run.output_dir).local
 
 
 def write_synthetic_source(out_dir: Path, *, pairs: int, task: str, seed: int) -> Path:
@@ -62,17 +75,20 @@ def prepare_data(run: RunConfig):
     from mrm_ray.data.mixture import MixtureConfig, SourceConfig, load_mixture
     from mrm_ray.data.pipeline import prepare_mixture
 
-    out = run_dir(run)
+    folder = run_folder(run)
     if run.mixture:
         mixture = load_mixture(run.mixture, paths=run.mixture_paths)
     else:
         s = run.synthetic
-        path = write_synthetic_source(out.parent / "synthetic", pairs=s.pairs, task=s.task, seed=s.seed)
+        path = write_synthetic_source(local_root(run) / "synthetic", pairs=s.pairs, task=s.task, seed=s.seed)
         mixture = MixtureConfig(name=f"synthetic-{s.task}", held_out_fraction=run.held_out_fraction, seed=s.seed,
                                 sources=(SourceConfig(name=f"synthetic-{s.task}", reader="chat_messages",
                                                       path=str(path)),))
-    return prepare_mixture(mixture, processor_path=run.model.path, data_config=run.data, run_dir=out,
-                           concurrency=run.preprocess_workers, num_cpus=run.preprocess_cpus)
+    try:
+        return prepare_mixture(mixture, processor_path=str(storage.local_copy(run.model.path)), data_config=run.data,
+                               run_dir=folder.local, concurrency=run.preprocess_workers, num_cpus=run.preprocess_cpus)
+    finally:
+        folder.push("quarantine.jsonl")
 
 
 def build_trainer(run: RunConfig, data):
@@ -101,7 +117,7 @@ def build_trainer(run: RunConfig, data):
         "micro_steps_per_epoch": micro,
         "total_steps": total_steps,
         "held_out_steps": held_steps,
-        "pad_token_id": load_processor(run.model.path).tokenizer.pad_token_id,
+        "pad_token_id": load_processor(storage.local_copy(run.model.path)).tokenizer.pad_token_id,
         "sources": sorted(data.counts),
     }
     encoded = {split: data.encoded(split, cache=run.cache_encoded, concurrency=run.preprocess_workers,
@@ -113,7 +129,7 @@ def build_trainer(run: RunConfig, data):
                                                resources_per_worker=resources),
         datasets=encoded,
         run_config=ray.train.RunConfig(
-            name=run.name, storage_path=str(run_dir(run).parent / "ray_results"),
+            name=run.name, storage_path=storage.join(run.output_dir, "ray_results"),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=t.keep_checkpoints, checkpoint_score_attribute="held_out_accuracy",
                 checkpoint_score_order="max"),
@@ -130,7 +146,7 @@ def resolve_model(run: RunConfig) -> RunConfig:
 
     if run.model.path != TINY_MODEL:
         return run
-    return replace(run, model=replace(run.model, path=str(shared_tiny_checkpoint(run_dir(run).parent))))
+    return replace(run, model=replace(run.model, path=str(shared_tiny_checkpoint(local_root(run)))))
 
 
 def run_training(run: RunConfig, *, data=None) -> TrainingSummary:
@@ -140,7 +156,10 @@ def run_training(run: RunConfig, *, data=None) -> TrainingSummary:
     trains several times on the same pairs (a sweep); by default the run prepares its own.
     """
     from mrm_ray.train.export import export_checkpoint
+    from mrm_ray.train.logs import LOG_DIR, no_progress_bars, route_logs
 
+    no_progress_bars()  # before the datasets are built: their executions everywhere inherit it
+    route_logs(run_folder(run).local / LOG_DIR / "driver.log")
     run = resolve_model(run)
     data = data if data is not None else prepare_data(run)
     trainer = build_trainer(run, data)
@@ -149,18 +168,29 @@ def run_training(run: RunConfig, *, data=None) -> TrainingSummary:
         raise result.error
     total_steps = trainer.train_loop_config["total_steps"]
     best, metrics = max(result.best_checkpoints, key=lambda cm: (cm[1]["held_out_accuracy"], cm[1]["step"]))
-    metrics = {**metrics, "checkpoint_dir": best.path}
+    metrics = {**metrics, "checkpoint_dir": _location(best)}
     final_step = int((result.metrics or {}).get("step", metrics["step"]))
+    folder = run_folder(run)
     out = None
     if final_step >= total_steps:
-        out = export_checkpoint(best.path, run=run, metrics=metrics, out_dir=run_dir(run) / EXPORT_DIR)
-    summary = TrainingSummary(run_dir=run_dir(run), checkpoint=out, held_out_accuracy=metrics["held_out_accuracy"],
+        with best.as_directory() as checkpoint_dir:  # a local copy of a checkpoint in object storage
+            export_checkpoint(checkpoint_dir, run=run, metrics=metrics, out_dir=folder.local / EXPORT_DIR)
+        out = folder.push(EXPORT_DIR, last=REWARD_CONFIG, replace=True)  # readers check REWARD_CONFIG
+    summary = TrainingSummary(run_dir=folder.location, checkpoint=out, held_out_accuracy=metrics["held_out_accuracy"],
                               step=metrics["step"], final_step=final_step, total_steps=total_steps,
                               counts=data.counts)
     # The exported checkpoint is the best one, which may predate the last step (or a resume).
-    with atomic_file(run_dir(run) / "summary.json") as f:
+    with atomic_file(folder.local / "summary.json") as f:
         f.write(json.dumps({
-            "checkpoint": str(out) if out else None, "held_out_accuracy": summary.held_out_accuracy,
+            "checkpoint": out, "held_out_accuracy": summary.held_out_accuracy,
             "step": summary.step, "final_step": final_step, "total_steps": total_steps, "metrics": metrics,
             "counts": data.counts, "config": to_dict(run)}, indent=2, default=str) + "\n")
+    folder.push("summary.json")
+    folder.push(LOG_DIR)
     return summary
+
+
+def _location(checkpoint) -> str:
+    """A Ray Train checkpoint's path, as a URI when it is in object storage."""
+    kind = checkpoint.filesystem.type_name
+    return checkpoint.path if kind == "local" else f"{kind}://{checkpoint.path}"

@@ -29,6 +29,7 @@ def split_rewards(out) -> tuple[torch.Tensor, torch.Tensor]:
 def build_model(run, *, ds_config: dict):
     """RewardModel with the run's head, dtype, vision freezing, checkpointing and LoRA."""
     from mrm_ray.model.reward_model import RewardModel
+    from mrm_ray.storage import local_copy
 
     keep = None
     if run.train.zero_stage == 3:  # the model is then built with its weights already partitioned
@@ -37,8 +38,8 @@ def build_model(run, *, ds_config: dict):
         keep = HfDeepSpeedConfig(ds_config)  # must stay alive while the model loads
     dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
     load = RewardModel.from_config if run.model.random_init else RewardModel.from_pretrained
-    model = load(run.model.path, head=run.model.head, dtype=dtype, attn_implementation=run.model.attn_implementation,
-                 vision_attention=run.model.vision_attention)
+    model = load(local_copy(run.model.path), head=run.model.head, dtype=dtype,
+                 attn_implementation=run.model.attn_implementation, vision_attention=run.model.vision_attention)
     del keep
     if run.train.freeze_vision:
         model.backbone.visual.requires_grad_(False)
@@ -174,12 +175,18 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     from mrm_ray.config import RunConfig, validate
     from mrm_ray.data.collate import PairCollate, pair_batches
+    from mrm_ray.storage import RunFolder, join
     from mrm_ray.train import checkpoint as ckpt
+    from mrm_ray.train.logs import LOG_DIR, no_progress_bars, route_logs
     from mrm_ray.train.progress import Progress
 
     run = validate(RunConfig, cfg["run"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
+    folder = RunFolder(join(run.output_dir, run.name))
+    log_name = f"{LOG_DIR}/rank{rank}.log"
+    no_progress_bars()
+    route_logs(folder.local / log_name)
     on_gpu = run.train.use_gpu and torch.cuda.is_available()
     if not on_gpu:
         _skip_cpu_inference_comm_op()
@@ -250,6 +257,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     if stop_step < total_steps:
         progress.stopped(stop_step)
     progress.close()
+    folder.push(log_name)
 
 
 def _to(batch: dict, device) -> dict:

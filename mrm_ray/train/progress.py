@@ -2,7 +2,8 @@
 and `metrics.jsonl`, every step's numbers as data.
 
 Only rank 0 writes. Lines go to the worker's stdout, which Ray forwards to the driver (and
-to `ray job logs`); TensorBoard events go to `{output_dir}/{name}/tensorboard`. Each line
+to `ray job logs`); TensorBoard events go to `{output_dir}/{name}/tensorboard` (written
+locally and uploaded at every evaluation when output_dir is a URI, storage.RunFolder). Each line
 of `{output_dir}/{name}/metrics.jsonl` is one event: `train` (every optimizer step: loss,
 accuracy, margin, learning rate per group, all averaged over ranks), `eval` (held-out
 metrics), `checkpoint` and `restored` (the step and the state's fingerprint, see
@@ -20,9 +21,14 @@ METRICS_LOG = "metrics.jsonl"
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The events of a run's metrics.jsonl, oldest first."""
-    path = Path(run_dir) / METRICS_LOG
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    """The events of a run's metrics.jsonl (a local run directory or its URI), oldest first."""
+    from mrm_ray import storage
+
+    where = storage.join(str(run_dir), METRICS_LOG)
+    if not storage.exists(where):
+        return []
+    path = storage.local_copy(where)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class Progress:
@@ -37,10 +43,14 @@ class Progress:
         if self.enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            run_dir = Path(run.output_dir) / run.name
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-            run_dir.mkdir(parents=True, exist_ok=True)
-            self.log = open(run_dir / METRICS_LOG, "a", encoding="utf-8")
+            from mrm_ray.storage import RunFolder, join
+
+            self.folder = RunFolder(join(run.output_dir, run.name))
+            local_log = self.folder.local / METRICS_LOG
+            if self.folder.remote and not local_log.is_file():  # a resumed run appends to what was uploaded
+                self.folder.pull(METRICS_LOG)
+            self.writer = SummaryWriter(str(self.folder.local / "tensorboard"))
+            self.log = open(local_log, "a", encoding="utf-8")
 
     def _event(self, event: str, step: int, values: dict) -> None:
         self.log.write(json.dumps({"event": event, "step": step, "time": time.time(), **values}) + "\n")
@@ -81,6 +91,11 @@ class Progress:
         print(f"[eval] step {step} | held-out acc {metrics['held_out_accuracy']:.3f} | loss "
               f"{metrics['held_out_loss']:.4f} | {per_source}", flush=True)
         self.writer.flush()
+        self._push()
+
+    def _push(self) -> None:
+        self.folder.push(METRICS_LOG)
+        self.folder.push("tensorboard")
 
     def checkpointed(self, step: int, fingerprint: dict) -> None:
         if self.enabled:
@@ -96,3 +111,4 @@ class Progress:
         if self.writer is not None:
             self.writer.close()
             self.log.close()
+            self._push()

@@ -6,6 +6,7 @@ use and kept for the session: `ray job submit` tests submit to it, in-process te
 of its own (the autoscaler's) asks for `own_cluster`, which stops the shared one first; the
 next test that needs the shared one starts it again. Modules leave nothing running on it
 (Serve apps are shut down at the end of their module), so they pass alone and in any order.
+The local S3 server (`s3`, helpers/s3.py) starts before the cluster, so its processes reach it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ class Clusters:
 
     def shared(self):
         from helpers.ray_head import RayHead
+        from helpers.s3 import s3_server
 
         if self.head is None:
+            s3_server()  # first: its endpoint goes into the cluster's environment
             self.head = RayHead(num_cpus=4)
         return self.head
 
@@ -54,9 +57,12 @@ class Clusters:
 
 @pytest.fixture(scope="session")
 def clusters():
+    from helpers.s3 import stop_s3_server
+
     clusters = Clusters()
     yield clusters
     clusters.stop_shared()
+    stop_s3_server()
 
 
 @pytest.fixture(scope="module")

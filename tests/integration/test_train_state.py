@@ -13,13 +13,16 @@ loss of the step's pairs. fp32 on CPU, same world size: a resumed or restarted r
 same numbers as the reference (1e-5 allows for nothing but float noise).
 """
 
+import json
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 import torch
 
+from mrm_ray import storage
 from mrm_ray.config import load_run_config
 from mrm_ray.train.progress import read_metrics
 
@@ -52,7 +55,7 @@ def _train(out, name, *overrides):
     if "data" not in _DATA:
         _DATA["data"] = prepare_data(run)
     summary = run_training(run, data=_DATA["data"])
-    return summary, read_metrics(out / name)
+    return summary, read_metrics(storage.join(str(out), name))
 
 
 def _losses(events) -> dict[int, list[float]]:
@@ -80,14 +83,28 @@ def _weights(summary_or_dir) -> dict[str, torch.Tensor]:
     return consolidated_state_dict(summary_or_dir)
 
 
-def _last_checkpoint(out, name) -> str:
-    import json
+def _read(location: str) -> str:
+    """A file's text, local or in object storage."""
+    fs, path = storage.filesystem(location) if storage.is_uri(location) else (None, location)
+    if fs is None:
+        return Path(path).read_text()
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
 
-    summary = json.loads((out / name / "summary.json").read_text())
-    state_files = sorted((out / "ray_results" / name).glob("checkpoint_*/trainer_state.json"))
-    final = [p.parent for p in state_files if json.loads(p.read_text())["step"] == summary["final_step"]]
-    assert len(final) == 1, state_files
-    return str(final[0])
+
+def _last_checkpoint(out, name) -> Path:
+    """The (local copy of the) checkpoint of the run's final step, found through Ray Train's storage."""
+    import pyarrow.fs
+
+    summary = json.loads(_read(storage.join(str(out), name, "summary.json")))
+    results = storage.join(str(out), "ray_results", name)
+    fs, root = storage.filesystem(results) if storage.is_uri(results) else (pyarrow.fs.LocalFileSystem(), results)
+    states = [f.path for f in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+              if f.path.endswith("/trainer_state.json")]
+    final = [p.rpartition("/")[0] for p in states if json.loads(_read(p if fs.type_name == "local" else
+                                                                      f"s3://{p}"))["step"] == summary["final_step"]]
+    assert len(final) == 1, states
+    return storage.local_copy(final[0] if fs.type_name == "local" else f"s3://{final[0]}")
 
 
 def _assert_same_weights(a: dict, b: dict, atol: float) -> None:
@@ -119,20 +136,18 @@ def _train_worker_pids() -> list[int]:
     return pids
 
 
-def _registered_checkpoints(storage) -> int:
+def _registered_checkpoints(results: str) -> int:
     """Checkpoints Ray Train's controller has registered (a restart resumes from the latest of these)."""
-    import json
-
     try:
-        return len(json.loads((storage / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"])
+        return len(json.loads(_read(storage.join(results, "checkpoint_manager_snapshot.json")))["checkpoint_results"])
     except (OSError, ValueError, KeyError):
         return 0
 
 
-def _kill_a_worker_after_a_new_checkpoint(storage, killed: list, stop: threading.Event) -> None:
-    before = _registered_checkpoints(storage)
+def _kill_a_worker_after_a_new_checkpoint(results: str, killed: list, stop: threading.Event) -> None:
+    before = _registered_checkpoints(results)
     while not stop.is_set() and not killed:
-        if _registered_checkpoints(storage) > before:
+        if _registered_checkpoints(results) > before:
             pids = _train_worker_pids()
             if pids:
                 psutil.Process(pids[-1]).kill()
@@ -141,17 +156,19 @@ def _kill_a_worker_after_a_new_checkpoint(storage, killed: list, stop: threading
         time.sleep(0.02)
 
 
-def test_stopped_then_killed_run_resumes_to_the_unbroken_one(reference, out):
+def test_stopped_then_killed_run_in_object_storage_resumes_to_the_unbroken_one(reference, s3):
     """Job 1 stops at step 5 (`train.stop_at_step`); job 2, the same run without the stop, resumes there,
     loses a worker (killed) after its first checkpoint, and the replacement restores that checkpoint.
-    Every step trained in either job, redone ones included, has the reference's loss; the end, its weights."""
+    Every step trained in either job, redone ones included, has the reference's loss; the end, its weights.
+    The run lives in a bucket (output_dir=s3://...): checkpoints, metrics and the exported model."""
+    out = f"{s3.bucket()}/runs"
     first, events = _train(out, "resumed", "train.stop_at_step=5")
     assert first.stopped and first.checkpoint is None and first.final_step == 5
     assert _fingerprints(events, "checkpoint").keys() == {4, 5} and not _fingerprints(events, "restored")
 
     killed, stop = [], threading.Event()
     watcher = threading.Thread(target=_kill_a_worker_after_a_new_checkpoint,
-                               args=(out / "ray_results" / "resumed", killed, stop), daemon=True)
+                               args=(storage.join(out, "ray_results", "resumed"), killed, stop), daemon=True)
     watcher.start()
     try:  # a checkpoint every 2 steps (evaluation changes no training state): time to kill mid-run
         second, events = _train(out, "resumed", "train.max_failures=2", "train.eval_every=2")
@@ -171,6 +188,11 @@ def test_stopped_then_killed_run_resumes_to_the_unbroken_one(reference, out):
     for step, values in losses.items():
         assert values == pytest.approx([reference["losses"][step]] * len(values), abs=SAME), step
     _assert_same_weights(_weights(_last_checkpoint(out, "resumed")), reference["weights"], atol=SAME)
+    assert second.checkpoint == f"{out}/resumed/reward_model" and storage.exists(f"{out}/resumed/tensorboard")
+    from mrm_ray.model.reward_model import RewardModel  # the export, read back from the bucket
+
+    exported = RewardModel.from_pretrained(storage.local_copy(second.checkpoint))
+    assert exported.provenance["training_checkpoint"].startswith(f"{out}/ray_results/resumed/checkpoint_")
 
 
 @pytest.mark.parametrize("stage", [0, 3])
@@ -186,7 +208,7 @@ def test_zero_stages_give_the_reference_losses(reference, out, stage):
 def test_every_trainable_parameter_moved(reference, out):
     from mrm_ray.model.reward_model import RewardModel
 
-    base = RewardModel.from_pretrained(reference["summary"].run_dir.parent / "tiny-qwen2.5-vl").state_dict()
+    base = RewardModel.from_pretrained(Path(reference["summary"].run_dir).parent / "tiny-qwen2.5-vl").state_dict()
     trained = reference["weights"]
     assert trained.keys() == base.keys()
     unchanged = [n for n in base if torch.equal(trained[n], base[n].float())]
@@ -198,7 +220,7 @@ def test_frozen_vision_stays_and_the_head_uses_its_own_learning_rate(ray_cluster
 
     summary, events = _train(out, "frozen", "train.freeze_vision=true", "train.head_learning_rate=2.5e-3",
                              "train.max_steps=3", "train.eval_every=3")
-    base = RewardModel.from_pretrained(summary.run_dir.parent / "tiny-qwen2.5-vl").state_dict()
+    base = RewardModel.from_pretrained(Path(summary.run_dir).parent / "tiny-qwen2.5-vl").state_dict()
     trained = _weights(_last_checkpoint(out, "frozen"))
     moved = {n: not torch.equal(trained[n], base[n].float()) for n in base}
     assert not any(m for n, m in moved.items() if ".visual." in n)
@@ -218,7 +240,7 @@ def test_lora_moves_only_adapters_and_head_and_exports_merged(ray_cluster, out, 
 
     summary, _ = _train(out, "lora", "train.lora.rank=8", "train.learning_rate=2e-3", "train.max_steps=4",
                         "train.eval_every=4")
-    tiny = summary.run_dir.parent / "tiny-qwen2.5-vl"
+    tiny = Path(summary.run_dir).parent / "tiny-qwen2.5-vl"
     config = _config(out, "lora", "train.lora.rank=8")
     unmerged = apply_lora(RewardModel.from_pretrained(tiny), config.train.lora)
     base = {n: p.detach().clone() for n, p in unmerged.state_dict().items()}

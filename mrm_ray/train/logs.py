@@ -1,0 +1,57 @@
+"""What a training job prints, and where the rest goes: the console (and `ray job logs`) gets our
+progress and evaluation lines, warnings and errors; each process's library chatter (DeepSpeed's
+engine configuration, transformers' and Ray Data's INFO lines) goes in full to
+`{run dir}/logs/{process}.log`. Progress bars, which a job log shows as one line per refresh,
+are off: Ray Data's (per epoch, from every training worker) and transformers' weight loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+LOG_DIR = "logs"
+CHATTY = ("DeepSpeed", "deepspeed", "transformers", "ray.data", "ray.train", "torch.distributed", "peft")
+
+
+def no_progress_bars() -> None:
+    """Ray Data's progress bars and per-execution banners, and transformers' loading bars, off in this process.
+
+    The driver's DataContext travels with the datasets it builds, so calling this before building
+    them silences their executions on every node too.
+    """
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+    ctx.print_on_execution_start = False
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
+def route_logs(log_file: Path) -> None:
+    """Everything the chatty libraries log, into `log_file`; only their warnings to the console."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == log_file.resolve()
+           for h in logging.getLogger(CHATTY[0]).handlers):
+        return  # already routed (a driver that trains several times)
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in CHATTY:
+        logger = logging.getLogger(name)
+        consoles = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)
+                    and not isinstance(h, logging.FileHandler)]
+        if not consoles:
+            consoles = [logging.StreamHandler(sys.stderr)]
+            logger.addHandler(consoles[0])
+        for console in consoles:
+            console.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # the root's console would print the INFO lines again
