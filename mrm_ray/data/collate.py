@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from mrm_ray.model.pairing import collate_packed, collate_two_sequence
 
@@ -23,8 +24,9 @@ def rows_from_columns(batch: dict[str, np.ndarray]) -> list[dict]:
     return rows
 
 
-class PairCollate:
-    """Picklable collate_fn building packed (default) or two-sequence batches on the worker.
+class PairCollate(NumpyBatchCollateFn):
+    """Picklable collate_fn building packed (default) or two-sequence batches on the worker (from the
+    dict of NumPy columns Ray Data batches as).
 
     With `sources`, the batch also carries `source_index` (B,) for per-source metrics.
     """

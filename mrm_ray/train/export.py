@@ -21,9 +21,14 @@ def consolidated_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tenso
     """fp32 weights of the engine's module from a DeepSpeed checkpoint (any ZeRO stage)."""
     path = Path(checkpoint_dir)
     if list((path / DS_TAG).glob("*optim_states.pt")):
+        import contextlib
+        import io
+
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return get_fp32_state_dict_from_zero_checkpoint(str(path), tag=DS_TAG)
+        chatter = io.StringIO()  # zero_to_fp32 prints its progress; it is not the user's business
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            return get_fp32_state_dict_from_zero_checkpoint(str(path), tag=DS_TAG)
     # ZeRO stage 0: plain module weights in the model states file
     state = torch.load(path / DS_TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
     return {k: v.float() for k, v in state["module"].items()}

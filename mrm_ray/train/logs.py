@@ -35,6 +35,13 @@ def no_progress_bars() -> None:
         pass
 
 
+class _NotTheBarsWeTurnedOff(logging.Filter):
+    """Ray Data's warning that progress bars are off: we turned them off."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Progress bars disabled", "Progress bars for operators disabled"))
+
+
 def route_logs(log_file: Path) -> None:
     """Everything the chatty libraries log, into `log_file`; only their warnings to the console."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +59,7 @@ def route_logs(log_file: Path) -> None:
             logger.addHandler(consoles[0])
         for console in consoles:
             console.setLevel(logging.WARNING)
+            console.addFilter(_NotTheBarsWeTurnedOff())
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False  # the root's console would print the INFO lines again

@@ -26,8 +26,7 @@ def _free_port() -> int:
 
 def ray_env() -> dict:
     return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
-            "RAY_USAGE_STATS_ENABLED": "0",
+            "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0",
             # Ray Train's controller polls its workers every 2 s by default: reports and the end of a
             # run reach the driver that much later; tiny runs here take about as long as one poll
             "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
@@ -75,6 +74,12 @@ class RayHead:
         return subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.address, "--working-dir",
                                str(REPO), "--", "python", *args], env=ray_env(), capture_output=True, text=True,
                               timeout=timeout, cwd=REPO)
+
+    def logs(self, job_id: str) -> str:
+        """`ray job logs`: what the job printed."""
+        out = subprocess.run([str(BIN / "ray"), "job", "logs", "--address", self.address, job_id], env=ray_env(),
+                             capture_output=True, text=True, timeout=120)
+        return out.stdout
 
     def status(self, job_id: str) -> str:
         out = subprocess.run([str(BIN / "ray"), "job", "status", "--address", self.address, job_id], env=ray_env(),

@@ -8,6 +8,7 @@ fresh pairs as well; the idle training nodes are removed afterwards.
 movement are checked as state in test_train_state.py.)"""
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -64,8 +65,9 @@ def job(own_cluster, tmp_path_factory):
         deadline = time.time() + 180  # idle_timeout_minutes 0.1, then the autoscaler's own cadence
         while time.time() < deadline and _train_nodes(head):
             time.sleep(2)
+        job_id = re.search(r"Job '(raysubmit_\w+)' submitted", result.stdout + result.stderr)
         yield {"log": result.stdout + result.stderr, "run": out / "tiny", "seen": seen,
-               "left": _train_nodes(head)}
+               "left": _train_nodes(head), "job_log": head.logs(job_id.group(1)) if job_id else ""}
     finally:
         head.stop()
 
@@ -99,3 +101,21 @@ def test_the_job_learns_the_image_only_preference_and_exports(job, encoder):
     assert max(e["held_out_accuracy"] for e in evals) == summary["held_out_accuracy"]
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "quarantine.jsonl").is_file()
+
+
+def test_the_job_log_is_progress_and_results_once_each_and_the_rest_is_in_the_run_directory(job):
+    """`ray job logs` of the README job fits on two screens: no progress bars (Ray Data's per epoch from
+    every worker, transformers'), each progress and eval line once, the summary; library chatter goes
+    to the run directory's logs/."""
+    log = job["job_log"].splitlines()
+    assert 0 < len(log) <= 100, "\n".join(log)
+    assert not [line for line in log if "it/s]" in line or "Running Dataset" in line or "Running: " in line], log
+    steps = [int(m.group(1)) for line in log if (m := re.search(r"\[train\] step (\d+)/400 ", line))]
+    assert steps == list(range(25, 401, 25)), steps  # every log_every steps, each once
+    evals = [int(m.group(1)) for line in log if (m := re.search(r"\[eval\] step (\d+) ", line))]
+    assert evals == [100, 200, 300, 400], evals
+    assert sum(line.startswith("reward checkpoint: ") for line in log) == 1
+    assert sum(line.startswith("held-out accuracy: ") for line in log) == 1
+    logs = job["run"] / "logs"
+    assert {p.name for p in logs.iterdir()} >= {"driver.log", "rank0.log", "rank1.log"}
+    assert "DeepSpeed" in (logs / "rank0.log").read_text()  # the engine's configuration, in full
