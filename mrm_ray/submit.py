@@ -57,8 +57,8 @@ def submit(address: str, job: str, argv: list[str], *, files: dict[str, str] | N
         return 130
     status = _final_status(client, job_id)
     if status != "SUCCEEDED":
-        info = client.get_job_info(job_id)
-        print(f"job {job_id} {status}: {info.message or ''}".rstrip())
+        reason = (client.get_job_info(job_id).message or "").splitlines()[:1]  # its logs were streamed above
+        print(f"job {job_id} {status}: {''.join(reason)}".rstrip())
         return 1
     return 0
 
