@@ -22,42 +22,46 @@ def _address_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true", help="validate the config, print it, and exit")
 
 
+def _config_options(parser: argparse.ArgumentParser, what: str, example: str, func) -> None:
+    parser.add_argument("--config", default="tiny", help=f"a {what}'s name (mrm-ray configs) or a YAML path")
+    parser.add_argument("overrides", nargs="*", metavar="a.b=value", help=f"e.g. {example}")
+    _address_option(parser)
+    parser.set_defaults(func=func)
+
+
 def _yaml(data: dict) -> str:
     import yaml
 
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def _print_config(data: dict) -> int:
-    print(_yaml(data), end="")
-    return 0
+def _checked_or_submitted(args: argparse.Namespace, job: str, config: dict) -> int | None:
+    """--check: print the validated config; --address: submit the job with it as config.yaml. None: run here."""
+    if args.check:
+        print(_yaml(config), end="")
+        return 0
+    if args.address:
+        from mrm_ray.submit import submit
 
-
-def _submit(args: argparse.Namespace, job: str, config: dict | None = None) -> int:
-    """This job on the cluster at `args.address`: the validated config as config.yaml, else the same argv."""
-    from mrm_ray.submit import strip_address, submit
-
-    if config is None:
-        return submit(args.address, job, strip_address(args.argv))
-    return submit(args.address, job, ["--config", "config.yaml"], files={"config.yaml": _yaml(config)})
+        return submit(args.address, job, ["--config", "config.yaml"], files={"config.yaml": _yaml(config)})
+    return None
 
 
 # ------------------------------------------------------------------------------ train
 def add_train(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="tiny", help="a run preset's name (mrm-ray configs) or a YAML path")
-    parser.add_argument("overrides", nargs="*", metavar="a.b=value", help="e.g. train.zero_stage=3 name=my-run")
-    _address_option(parser)
-    parser.set_defaults(func=run_train)
+    _config_options(parser, "run preset", "train.zero_stage=3 name=my-run", run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from mrm_ray.config import load_run_config, to_dict
 
     run = load_run_config(args.config, args.overrides)
-    if args.check:
-        return _print_config(to_dict(run))
-    if args.address:
-        return _submit(args, "train", to_dict(run))
+    if run.mixture:  # its sources and paths too, before anything starts
+        from mrm_ray.data.mixture import load_mixture
+
+        load_mixture(run.mixture, paths=run.mixture_paths)
+    if (done := _checked_or_submitted(args, "train", to_dict(run))) is not None:
+        return done
     from mrm_ray.ray_session import connect
     from mrm_ray.train.launch import run_training
 
@@ -75,10 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ grpo
 def add_grpo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="tiny", help="a GRPO config's name (mrm-ray configs) or a YAML path")
-    parser.add_argument("overrides", nargs="*", metavar="a.b=value", help="e.g. steps=50 reward.url=http://...")
-    _address_option(parser)
-    parser.set_defaults(func=run_grpo)
+    _config_options(parser, "GRPO config", "steps=50 reward.url=http://...", run_grpo)
 
 
 def run_grpo(args: argparse.Namespace) -> int:
@@ -86,10 +87,8 @@ def run_grpo(args: argparse.Namespace) -> int:
     from mrm_ray.rl.config import load_grpo_config
 
     cfg = load_grpo_config(args.config, args.overrides)
-    if args.check:
-        return _print_config(to_dict(cfg))
-    if args.address:
-        return _submit(args, "grpo", to_dict(cfg))
+    if (done := _checked_or_submitted(args, "grpo", to_dict(cfg))) is not None:
+        return done
     from mrm_ray.ray_session import connect
     from mrm_ray.rl.loop import run_grpo as grpo
 
@@ -129,7 +128,8 @@ def run_serve(args: argparse.Namespace) -> int:
     target = load_serve_config(presets.config_file("serve", args.config), ensemble=args.ensemble, name=args.name,
                                route_prefix=args.route_prefix)
     if args.check:
-        return _print_config(dataclasses.asdict(target))
+        print(_yaml(dataclasses.asdict(target)), end="")
+        return 0
     if args.address:
         from mrm_ray.submit import submit
 
@@ -181,8 +181,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     members = dict(parse_named(m) for m in args.models)
     if not members and ensemble is None:
         raise ConfigError("give --models or --ensemble")
-    if args.address:
-        return _submit(args, "evaluate")
+    if args.address:  # paths as given: they are read on the cluster
+        from mrm_ray.submit import strip_address, submit
+
+        return submit(args.address, "evaluate", strip_address(args.argv))
     options = EvalOptions(image_root=args.image_root, stand_in_images=args.stand_in_images,
                           batch_size=args.batch_size, concurrency=args.actors_per_model, num_gpus=args.gpus_per_model,
                           num_cpus=args.cpus_per_model, limit=args.limit, methods=tuple(args.methods))

@@ -114,8 +114,8 @@ def load_mixture(path_or_name: str | Path, *, paths: dict[str, str] | None = Non
             entry["options"]["image_root"] = _resolve(path.parent, entry["options"]["image_root"])
         sources.append(entry)
     if missing and not skip_missing:
-        raise ConfigError(f"{path}: sources {missing} have no path; fill them in (for example "
-                         f"--path {missing[0]}=/data/...) or skip them with --skip-missing")
+        raise ConfigError(f"{path}: sources {missing} have no path; fill them in (mixture_paths.{missing[0]}=/data/... "
+                          f"for training, --path {missing[0]}=/data/... for `mrm-ray data`) or skip them (--skip-missing)")
     for name in missing:
         logger.warning("mixture %s: source %s has no path and is skipped", raw.get("name", path.stem), name)
     return validate(MixtureConfig, {**raw, "sources": sources}, where=str(path))

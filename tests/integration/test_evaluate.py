@@ -60,16 +60,22 @@ def test_ensemble_fit_writes_weights_normalisation_and_routing(fitted, reward_ch
 
 
 def test_evaluate_job_on_real_benchmarks_with_stand_in_images(ray_head, fitted, shared_data, reward_checkpoints,
-                                                             tmp_path):
+                                                             s3):
+    """Benchmarks read from, and the report written to, a bucket."""
+    from mrm_ray import storage
+
     bench = shared_data / "benchmarks"
-    out = tmp_path / "report"
+    bucket = s3.bucket()
+    mm_rlhf = storage.upload(bench / "mm_rlhf_reward_bench.jsonl", f"{bucket}/bench/mm_rlhf_reward_bench.jsonl")
     result = ray_head.submit(
-        "jobs/evaluate.py", "--ensemble", str(fitted), "--bench", f"mm_rlhf={bench / 'mm_rlhf_reward_bench.jsonl'}",
+        "jobs/evaluate.py", "--ensemble", str(fitted), "--bench", f"mm_rlhf={mm_rlhf}",
         "--bench", f"vl_rewardbench={bench / 'vl_rewardbench_pairs.jsonl'}",
-        "--stand-in-images", str(shared_data / "real-images"), "--out", str(out),
+        "--stand-in-images", str(shared_data / "real-images"), "--out", f"{bucket}/report",
         "--limit", "300", timeout=900)  # all of MM-RLHF's 145 image pairs, VL-RewardBench's first 300 (CI time)
     log = result.stdout + result.stderr
     assert job_status(log) == "SUCCEEDED", log[-4000:]
+    assert f"report: {bucket}/report/report.json and {bucket}/report/report.md" in log
+    out = storage.local_copy(f"{bucket}/report")
     report = json.loads((out / "report.json").read_text())
     mm, vl = report["benchmarks"]["mm_rlhf"], report["benchmarks"]["vl_rewardbench"]
     # MM-RLHF: the 25 video rows are bad rows, visibly out of the denominators

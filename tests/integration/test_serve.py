@@ -277,17 +277,24 @@ def test_live_checkpoint_swap_fails_no_request(served, offline):
     assert response["results"][0]["scores"]["tiny-a"] == pytest.approx(offline[2].score_items(DECODED[:1])[0], abs=1e-4)
 
 
-def test_job_deploys_an_ensemble_file_with_text_routing(served, offline, tmp_path):
-    """`ray job submit ... jobs/serve.py --ensemble` adds an app; text-only items also reach the text member."""
+def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, offline, tmp_path, s3):
+    """`ray job submit ... jobs/serve.py --ensemble s3://...` adds an app whose members the replicas load from
+    the bucket (paths relative to the ensemble file); text-only items also reach the text member."""
     import asyncio
 
+    from mrm_ray import storage
     from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
+    from mrm_ray.model.reward_checkpoint import REWARD_CONFIG
     from mrm_ray.serve.client import AsyncRewardClient, RewardClient
 
-    ensemble = save_ensemble(EnsembleConfig(method="z_mean", members=[
-        EnsembleMember(name="vl", path=str(served.checkpoints[0]), score_mean=0.5, score_std=2.0),
-        EnsembleMember(name="text", path=str(served.checkpoints[1]), modalities=("text",))]),
+    bucket = s3.bucket()
+    for name, checkpoint in (("vl", served.checkpoints[0]), ("text", served.checkpoints[1])):
+        storage.upload(checkpoint, f"{bucket}/members/{name}", last=REWARD_CONFIG)
+    local = save_ensemble(EnsembleConfig(method="z_mean", members=[
+        EnsembleMember(name="vl", path="members/vl", score_mean=0.5, score_std=2.0),
+        EnsembleMember(name="text", path="members/text", modalities=("text",))]),
         tmp_path / "ensemble.yaml")
+    ensemble = storage.upload(local, f"{bucket}/ensemble.yaml")
     config, plain = tmp_path / "serve.yaml", yaml.safe_load(yaml.safe_dump(served.config))
     plain["applications"][0].pop("runtime_env")  # no token: this app serves without auth
     config.write_text(yaml.safe_dump(plain))
