@@ -1,7 +1,9 @@
 """The package as a user installs it: the built wheel (not editable) in a fresh environment, run from
 a directory that is not the checkout. Shipped configs are found by name inside the installed
-package, a config error exits 2, and `mrm-ray train --address` submits the tiny job, with the
-installed package's own code, to a running cluster, writing its run to a bucket.
+package, a config error exits 2, and `mrm-ray train --address` submits a short tiny job, with the
+installed package's own code, to an autoscaling cluster (`cluster/local.yaml`, Ray's fake
+multi-node provider): it asks for `accelerator_type:H100`, which only the training node type has,
+so the autoscaler adds two training nodes, and removes them once idle; the run goes to a bucket.
 
 The fresh environment is a new venv whose only link to the project's is a .pth line making the
 already-installed dependencies importable (installing torch, Ray and DeepSpeed again would take
@@ -15,13 +17,21 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from helpers.ray_head import REPO, ray_env
+from helpers.ray_head import REPO, RayHead, ray_env
 
 pytestmark = pytest.mark.slow
+TRAIN_TYPE = "accelerator_type:H100"
+
+
+def _train_nodes(head: RayHead) -> list[str]:
+    return [n["node_id"] for n in head.alive_nodes() if TRAIN_TYPE in (n.get("resources_total") or {})]
 
 
 def _run(*args, cwd, timeout=300, check=True) -> subprocess.CompletedProcess:
@@ -89,16 +99,51 @@ def test_every_command_finds_its_config_by_name_from_any_directory(installed):
     assert bad.returncode == 2 and "train.learning_rate" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_train_submitted_to_a_cluster_with_the_installed_code_writes_to_a_bucket(installed, ray_head, s3):
+@pytest.fixture(scope="module")
+def autoscaled_job(installed, own_cluster, s3):
+    """`mrm-ray train --address` from the wheel to a fresh autoscaling head; training nodes seen while it ran."""
+    bin_dir, work = installed
+    config = yaml.safe_load((REPO / "cluster" / "local.yaml").read_text())
+    head = RayHead(num_cpus=config["available_node_types"]["ray.head.default"]["resources"]["CPU"],
+                   autoscaling_config=config, env={"RAY_FAKE_CLUSTER": "1"})
+    try:
+        assert _train_nodes(head) == []  # min_workers 0: nothing until a job asks
+        seen: set[str] = set()
+        done = threading.Event()
+
+        def watch():
+            while not done.is_set():
+                seen.update(_train_nodes(head))
+                time.sleep(1)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        out = f"{s3.bucket()}/runs"
+        result = _run(bin_dir / "mrm-ray", "train", "--address", head.address, "--config", "tiny",
+                      f"output_dir={out}", "name=from-wheel", "synthetic.pairs=128", "train.max_steps=4",
+                      "train.eval_every=2", "train.log_every=2", f'train.resources_per_worker={{"{TRAIN_TYPE}": 0.001}}',
+                      "train.cpus_per_worker=1", cwd=work, timeout=600, check=False)
+        done.set()
+        watcher.join()
+        deadline = time.time() + 180  # idle_timeout_minutes 0.1, then the autoscaler's own cadence
+        while time.time() < deadline and _train_nodes(head):
+            time.sleep(2)
+        yield {"result": result, "out": out, "seen": seen, "left": _train_nodes(head)}
+    finally:
+        head.stop()
+
+
+def test_train_submitted_with_the_installed_code_scales_the_cluster_and_writes_to_a_bucket(autoscaled_job):
     from mrm_ray import storage
     from mrm_ray.model.reward_model import RewardModel
 
-    bin_dir, work = installed
-    out = f"{s3.bucket()}/runs"
-    done = _run(bin_dir / "mrm-ray", "train", "--address", ray_head.address, "--config", "tiny",
-                f"output_dir={out}", "name=from-wheel", "synthetic.pairs=128", "train.max_steps=4",
-                "train.eval_every=2", "train.log_every=2", cwd=work, timeout=600)
+    done, out = autoscaled_job["result"], autoscaled_job["out"]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "submitted train as raysubmit_" in done.stdout
     assert f"reward checkpoint: {out}/from-wheel/reward_model" in done.stdout, done.stdout[-3000:]
     model = RewardModel.from_pretrained(storage.local_copy(f"{out}/from-wheel/reward_model"))
     assert model.provenance["step"] in (2, 4) and model.provenance["run_config"]["name"] == "from-wheel"
+    assert storage.exists(f"{out}/from-wheel/logs/rank1.log")  # every rank's full log, uploaded
+    # two workers of 1 CPU each, training nodes of 1 CPU: the autoscaler launched two, and removed them
+    assert len(autoscaled_job["seen"]) == 2, autoscaled_job["seen"]
+    assert autoscaled_job["left"] == [], "idle training nodes were not removed"
