@@ -31,9 +31,8 @@ def strip_address(argv: list[str]) -> list[str]:
     return out
 
 
-def submit(address: str, job: str, argv: list[str], *, files: dict[str, str] | None = None,
-           env_vars: dict[str, str] | None = None, follow: bool = True) -> int:
-    """Run `python -m mrm_ray JOB ARGV` on the cluster; 0 when it SUCCEEDED (with `follow`)."""
+def submit(address: str, job: str, argv: list[str], *, files: dict[str, str] | None = None) -> int:
+    """Run `python -m mrm_ray JOB ARGV` on the cluster, following its logs; 0 when it SUCCEEDED."""
     from ray.job_submission import JobSubmissionClient
 
     import mrm_ray
@@ -45,11 +44,8 @@ def submit(address: str, job: str, argv: list[str], *, files: dict[str, str] | N
         entrypoint = shlex.join(["python", "-m", "mrm_ray", job, *argv])
         job_id = client.submit_job(
             entrypoint=entrypoint,
-            runtime_env={"working_dir": work, "py_modules": [str(Path(mrm_ray.__file__).parent)],
-                         "env_vars": dict(env_vars or {})})
+            runtime_env={"working_dir": work, "py_modules": [str(Path(mrm_ray.__file__).parent)]})
     print(f"submitted {job} as {job_id} to {address}  (ray job logs --address {address} {job_id})", flush=True)
-    if not follow:
-        return 0
     try:
         asyncio.run(_stream(client, job_id))
     except KeyboardInterrupt:

@@ -27,12 +27,9 @@ def no_progress_bars() -> None:
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
-    try:
-        from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
+    hf_logging.disable_progress_bar()
 
 
 class _NotTheBarsWeTurnedOff(logging.Filter):
@@ -43,15 +40,17 @@ class _NotTheBarsWeTurnedOff(logging.Filter):
 
 
 def route_logs(log_file: Path) -> None:
-    """Everything the chatty libraries log, into `log_file`; only their warnings to the console."""
+    """Everything the chatty libraries log, into `log_file` (replacing an earlier run's file in a driver
+    that trains several times); only their warnings to the console."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == log_file.resolve()
-           for h in logging.getLogger(CHATTY[0]).handlers):
-        return  # already routed (a driver that trains several times)
     handler = logging.FileHandler(log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.routed_by_mrm_ray = True
     for name in CHATTY:
         logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if getattr(h, "routed_by_mrm_ray", False)]:
+            logger.removeHandler(old)
+            old.close()
         consoles = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)
                     and not isinstance(h, logging.FileHandler)]
         if not consoles:
@@ -59,7 +58,8 @@ def route_logs(log_file: Path) -> None:
             logger.addHandler(consoles[0])
         for console in consoles:
             console.setLevel(logging.WARNING)
-            console.addFilter(_NotTheBarsWeTurnedOff())
+            if not any(isinstance(f, _NotTheBarsWeTurnedOff) for f in console.filters):
+                console.addFilter(_NotTheBarsWeTurnedOff())
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False  # the root's console would print the INFO lines again

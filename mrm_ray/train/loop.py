@@ -175,15 +175,15 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     from mrm_ray.config import RunConfig, validate
     from mrm_ray.data.collate import PairCollate, pair_batches
-    from mrm_ray.storage import RunFolder, join
     from mrm_ray.train import checkpoint as ckpt
+    from mrm_ray.train.launch import run_folder
     from mrm_ray.train.logs import LOG_DIR, no_progress_bars, route_logs
     from mrm_ray.train.progress import Progress
 
     run = validate(RunConfig, cfg["run"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    folder = RunFolder(join(run.output_dir, run.name))
+    folder = run_folder(run)
     log_name = f"{LOG_DIR}/rank{rank}.log"
     no_progress_bars()
     route_logs(folder.local / log_name)
@@ -198,7 +198,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     stop_step = min(total_steps, run.train.stop_at_step or total_steps)
     engine = make_engine(run, total_steps=total_steps, on_gpu=on_gpu)
     state = {"step": 0, "micro_step": 0}
-    progress = Progress(run, rank=rank, total_steps=total_steps, pairs_per_step=run.train.global_batch_size)
+    progress = Progress(run, folder, rank=rank, total_steps=total_steps, pairs_per_step=run.train.global_batch_size)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         state, fingerprint = ckpt.restore(engine, checkpoint, rank=rank)

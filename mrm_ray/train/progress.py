@@ -32,7 +32,8 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 class Progress:
-    def __init__(self, run, *, rank: int, total_steps: int, pairs_per_step: int) -> None:
+    def __init__(self, run, folder, *, rank: int, total_steps: int, pairs_per_step: int) -> None:
+        """`folder`: the run's storage.RunFolder (rank 0 writes there)."""
         self.enabled = rank == 0
         self.total = total_steps
         self.every = run.train.log_every
@@ -43,9 +44,7 @@ class Progress:
         if self.enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            from mrm_ray.storage import RunFolder, join
-
-            self.folder = RunFolder(join(run.output_dir, run.name))
+            self.folder = folder
             local_log = self.folder.local / METRICS_LOG
             if self.folder.remote and not local_log.is_file():  # a resumed run appends to what was uploaded
                 self.folder.pull(METRICS_LOG)
