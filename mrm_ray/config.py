@@ -308,6 +308,7 @@ class SyntheticConfig:
     pairs: Positive = 512
     task: str = "colour"
     seed: int = 0
+    image_size: Positive = 112  # pixels a side (the tiny processor's largest image is 112 x 112)
 
 
 @config_dataclass

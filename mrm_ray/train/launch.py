@@ -50,18 +50,18 @@ def local_root(run: RunConfig) -> Path:
     return storage.RunFolder(run.output_dir).local
 
 
-def write_synthetic_source(out_dir: Path, *, pairs: int, task: str, seed: int) -> Path:
+def write_synthetic_source(out_dir: Path, *, pairs: int, task: str, seed: int, image_size: int = 112) -> Path:
     """Generated image-grounded pairs as a chat-message JSONL with image files beside it."""
     from mrm_ray.atomic import atomic_dir
     from mrm_ray.data.synthetic import image_grounded_pairs
 
-    target = out_dir / f"{task}-{pairs}-{seed}"
+    target = out_dir / f"{task}-{pairs}-{seed}-{image_size}px"
     if (target / "pairs.jsonl").is_file():
         return target / "pairs.jsonl"
     with atomic_dir(target) as tmp:
         (tmp / "image").mkdir()
         lines = []
-        for i, pair in enumerate(image_grounded_pairs(pairs, seed=seed, task=task)):
+        for i, pair in enumerate(image_grounded_pairs(pairs, seed=seed, task=task, size=image_size)):
             (tmp / "image" / f"{i}.png").write_bytes(pair["images"][0])
             lines.append(json.dumps({
                 "id": pair["id"], "chosen": pair["chosen"], "rejected": pair["rejected"],
@@ -80,7 +80,8 @@ def prepare_data(run: RunConfig):
         mixture = load_mixture(run.mixture, paths=run.mixture_paths)
     else:
         s = run.synthetic
-        path = write_synthetic_source(local_root(run) / "synthetic", pairs=s.pairs, task=s.task, seed=s.seed)
+        path = write_synthetic_source(local_root(run) / "synthetic", pairs=s.pairs, task=s.task, seed=s.seed,
+                                      image_size=s.image_size)
         mixture = MixtureConfig(name=f"synthetic-{s.task}", held_out_fraction=run.held_out_fraction, seed=s.seed,
                                 sources=(SourceConfig(name=f"synthetic-{s.task}", reader="chat_messages",
                                                       path=str(path)),))

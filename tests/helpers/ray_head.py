@@ -65,7 +65,7 @@ class RayHead:
                                    env=ray_env(), capture_output=True, text=True, timeout=120)
             if job_status(probe.stdout + probe.stderr) == "SUCCEEDED":
                 return
-            time.sleep(3)
+            time.sleep(1)
         self.stop()
         raise RuntimeError("the Ray head could not run a job within 180 s")
 
@@ -113,12 +113,20 @@ class RayHead:
     def stop(self) -> None:
         if self._cleanup is not None:
             self._cleanup.unlink(missing_ok=True)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        # the raylet outlives SIGTERM for many seconds: a short grace, then SIGKILL, and wait until all are gone
+        for sig, grace in ((signal.SIGTERM, 2), (signal.SIGKILL, 10)):
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:
                 return
-            time.sleep(3)
+            deadline = time.time() + grace
+            while time.time() < deadline:  # until every process of the group has gone
+                self.process.poll()  # reap `ray start` itself, or it lingers as a zombie of the group
+                try:
+                    os.killpg(self.process.pid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.2)
 
 
 def job_status(output: str) -> str:

@@ -19,14 +19,15 @@ from helpers.ray_head import job_status
 pytestmark = pytest.mark.slow
 
 
-def _fresh_accuracy(checkpoint: Path, encoder, n: int = 200) -> float:
-    """Accuracy of an exported checkpoint on newly generated pairs (never seen in training)."""
+def _fresh_accuracy(checkpoint: Path, encoder, image_size: int, n: int = 200) -> float:
+    """Accuracy of an exported checkpoint on newly generated pairs (never seen in training), drawn as the
+    run's were."""
     from mrm_ray.model.reward_model import RewardModel
     from mrm_ray.train.local import pairwise_accuracy
 
     model = RewardModel.from_pretrained(checkpoint).eval()
     pairs = [encoder.encode_pair(r["prompt"], r["images"], r["chosen"], r["rejected"])
-             for r in image_grounded_pairs(n, seed=99)]
+             for r in image_grounded_pairs(n, seed=99, size=image_size)]
     return pairwise_accuracy(model, pairs, pad_token_id=encoder.pad_token_id)
 
 
@@ -51,7 +52,8 @@ def test_the_job_learns_the_image_only_preference_and_exports(job, encoder):
     meta = json.loads((run / "reward_model" / "reward_config.json").read_text())
     assert meta["score_std"] > 0 and meta["provenance"]["run_config"]["train"]["zero_stage"] == 2
     assert meta["provenance"]["step"] == summary["step"]
-    assert _fresh_accuracy(run / "reward_model", encoder) >= 0.9
+    image_size = meta["provenance"]["run_config"]["synthetic"]["image_size"]
+    assert _fresh_accuracy(run / "reward_model", encoder, image_size) >= 0.9
     events = read_metrics(run)
     train = [e for e in events if e["event"] == "train"]
     assert [e["step"] for e in train] == list(range(1, 401))

@@ -105,7 +105,8 @@ def autoscaled_job(installed, own_cluster, s3):
     bin_dir, work = installed
     config = yaml.safe_load((REPO / "cluster" / "local.yaml").read_text())
     head = RayHead(num_cpus=config["available_node_types"]["ray.head.default"]["resources"]["CPU"],
-                   autoscaling_config=config, env={"RAY_FAKE_CLUSTER": "1"})
+                   autoscaling_config=config,
+                   env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"})  # (5 s by default)
     try:
         assert _train_nodes(head) == []  # min_workers 0: nothing until a job asks
         seen: set[str] = set()
@@ -121,8 +122,9 @@ def autoscaled_job(installed, own_cluster, s3):
         out = f"{s3.bucket()}/runs"
         result = _run(bin_dir / "mrm-ray", "train", "--address", head.address, "--config", "tiny",
                       f"output_dir={out}", "name=from-wheel", "synthetic.pairs=128", "train.max_steps=4",
-                      "train.eval_every=2", "train.log_every=2", f'train.resources_per_worker={{"{TRAIN_TYPE}": 0.001}}',
-                      "train.cpus_per_worker=1", cwd=work, timeout=600, check=False)
+                      "train.eval_every=2", "train.log_every=2",
+                      f'train.resources_per_worker={{"{TRAIN_TYPE}": 0.001}}', "train.cpus_per_worker=1",
+                      cwd=work, timeout=600, check=False)
         done.set()
         watcher.join()
         deadline = time.time() + 180  # idle_timeout_minutes 0.1, then the autoscaler's own cadence
