@@ -10,6 +10,7 @@ package's code (mrm_ray/submit.py) while its logs stream back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -82,6 +83,37 @@ def add_grpo(parser: argparse.ArgumentParser) -> None:
     _config_options(parser, "GRPO config", "steps=50 reward.url=http://...", run_grpo)
 
 
+@contextlib.contextmanager
+def _served_reward(cfg):
+    """The GRPO config with `reward.url` set: `reward.members` deployed as an ensemble app for this run
+    (taken down afterwards unless `reward.keep_deployed`), or the config as it is when it names a URL."""
+    import dataclasses
+
+    r = cfg.reward
+    if r.url or not r.members:
+        yield cfg
+        return
+    from mrm_ray.config import ConfigError
+    from mrm_ray.serve.deploy import deploy_members, member_names
+
+    app = f"{cfg.name}-reward"
+    try:
+        url = deploy_members(list(r.members), r.serve_config, name=app)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a member that is not a reward checkpoint
+        raise SystemExit(f"reward member: {exc}. Train one first (README: `mrm-ray train --config tiny`), "
+                         "or set reward.members=[tiny:0] (a random tiny reward model) or reward.url=http://...")
+    print(f"[grpo] reward ensemble {member_names(list(r.members))} serving at {url}", flush=True)
+    try:
+        yield dataclasses.replace(cfg, reward=dataclasses.replace(r, url=url))
+    finally:
+        if not r.keep_deployed:  # what this run started, it takes down
+            from ray import serve
+
+            serve.delete(app)
+
+
 def run_grpo(args: argparse.Namespace) -> int:
     from mrm_ray.config import to_dict
     from mrm_ray.rl.config import load_grpo_config
@@ -93,7 +125,8 @@ def run_grpo(args: argparse.Namespace) -> int:
     from mrm_ray.rl.loop import run_grpo as grpo
 
     connect()
-    summary = grpo(cfg)
+    with _served_reward(cfg) as cfg:
+        summary = grpo(cfg)
     curve = "  ".join(f"{p['step']}: {p[summary.reward_key]:+.4f}" for p in summary.curve)
     print(f"held-out {summary.reward_key} by step: {curve}")
     print(f"rise: {summary.rise:+.4f} ({summary.first:+.4f} -> {summary.last:+.4f}; "

@@ -1,2 +1,2 @@
 """Reinforcement learning against the served ensemble: GRPO on Ray (`loop.py` and its parts),
-the hybrid reward (`rewards.py`) and the veRL reward function (`verl.py`)."""
+and the veRL reward function (`verl.py`); the hybrid and rule rewards are mrm_ray/rewards.py."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import re
 import shutil
 import time
 from pathlib import Path
@@ -64,31 +63,6 @@ def resolve_policy(cfg: GRPOConfig) -> GRPOConfig:
     if cfg.policy != TINY_MODEL:
         return cfg
     return dataclasses.replace(cfg, policy=str(shared_tiny_checkpoint(cfg.output_dir)))
-
-
-def reward_url(cfg: GRPOConfig) -> tuple[str | None, str | None]:
-    """(URL, the Serve app deployed for this run or None): `reward.url`, or `reward.members` deployed now."""
-    r = cfg.reward
-    if r.url or not r.members:
-        return r.url, None
-    from mrm_ray.serve.deploy import deploy, load_serve_config
-
-    from mrm_ray.model.reward_checkpoint import check_reference
-
-    for member in r.members:
-        try:
-            check_reference(member)
-        except ValueError as exc:
-            raise SystemExit(f"reward member: {exc}. Train one first (README: `mrm-ray train --config tiny`), "
-                             "or set reward.members=[tiny:0] (a random tiny reward model) or reward.url=http://...")
-    target = load_serve_config(r.serve_config, name=f"{cfg.name}-reward", route_prefix=f"/{cfg.name}-reward")
-    names = [re.sub(r"[^a-z0-9-]", "-", Path(m).name.lower().replace(":", "-"))[:40] or f"m{i}"
-             for i, m in enumerate(r.members)]
-    names = [f"{n}-{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
-    args = {**target.args, "members": [{"name": n, "path": m} for n, m in zip(names, r.members)]}
-    url = deploy(dataclasses.replace(target, args=args))
-    print(f"[grpo] reward ensemble {names} serving at {url}", flush=True)
-    return url, target.name
 
 
 class Metrics:
@@ -153,8 +127,7 @@ class GRPORun:
         self.run_dir = cfg.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.train, self.held = load_prompts(cfg, self.run_dir)
-        self.url, self.app = reward_url(cfg)
-        self.service = RewardService(cfg.reward, self.url)
+        self.service = RewardService(cfg.reward, cfg.reward.url)
         resume = latest_checkpoint(self.run_dir)
         device = "cuda" if cfg.learner_gpus else "cpu"
         self.learner = ray.remote(Learner).options(num_cpus=cfg.learner_cpus, num_gpus=cfg.learner_gpus).remote(
@@ -216,7 +189,7 @@ class GRPORun:
     def evaluate(self, step: int) -> dict:
         """Mean reward of sampled responses to the held-out prompts (same seed every time)."""
         groups = self._generate(self.held, n=self.cfg.rollout.eval_samples, seed=10**6 + self.cfg.seed)
-        served = self.url is not None
+        served = self.cfg.reward.url is not None
         futures = [self.service.submit(_items(p, g["texts"]), served=served) for p, g in zip(self.held, groups)]
         results = [r for f in futures for r in f.result()]
         key = "served_reward" if served else "rule_reward"
@@ -296,10 +269,6 @@ class GRPORun:
         finally:
             self.metrics.close()
             self.service.close()
-            if self.app and not cfg.reward.keep_deployed:  # what this run started, it takes down
-                from ray import serve
-
-                serve.delete(self.app)
         return self._summary(stopped)
 
     def _summary(self, stopped: str | None) -> GRPOSummary:

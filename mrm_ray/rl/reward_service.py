@@ -17,15 +17,11 @@ import threading
 import time
 from collections.abc import Sequence
 
-from mrm_ray.rl.rewards import answer_matches
+from mrm_ray.rewards import rule_reward
 
 
 class RewardServiceDown(RuntimeError):
     """The reward service stayed unavailable past the configured wait."""
-
-
-def rule_reward(response: str, reference: str | None) -> float:
-    return 1.0 if reference is not None and answer_matches(response, reference) else 0.0
 
 
 class RewardService:
@@ -34,7 +30,8 @@ class RewardService:
     def __init__(self, cfg, url: str | None) -> None:
         self.cfg, self.url = cfg, url
         if cfg.mode != "rule" and not url:
-            raise ValueError("reward.mode model/hybrid needs a reward service: set reward.url or reward.members")
+            raise ValueError("reward.mode model/hybrid needs a reward service: set reward.url (or reward.members, "
+                             "which `mrm-ray grpo` deploys)")
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="reward-service", daemon=True)
         self.thread.start()

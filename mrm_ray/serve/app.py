@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ray import serve
 
 from mrm_ray.ensemble import METHODS, Aggregate, EnsembleConfig, EnsembleMember, aggregate, load_ensemble, routing_mask
-from mrm_ray.rl.rewards import answer_matches, sigmoid
+from mrm_ray.rewards import answer_matches, hybrid_reward, sigmoid
 from mrm_ray.serve import api
 from mrm_ray.serve.member import RewardMember
 
@@ -314,11 +314,10 @@ class Ingress:
         results = []
         for j, item in enumerate(request.items):
             model_reward = float(agg.reward[j])
-            matched = None
-            reward = model_reward
+            matched, reward = None, model_reward
             if request.reward == "hybrid":
-                matched = item.reference is not None and answer_matches(item.response, item.reference)
-                reward = 1.0 if matched else sigmoid(model_reward)
+                matched = answer_matches(item.response, item.reference)
+                reward = hybrid_reward(item.response, item.reference, model_reward)
             results.append(api.ItemScore(
                 reward=reward, model_reward=model_reward, std=float(agg.std[j]), matched_reference=matched,
                 scores={m["name"]: float(scores[k, j]) for k, m in enumerate(self.members)

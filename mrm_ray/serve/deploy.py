@@ -61,6 +61,29 @@ def load_serve_config(path: str | Path, *, ensemble: str | None = None, name: st
                        runtime_env=dict(app.runtime_env) if app.runtime_env else None)
 
 
+def member_names(members: list[str]) -> list[str]:
+    """Serve-safe, distinct names for members given as checkpoint references (paths, URIs, `tiny:SEED`)."""
+    import re
+
+    names = [re.sub(r"[^a-z0-9-]", "-", Path(m).name.lower().replace(":", "-"))[:40] or f"m{i}"
+             for i, m in enumerate(members)]
+    return [f"{n}-{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def deploy_members(members: list[str], serve_config: str | Path, *, name: str) -> str:
+    """These reward checkpoints (each checked first: ValueError names a bad one) as an ensemble app `name`
+    at `/name`, with the rest of a Serve config's settings (method, batching, HTTP); its URL."""
+    import dataclasses
+
+    from mrm_ray.model.reward_checkpoint import check_reference
+
+    for member in members:
+        check_reference(member)
+    target = load_serve_config(serve_config, name=name, route_prefix=f"/{name}")
+    args = {**target.args, "members": [{"name": n, "path": m} for n, m in zip(member_names(members), members)]}
+    return deploy(dataclasses.replace(target, args=args))
+
+
 def deploy(target: ServeTarget) -> str:
     """Start Serve if needed, run the app until healthy, and return its URL."""
     from ray import serve

@@ -19,7 +19,7 @@ def test_rule_rewards_need_no_service():
         assert [r["reward"] for r in service.submit(ITEMS).result()] == [1.0, 0.0]
     finally:
         service.close()
-    with pytest.raises(ValueError, match="reward.url or reward.members"):
+    with pytest.raises(ValueError, match=r"set reward.url \(or reward.members"):
         RewardService(RewardServiceConfig(mode="hybrid"), None)
 
 
