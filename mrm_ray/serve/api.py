@@ -103,6 +103,19 @@ class OpenRLHFRequest(BaseModel):
     labels: list[str | None] | None = None
 
 
+class PoolingRequest(BaseModel):
+    """vLLM's `/classify` and `/pooling` request: chat-templated text `input` (one or a list), or one chat
+    `messages` list whose last message is the assistant response (image_url parts with data: URLs). vLLM's
+    other fields (truncate_prompt_tokens, priority, ...) are accepted and ignored, as vLLM itself does with
+    fields it does not know."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    input: str | list[str] | None = None
+    messages: list[Message] | None = None
+    use_activation: bool | None = Field(None, description="false: the raw ensemble reward; default: its sigmoid")
+
+
 # ----------------------------------------------------------------------------- responses
 class ItemScore(BaseModel):
     reward: float = Field(description="the ensemble's reward (hybrid: 1 on a reference match, else sigmoid)")
@@ -244,16 +257,46 @@ def prepare_pairs(request: CompareRequest, limits: Limits) -> list[dict]:
 
 
 def openrlhf_items(request: OpenRLHFRequest) -> ScoreRequest:
-    """OpenRLHF sends prompt+response texts and the prompts: the response is the query minus its prompt."""
+    """OpenRLHF sends prompt+response texts and the prompts. A chat-templated query (what OpenRLHF sends when
+    its prompts use the chat template) is scored as the conversation it holds; a plain one's response is the
+    query minus its prompt."""
+    from mrm_ray.serve.chat_text import is_chat_text, split_chat_text
+
     if len(request.prompts) != len(request.query):
         raise BadInput("prompts", f"{len(request.prompts)} prompts for {len(request.query)} queries")
     if request.labels is not None and len(request.labels) != len(request.query):
         raise BadInput("labels", f"{len(request.labels)} labels for {len(request.query)} queries")
     items = []
     for i, (query, prompt) in enumerate(zip(request.query, request.prompts)):
+        reference = request.labels[i] if request.labels is not None else None
+        if is_chat_text(query):
+            messages, response = split_chat_text(query, field=f"query[{i}]")
+            items.append(ScoreItem(prompt=messages, response=response, reference=reference or None))
+            continue
         if not query.startswith(prompt):
             raise BadInput(f"query[{i}]", f"does not start with prompts[{i}]; the response is the query "
                                           "minus its prompt prefix")
-        reference = request.labels[i] if request.labels is not None else None
-        items.append(ScoreItem(prompt=prompt, response=query[len(prompt):], reference=reference))
+        items.append(ScoreItem(prompt=prompt, response=query[len(prompt):], reference=reference or None))
     return ScoreRequest(items=items)
+
+
+def pooling_items(request: PoolingRequest) -> ScoreRequest:
+    """The items of a vLLM-style request: each `input` text split into its conversation, or `messages`."""
+    from mrm_ray.serve.chat_text import split_chat_text
+
+    if (request.input is None) == (request.messages is None):
+        raise BadInput("input", "send either `input` (chat-templated text) or `messages`, not both or neither")
+    if request.messages is not None:
+        if len(request.messages) < 2 or request.messages[-1].role != "assistant":
+            raise BadInput("messages", "the last message must be the assistant response, after the prompt's")
+        last = request.messages[-1].content
+        if not isinstance(last, str) and any(p.type != "text" for p in last):
+            raise BadInput("messages[-1].content", "the response is text only")
+        response = last if isinstance(last, str) else "".join(p.text or "" for p in last)
+        return ScoreRequest(items=[ScoreItem(prompt=request.messages[:-1], response=response)])
+    texts = [request.input] if isinstance(request.input, str) else request.input
+    if not texts:
+        raise BadInput("input", "no inputs")
+    field = "input" if isinstance(request.input, str) else "input[{}]"
+    return ScoreRequest(items=[ScoreItem(prompt=prompt, response=response) for prompt, response in
+                               (split_chat_text(t, field=field.format(i)) for i, t in enumerate(texts))])

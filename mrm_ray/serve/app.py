@@ -367,6 +367,38 @@ class Ingress:
                    for m in self.members}}
         return api.OpenRLHFResponse(rewards=rewards, scores=rewards, extra_logs=logs)
 
+    # vLLM's pooling routes (with the /v1 spellings): a client written for a vLLM reward server, veRL's
+    # discriminative-RM client among them, works unchanged; one label, the ensemble's reward
+    @http.post("/classify")
+    @http.post("/v1/classify")
+    async def classify(self, request: api.PoolingRequest, authorization: str | None = Header(None)):
+        if denied := self._authorize(authorization):
+            return denied
+        return await self._guard(self._pooled(request, "classify"))
+
+    @http.post("/pooling")
+    @http.post("/v1/pooling")
+    async def pooling(self, request: api.PoolingRequest, authorization: str | None = Header(None)):
+        if denied := self._authorize(authorization):
+            return denied
+        return await self._guard(self._pooled(request, "pooling"))
+
+    async def _pooled(self, request: api.PoolingRequest, route: str) -> dict:
+        import time
+        import uuid
+
+        scored = await self._score(api.pooling_items(request))
+        values = [r.model_reward if request.use_activation is False else sigmoid(r.model_reward)
+                  for r in scored.results]
+        if route == "classify":
+            data = [{"index": i, "label": "reward", "probs": [v], "num_classes": 1} for i, v in enumerate(values)]
+        else:
+            data = [{"index": i, "object": "pooling", "data": [v]} for i, v in enumerate(values)]
+        return {"id": f"{'classify' if route == 'classify' else 'pool'}-{uuid.uuid4().hex}", "object": "list",
+                "created": int(time.time()), "model": request.model or "reward-ensemble", "data": data,
+                "usage": {"prompt_tokens": 0, "total_tokens": 0, "completion_tokens": 0,
+                          "prompt_tokens_details": None}}
+
     async def _compare(self, request: api.CompareRequest) -> api.CompareResponse:
         pairs = await asyncio.to_thread(api.prepare_pairs, request, self.limits)
         values, stats, versions = await self._fan_out("compare", pairs, "pairs")

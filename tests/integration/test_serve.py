@@ -277,16 +277,15 @@ def test_live_checkpoint_swap_fails_no_request(served, offline):
     assert response["results"][0]["scores"]["tiny-a"] == pytest.approx(offline[2].score_items(DECODED[:1])[0], abs=1e-4)
 
 
-def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, offline, tmp_path, s3):
-    """`ray job submit ... jobs/serve.py --ensemble s3://...` adds an app whose members the replicas load from
-    the bucket (paths relative to the ensemble file); text-only items also reach the text member."""
-    import asyncio
-
+@pytest.fixture(scope="module")
+def ensemble_app(served, s3, tmp_path_factory):
+    """`ray job submit ... jobs/serve.py --ensemble s3://...`: a second app beside the main one, without auth
+    (OpenRLHF's client sends no token), members loaded from the bucket (paths relative to the ensemble file)."""
     from mrm_ray import storage
     from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
     from mrm_ray.model.reward_checkpoint import REWARD_CONFIG
-    from mrm_ray.serve.client import AsyncRewardClient, RewardClient
 
+    tmp_path = tmp_path_factory.mktemp("ensemble-app")
     bucket = s3.bucket()
     for name, checkpoint in (("vl", served.checkpoints[0]), ("text", served.checkpoints[1])):
         storage.upload(checkpoint, f"{bucket}/members/{name}", last=REWARD_CONFIG)
@@ -300,10 +299,19 @@ def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, of
     config.write_text(yaml.safe_dump(plain))
     result = served.head.submit("jobs/serve.py", "--config", str(config), "--ensemble", str(ensemble),
                                 "--name", "ens", "--route-prefix", "/ens", timeout=300)
-    log = result.stdout + result.stderr
+    return {"url": served.url + "/ens", "log": result.stdout + result.stderr}
+
+
+def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, ensemble_app, offline):
+    """The app above: text-only items also reach the text member, image items the vision member alone."""
+    import asyncio
+
+    from mrm_ray.serve.client import AsyncRewardClient, RewardClient
+
+    log = ensemble_app["log"]
     assert job_status(log) == "SUCCEEDED" and f"serving at {served.url}/ens" in log, log[-3000:]
 
-    client = RewardClient(served.url + "/ens")
+    client = RewardClient(ensemble_app["url"])
     text, image = client.score([ITEMS[0], {**ITEMS[1], "images": [RED]}])  # raw bytes are inlined by the client
     assert set(text["scores"]) == {"vl", "text"} and set(image["scores"]) == {"vl"}
     vl, txt = offline[0].score_items(DECODED[:2]), offline[1].score_items(DECODED[:1])
@@ -312,7 +320,7 @@ def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, of
     assert [m["modalities"] for m in client.models()["members"]] == [["image", "text"], ["text"]]
 
     async def many():
-        async with AsyncRewardClient(served.url + "/ens") as aclient:
+        async with AsyncRewardClient(ensemble_app["url"]) as aclient:
             return await asyncio.gather(*(aclient.score([ITEMS[0]]) for _ in range(8)))
 
     assert all(r[0]["reward"] == pytest.approx(text["reward"], abs=1e-4) for r in asyncio.run(many()))
@@ -327,3 +335,80 @@ def test_bearer_token_from_the_environment(served):
     assert served.post("/v1/score", {"items": ITEMS[:1]}).status_code == 200
     assert requests.get(served.url + "/v1/models", timeout=30).status_code == 401
     assert requests.get(served.url + "/healthz", timeout=30).status_code == 200  # probes need no token
+
+
+def _templated(processor, messages: list[dict], response: str) -> tuple[str, str]:
+    """(prompt, query) as OpenRLHF builds them: the chat-templated prompt, and the decode of prompt + response
+    tokens (the response ending with its end of turn) with the special tokens kept."""
+    tokenizer = processor.tokenizer
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(prompt + response + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    return prompt, tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def test_openrlhf_own_client_gets_the_reward_of_the_conversation_its_query_holds(ensemble_app, processor):
+    """OpenRLHF's own request code (its SingleTurnAgentExecutor's HTTP path, openrlhf 0.11.2) against the live
+    endpoint: the templated query is scored as the same conversation sent as messages, not wrapped in a second
+    chat template; a query with image placeholders and no pixels gets a 422 saying how to send images."""
+    import asyncio
+
+    agent = pytest.importorskip("openrlhf.utils.agent", reason="peers' client code: pip install --no-deps "
+                                                                "openrlhf==0.11.2 (as .ci/run does)")
+    url = ensemble_app["url"]
+    messages = [{"role": "user", "content": "Is the sky blue on a clear day?"}]
+    prompt, query = _templated(processor, messages, "Yes, it is.")
+    executor = agent.SingleTurnAgentExecutor(f"{url}/get_reward")
+    (reply,) = asyncio.run(executor._fetch_rewards_via_http([query], [prompt], [""]))
+    direct = requests.post(f"{url}/v1/score", json={"items": [{"prompt": messages, "response": "Yes, it is."}]},
+                           timeout=60).json()["results"][0]
+    assert reply["rewards"] == pytest.approx([direct["reward"]], abs=1e-4) and reply["scores"] == reply["rewards"]
+    wrapped = requests.post(f"{url}/v1/score", json={"items": [{"prompt": prompt, "response": "Yes, it is."}]},
+                            timeout=60).json()["results"][0]
+    assert abs(wrapped["reward"] - direct["reward"]) > 1e-3  # what scoring the text as a plain prompt gives
+
+    image_prompt, image_query = _templated(processor, [{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": "What colour is the square?"}]}], "red")
+    assert "<|vision_start|>" in image_query
+    refused = requests.post(f"{url}/get_reward", json={"query": [image_query], "prompts": [image_prompt],
+                                                       "labels": [""]}, timeout=60)
+    assert refused.status_code == 422 and refused.json()["field"] == "query[0]"
+    assert "image placeholder" in refused.text and "/v1/score" in refused.text
+
+
+def test_vllm_style_classify_and_pooling_as_verl_builds_them(ensemble_app, processor):
+    """`/classify` and `/pooling` (and their /v1 spellings) take vLLM's request shapes and answer in its
+    response shapes: veRL's discriminative-RM request (`input` = chat-templated text, `use_activation: false`,
+    read as data[-1].probs[-1]) gets the ensemble's raw reward; chat `messages` with an image_url part score
+    the same item as /v1/score; the default activation is the sigmoid, as vLLM's for one label."""
+    url = ensemble_app["url"]
+    messages = [{"role": "user", "content": "Is the sky blue on a clear day?"}]
+    _, query = _templated(processor, messages, "Yes, it is.")
+    direct = requests.post(f"{url}/v1/score", json={"items": [{"prompt": messages, "response": "Yes, it is."}]},
+                           timeout=60).json()["results"][0]["reward"]
+    verl = requests.post(f"{url}/classify", json={"model": "/models/rm", "input": query, "use_activation": False},
+                         timeout=60)
+    assert verl.status_code == 200, verl.text
+    body = verl.json()
+    assert body["object"] == "list" and body["id"].startswith("classify-") and body["model"] == "/models/rm"
+    assert body["data"][-1]["probs"][-1] == pytest.approx(direct, abs=1e-4) and body["data"][0]["num_classes"] == 1
+    assert set(body["usage"]) >= {"prompt_tokens", "total_tokens"}
+    several = requests.post(f"{url}/v1/classify", json={"input": [query, query]}, timeout=60).json()
+    assert [d["index"] for d in several["data"]] == [0, 1]
+    assert several["data"][1]["probs"] == pytest.approx([1 / (1 + math.exp(-direct))], abs=1e-4)
+
+    image_messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(RED)}},
+                                                   {"type": "text", "text": "What colour is the square?"}]}]
+    scored = requests.post(f"{url}/v1/score", json={"items": [{"prompt": image_messages, "response": "red"}]},
+                           timeout=60).json()["results"][0]
+    assert set(scored["scores"]) == {"vl"}  # an image item: the vision member alone
+    for route in ("/pooling", "/v1/pooling"):
+        pooled = requests.post(f"{url}{route}", json={
+            "messages": [*image_messages, {"role": "assistant", "content": "red"}], "use_activation": False,
+            "encoding_format": "float"}, timeout=60)
+        assert pooled.status_code == 200, pooled.text
+        (item,) = pooled.json()["data"]
+        assert item["object"] == "pooling" and item["data"] == pytest.approx([scored["model_reward"]], abs=1e-4)
+    for bad, field in (({"input": query, "messages": messages}, "input"), ({"messages": messages}, "messages"),
+                       ({"input": "plain text, no chat turns"}, "input")):
+        refused = requests.post(f"{url}/classify", json=bad, timeout=60)
+        assert refused.status_code == 422 and refused.json()["field"] == field, refused.text

@@ -86,3 +86,52 @@ def test_image_count_is_checked_before_any_image_is_decoded():
     with pytest.raises(BadInput, match="3 images, over the limit of 2") as err:
         _items({"prompt": [{"role": "user", "content": parts}], "response": "r"})
     assert err.value.status == 413 and err.value.field == "items[0].images"
+
+
+def test_chat_text_splits_into_the_conversation_the_template_made(processor):
+    from mrm_ray.serve.chat_text import split_chat_text
+
+    messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi?\nSay hi."},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Again?"}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    for end in ("", "<|im_end|>", "<|im_end|>\n", "<|im_end|><|endoftext|>"):
+        prompt, response = split_chat_text(text + "Yes.\nTwice." + end, field="q")
+        assert [m.model_dump() for m in prompt] == messages and response == "Yes.\nTwice."
+        # re-templated, the prompt is the text it came from: scoring it cannot wrap it twice
+        assert processor.apply_chat_template([m.model_dump() for m in prompt], add_generation_prompt=True,
+                                             tokenize=False) == text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What?<|im_end|>\n<|im_start|>assistant\nred",
+     "1 image placeholder"),
+    ("Q: hi <|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo", "outside a chat turn"),
+    ("<|im_start|>user\nhi<|im_end|>\n", "must end with the assistant turn"),
+    ("<|im_start|>assistant\nyo", "no prompt"),
+])
+def test_chat_text_that_cannot_be_scored_is_refused_naming_the_field(text, message):
+    from mrm_ray.serve.api import BadInput
+    from mrm_ray.serve.chat_text import split_chat_text
+
+    with pytest.raises(BadInput, match=message) as refused:
+        split_chat_text(text, field="query[3]")
+    assert refused.value.field == "query[3]" and refused.value.status == 422
+
+
+def test_openrlhf_and_vllm_requests_become_items():
+    from mrm_ray.serve.api import BadInput, OpenRLHFRequest, PoolingRequest, openrlhf_items, pooling_items
+
+    chat = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n\\boxed{4}<|im_end|>"
+    items = openrlhf_items(OpenRLHFRequest(query=[chat, "Q: x A: y"], prompts=["ignored", "Q: x A:"],
+                                           labels=["4", ""])).items
+    assert items[0].prompt[0].content == "What is 2+2?" and items[0].response == "\\boxed{4}"
+    assert items[0].reference == "4" and items[1].response == " y" and items[1].reference is None  # "" = none
+    request = PoolingRequest(input=[chat, chat], use_activation=False, truncate_prompt_tokens=8, priority=1)
+    assert [i.response for i in pooling_items(request).items] == ["\\boxed{4}"] * 2
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+                                             {"type": "text", "text": "Colour?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "red"}]}]
+    (item,) = pooling_items(PoolingRequest(messages=messages)).items
+    assert item.response == "red" and item.prompt[0].content[0].type == "image_url"
+    with pytest.raises(BadInput, match="either"):
+        pooling_items(PoolingRequest())
