@@ -1,16 +1,21 @@
-"""A veRL custom reward function backed by the served reward ensemble.
+"""veRL reward functions backed by the served reward ensemble.
 
-veRL's batch reward manager calls `compute_score(data_sources=, solution_strs=,
-ground_truths=, extra_infos=, **reward_kwargs)` once per rollout batch; this sends the
-whole batch to `/v1/score` in chunks (one request per chunk, retried on 503s) and returns
-one dict per response: `score` (the reward veRL optimises) plus the ensemble's model reward,
-disagreement and per-member scores, which veRL logs. veRL does not pass the prompt, so it
-is read from `extra_info` (`prompt` or `question`; `images` as base64 strings when the
-prompt has them). Config:
+veRL (0.9) scores rollouts in its reward loop, which calls a custom reward function once per
+sample: `compute_score(data_source=, solution_str=, ground_truth=, extra_info=, **reward_kwargs)`,
+awaited when it is a coroutine function. `compute_score` here is that function (it also takes
+the legacy batch reward manager's `data_sources=, solution_strs=, ground_truths=, extra_infos=`
+call); `compute_score_async` is the same as a coroutine, so that many samples' calls are in
+flight at once. Each returns `score` (the reward veRL optimises) plus the ensemble's model reward,
+disagreement and per-member scores, which veRL logs.
 
-    reward_model.reward_manager=batch
-    custom_reward_function.path=<site-packages>/mrm_ray/rl/verl.py custom_reward_function.name=compute_score
-    +custom_reward_function.reward_kwargs.url=http://HOST:8000 +custom_reward_function.reward_kwargs.reward=hybrid
+veRL passes no prompt argument. It is read from `extra_info`: `raw_prompt` (the chat messages
+veRL's agent loop puts there, images as PIL images or file paths in `{"type": "image"}` parts),
+else `prompt` / `question` / `query` with `images` (base64 strings). Config (veRL 0.9):
+
+    reward.custom_reward_function.path=<site-packages>/mrm_ray/rl/verl.py
+    reward.custom_reward_function.name=compute_score_async     # or compute_score
+    +reward.custom_reward_function.reward_kwargs.url=http://HOST:8000
+    +reward.custom_reward_function.reward_kwargs.reward=hybrid  # or model
 """
 
 from __future__ import annotations
@@ -23,37 +28,102 @@ from typing import Any
 PROMPT_KEYS = ("prompt", "question", "query")
 
 
-def _prompt(info: Mapping[str, Any] | None, i: int) -> Any:
-    for key in PROMPT_KEYS:
-        if info and info.get(key) is not None:
-            return info[key]
-    raise ValueError(f"extra_infos[{i}] has no prompt: put the question under one of {PROMPT_KEYS} in extra_info")
+def _image(value: Any) -> Any:
+    """A veRL image (PIL, a local file path, bytes, base64) as the client sends it (read here, client-side)."""
+    if isinstance(value, dict):  # {"image": ...} / {"bytes": ...} as veRL's datasets hold them
+        value = value.get("image", value.get("bytes"))
+    if isinstance(value, str) and os.path.isfile(value):
+        with open(value, "rb") as f:
+            return f.read()
+    return value
 
 
-def compute_score(data_sources: Sequence[str], solution_strs: Sequence[str], ground_truths: Sequence[Any],
-                  extra_infos: Sequence[Mapping[str, Any] | None], *, url: str | None = None,
-                  token: str | None = None, reward: str = "hybrid", timeout: float = 120.0,
-                  chunk_items: int = 64, **_: Any) -> list[dict[str, float]]:
-    """One `{score, model_reward, ensemble_std, score/<member>...}` per response, in order.
+def _raw_prompt(messages: Sequence[Mapping]) -> tuple[list[dict], list[Any]]:
+    """veRL's chat messages -> (our messages with image placeholders, the images in order)."""
+    out, images = [], []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str) or content is None:
+            out.append({"role": message["role"], "content": content or ""})
+            continue
+        parts = []
+        for part in content:
+            if part.get("type") == "image" or "image" in part:
+                images.append(_image(part.get("image", part)))
+                parts.append({"type": "image"})
+            elif part.get("type") == "text":
+                parts.append({"type": "text", "text": part.get("text", "")})
+            else:
+                raise ValueError(f"unsupported content part in extra_info['raw_prompt']: {part.get('type')!r}")
+        out.append({"role": message["role"], "content": parts})
+    return out, images
 
-    reward="hybrid" uses each ground truth as the reference answer (1 on a match, else the
-    sigmoid of the ensemble reward); "model" returns the ensemble reward itself.
-    """
-    from mrm_ray.serve.client import RewardClient
 
+def _item(solution: Any, truth: Any, info: Mapping[str, Any] | None, reward: str, where: str) -> dict:
+    info = info or {}
+    raw = info.get("raw_prompt")
+    if raw is not None and len(raw):
+        prompt, images = _raw_prompt(list(raw))
+    else:
+        key = next((k for k in PROMPT_KEYS if info.get(k) is not None), None)
+        if key is None:
+            raise ValueError(f"{where} has no prompt: veRL's agent loop puts the chat under extra_info['raw_prompt'];"
+                             f" otherwise put the question under one of {PROMPT_KEYS} in extra_info")
+        prompt, images = info[key], list(info.get("images") or [])
+    item = {"prompt": prompt, "response": str(solution), "images": images}
+    if reward == "hybrid" and truth is not None:
+        item["reference"] = str(truth)
+    return item
+
+
+def _results(results: list[dict]) -> list[dict[str, float]]:
+    # veRL stacks extra keys across the batch: every dict carries the same keys (NaN where not routed)
+    members = sorted({name for r in results for name in r["scores"]})
+    return [{"score": r["reward"], "model_reward": r["model_reward"], "ensemble_std": r["std"],
+             **{f"score/{m}": r["scores"].get(m, math.nan) for m in members}} for r in results]
+
+
+def _endpoint(url: str | None, token: str | None) -> tuple[str, str | None]:
     url = url or os.environ.get("MRM_REWARD_URL")
     if not url:
         raise ValueError("no reward server: pass reward_kwargs.url or set MRM_REWARD_URL")
-    items = []
-    for i, (solution, truth, info) in enumerate(zip(solution_strs, ground_truths, extra_infos)):
-        item = {"prompt": _prompt(info, i), "response": str(solution), "images": list((info or {}).get("images") or [])}
-        if reward == "hybrid" and truth is not None:
-            item["reference"] = str(truth)
-        items.append(item)
-    client = RewardClient(url, token=token or os.environ.get("MRM_SERVE_TOKEN"), timeout=timeout,
-                          chunk_items=chunk_items)
-    results = client.score(items, reward=reward)
-    members = sorted({name for r in results for name in r["scores"]})
-    # veRL stacks extra keys across the batch: every dict carries the same keys (NaN where not routed)
-    return [{"score": r["reward"], "model_reward": r["model_reward"], "ensemble_std": r["std"],
-             **{f"score/{m}": r["scores"].get(m, math.nan) for m in members}} for r in results]
+    return url, token or os.environ.get("MRM_SERVE_TOKEN")
+
+
+def compute_score(data_source: Any = None, solution_str: Any = None, ground_truth: Any = None,
+                  extra_info: Mapping[str, Any] | None = None, *, data_sources: Sequence[str] | None = None,
+                  solution_strs: Sequence[str] | None = None, ground_truths: Sequence[Any] | None = None,
+                  extra_infos: Sequence[Mapping[str, Any] | None] | None = None, url: str | None = None,
+                  token: str | None = None, reward: str = "hybrid", timeout: float = 120.0, chunk_items: int = 64,
+                  **_: Any) -> dict[str, float] | list[dict[str, float]]:
+    """One sample's `{score, model_reward, ensemble_std, score/<member>...}`, or (called with the batch
+    manager's plural arguments) one such dict per response, in order, the batch sent in chunks.
+
+    reward="hybrid" uses the ground truth as the reference answer (1 on a match, else the sigmoid of the
+    ensemble reward); "model" returns the ensemble reward itself.
+    """
+    from mrm_ray.serve.client import RewardClient
+
+    url, token = _endpoint(url, token)
+    batch = solution_strs is not None
+    if batch:
+        items = [_item(s, t, info, reward, f"extra_infos[{i}]")
+                 for i, (s, t, info) in enumerate(zip(solution_strs, ground_truths, extra_infos))]
+    else:
+        items = [_item(solution_str, ground_truth, extra_info, reward, "extra_info")]
+    client = RewardClient(url, token=token, timeout=timeout, chunk_items=chunk_items)
+    results = _results(client.score(items, reward=reward))
+    return results if batch else results[0]
+
+
+async def compute_score_async(data_source: Any, solution_str: Any, ground_truth: Any,
+                              extra_info: Mapping[str, Any] | None = None, *, url: str | None = None,
+                              token: str | None = None, reward: str = "hybrid", timeout: float = 120.0,
+                              **_: Any) -> dict[str, float]:
+    """`compute_score` for one sample as a coroutine: veRL's reward loop awaits it, many at once."""
+    from mrm_ray.serve.client import AsyncRewardClient
+
+    url, token = _endpoint(url, token)
+    item = _item(solution_str, ground_truth, extra_info, reward, "extra_info")
+    async with AsyncRewardClient(url, token=token, timeout=timeout) as client:
+        return _results(await client.score([item], reward=reward))[0]

@@ -165,8 +165,66 @@ BAD = [  # (body or raw bytes, status, field)
 ]
 
 
-def test_verl_batch_reward_function(served, offline):
-    """Called the way veRL's batch reward manager calls a custom reward function."""
+def _verl_sample(tokenizer, response: str, truth: str, extra_info: dict):
+    """One rollout as veRL's reward loop holds it (a DataProto of one: response ids, mask, non-tensor fields)."""
+    import numpy as np
+    import torch
+    from verl import DataProto
+
+    ids = torch.tensor([tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.pad_token_id] * 3])
+    mask = torch.ones_like(ids)
+    mask[0, -3:] = 0
+    return DataProto.from_dict(tensors={"responses": ids, "attention_mask": mask}, non_tensors={
+        "data_source": np.array(["vqa"], dtype=object), "reward_model": np.array([{"ground_truth": truth}]),
+        "extra_info": np.array([extra_info], dtype=object)})
+
+
+@pytest.mark.parametrize("name", ["compute_score", "compute_score_async"])
+def test_verl_reward_loop_scores_through_the_endpoint(served, offline, processor, name):
+    """veRL's own code (0.9.1: the reward function loader and the reward loop's naive manager) calls our
+    reward function, sync or awaited, once per sample: the image comes from the chat veRL's agent loop puts in
+    extra_info["raw_prompt"] (a PIL image), the hybrid score from the ground truth."""
+    import asyncio
+    import io
+
+    import numpy as np
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    naive = pytest.importorskip("verl.experimental.reward_loop.reward_manager.naive",
+                                reason="peers' reward code: pip install --no-deps verl==0.9.1 (as .ci/run does)")
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    import mrm_ray.rl.verl as ours
+
+    config = OmegaConf.create({"reward": {"custom_reward_function": {
+        "path": ours.__file__, "name": name, "reward_kwargs": {"url": served.url, "token": TOKEN,
+                                                               "reward": "hybrid"}}}})
+    manager = naive.NaiveRewardManager(config, processor.tokenizer, get_custom_reward_fn(config))
+    assert manager.is_async_reward_score is (name == "compute_score_async")
+    image = Image.open(io.BytesIO(RED))
+    raw_prompt = [{"role": "user", "content": [{"type": "image", "image": image},
+                                               {"type": "text", "text": "What colour is the square?"}]}]
+
+    async def both():
+        return await asyncio.gather(
+            manager.run_single(_verl_sample(processor.tokenizer, "blue", "red", {"raw_prompt": raw_prompt})),
+            manager.run_single(_verl_sample(processor.tokenizer, "so \\boxed{4}", "4",
+                                            {"question": "What is 2+2?"})))
+
+    image_out, math_out = manager.loop.run_until_complete(both())  # the loop veRL's worker runs it on
+    expected = np.mean([s.score_items([{"prompt": [{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": "What colour is the square?"}]}], "images": [RED],
+        "response": "blue"}])[0] for s in offline[:2]])
+    info = image_out["reward_extra_info"]
+    assert info["model_reward"] == pytest.approx(expected, abs=1e-4)
+    assert image_out["reward_score"] == pytest.approx(1 / (1 + math.exp(-expected)), abs=1e-4)  # "blue" != "red"
+    assert math_out["reward_score"] == 1.0  # \boxed{4} matches the ground truth
+    assert set(info) == {"score", "model_reward", "ensemble_std", "score/tiny-a", "score/tiny-b"}
+
+
+def test_verl_legacy_batch_call(served, offline):
+    """The legacy batch reward manager's call (plural arguments): one dict per response, in order."""
     import numpy as np
 
     from mrm_ray.rl.verl import compute_score
@@ -183,7 +241,8 @@ def test_verl_batch_reward_function(served, offline):
     assert out[1]["score"] == pytest.approx(1 / (1 + math.exp(-expected[1])), abs=1e-4)
     assert all(set(o) == {"score", "model_reward", "ensemble_std", "score/tiny-a", "score/tiny-b"} for o in out)
     with pytest.raises(ValueError, match="no prompt"):
-        compute_score(["x"], ["y"], ["z"], [{}], url=served.url, token=TOKEN)
+        compute_score(data_sources=["x"], solution_strs=["y"], ground_truths=["z"], extra_infos=[{}], url=served.url,
+                      token=TOKEN)
 
 
 def test_every_bad_input_gets_its_4xx_and_the_server_keeps_serving(served):
