@@ -14,6 +14,8 @@ import hmac
 import json
 import logging
 import os
+import time
+import uuid
 from typing import Any, Literal
 
 import numpy as np
@@ -384,9 +386,6 @@ class Ingress:
         return await self._guard(self._pooled(request, "pooling"))
 
     async def _pooled(self, request: api.PoolingRequest, route: str) -> dict:
-        import time
-        import uuid
-
         scored = await self._score(api.pooling_items(request))
         values = [r.model_reward if request.use_activation is False else sigmoid(r.model_reward)
                   for r in scored.results]
