@@ -91,7 +91,7 @@ def normalize_answer(text: str) -> str:
 def _number(text: str) -> tuple[float, str] | None:
     """(value, unit) of a numeric answer, or None: '1,234.5 km' -> (1234.5, 'km'), '50%' -> (50.0, '%')."""
     text = re.sub(r"^[a-zA-Z]\s*=\s*", "", _plain(text).rstrip(".").strip())  # "x = 5"
-    text = text.lstrip("$€£¥").strip() if text[:1] in "$€£¥" else text
+    text = text.lstrip("$€£¥").strip()
     fraction = _FRACTION.match(text)
     if fraction:
         top, bottom = (fraction.group(1), fraction.group(2)) if fraction.group(1) else fraction.group(3, 4)

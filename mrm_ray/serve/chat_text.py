@@ -38,7 +38,7 @@ def split_chat_text(text: str, *, field: str) -> tuple[list[Message], str]:
         raise BadInput(field, f"holds {images} image placeholder(s) but no images ({SEND_IMAGES})")
     body = text.strip()
     for token in _TRAILING:  # the response's own end of turn (and end of text), as decoded
-        body = body.removesuffix(token).rstrip() if body.endswith(token) else body
+        body = body.removesuffix(token).rstrip()
     turns, at = [], 0
     for match in _TURN.finditer(body):
         if body[at:match.start()].strip():

@@ -50,7 +50,7 @@ def local_root(run: RunConfig) -> Path:
     return storage.RunFolder(run.output_dir).local
 
 
-def write_synthetic_source(out_dir: Path, *, pairs: int, task: str, seed: int, image_size: int = 112) -> Path:
+def write_synthetic_source(out_dir: Path, *, pairs: int, task: str, seed: int, image_size: int) -> Path:
     """Generated image-grounded pairs as a chat-message JSONL with image files beside it."""
     from mrm_ray.atomic import atomic_dir
     from mrm_ray.data.synthetic import image_grounded_pairs
