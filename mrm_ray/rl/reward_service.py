@@ -2,10 +2,11 @@
 
 Calls run on a background asyncio loop (`AsyncRewardClient`): each group of rollouts is
 scored as soon as it is generated, in chunks, many in flight at once, each with its own
-timeout. While the service is unavailable (refused connections, 502/503/504, timeouts) a
-chunk is retried with backoff for up to `max_wait_s`; after that the step fails with
-`RewardServiceDown` and nothing of it reaches the learner. Rule-only rewards need no
-service at all.
+timeout, sent as its deadline so that the server drops what this side stopped waiting for.
+While the service is unavailable or sheds load (refused connections, 429/502/503/504, timeouts)
+a chunk is retried with backoff, or after the `Retry-After` the server asks for, for up to
+`max_wait_s`; after that the step fails with `RewardServiceDown` and nothing of it reaches the
+learner. Rule-only rewards need no service at all.
 """
 
 from __future__ import annotations
@@ -76,9 +77,9 @@ class RewardService:
         async with self.limit:
             start = time.perf_counter()
             try:
-                results = await self.client.score(payload, reward=mode)
+                results = await self.client.score(payload, reward=mode, timeout_s=self.cfg.timeout_s)
             except RewardError as exc:
-                if exc.status in (502, 503, 504):
+                if exc.status in (429, 502, 503, 504):
                     raise RewardServiceDown(f"reward service at {self.url} still unavailable after "
                                             f"{self.cfg.max_wait_s:.0f}s: {exc}") from None
                 raise  # a 4xx is a bad request from us: say so, do not retry

@@ -100,7 +100,8 @@ def compute_score(data_source: Any = None, solution_str: Any = None, ground_trut
     manager's plural arguments) one such dict per response, in order, the batch sent in chunks.
 
     reward="hybrid" uses the ground truth as the reference answer (1 on a match, else the sigmoid of the
-    ensemble reward); "model" returns the ensemble reward itself.
+    ensemble reward); "model" returns the ensemble reward itself. A shed request is sent again after the
+    server's Retry-After for up to `timeout` seconds.
     """
     from mrm_ray.serve.client import RewardClient
 
@@ -111,7 +112,7 @@ def compute_score(data_source: Any = None, solution_str: Any = None, ground_trut
                  for i, (s, t, info) in enumerate(zip(solution_strs, ground_truths, extra_infos))]
     else:
         items = [_item(solution_str, ground_truth, extra_info, reward, "extra_info")]
-    client = RewardClient(url, token=token, timeout=timeout, chunk_items=chunk_items)
+    client = RewardClient(url, token=token, timeout=timeout, max_wait_s=timeout, chunk_items=chunk_items)
     results = _results(client.score(items, reward=reward))
     return results if batch else results[0]
 
@@ -125,5 +126,5 @@ async def compute_score_async(data_source: Any, solution_str: Any, ground_truth:
 
     url, token = _endpoint(url, token)
     item = _item(solution_str, ground_truth, extra_info, reward, "extra_info")
-    async with AsyncRewardClient(url, token=token, timeout=timeout) as client:
+    async with AsyncRewardClient(url, token=token, timeout=timeout, max_wait_s=timeout) as client:
         return _results(await client.score([item], reward=reward))[0]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
+import time
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,6 +52,38 @@ def set_max_request_bytes(limit: int) -> None:
 
 def max_request_bytes() -> int | None:
     return _max_request_bytes
+
+
+# A request's deadline: `X-Request-Timeout: <seconds>` (what the client will wait). A call whose deadline
+# has passed when a member's batch would run it is dropped, not computed, and the request answers 504; a
+# batch already running finishes. Set per request by the ingress's middleware.
+TIMEOUT_HEADER = "X-Request-Timeout"
+_deadline: ContextVar[float | None] = ContextVar("mrm_request_deadline", default=None)
+
+
+def parse_timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise BadInput(f"headers.{TIMEOUT_HEADER}", f"{value!r} is not a positive number of seconds")
+    return seconds
+
+
+def set_deadline(seconds: float | None):
+    """Start this request's clock (a token for `reset_deadline`)."""
+    return _deadline.set(None if seconds is None else time.monotonic() + seconds)
+
+
+def reset_deadline(token) -> None:
+    _deadline.reset(token)
+
+
+def time_left() -> float | None:
+    """Seconds until this request's deadline (<= 0: passed), or None without one."""
+    deadline = _deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
 
 
 # ------------------------------------------------------------------------------ requests

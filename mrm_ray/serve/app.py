@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -24,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
 from mrm_ray.ensemble import METHODS, Aggregate, EnsembleConfig, EnsembleMember, aggregate, load_ensemble, routing_mask
 from mrm_ray.rewards import answer_matches, hybrid_reward, sigmoid
@@ -42,6 +44,8 @@ class MemberServing(BaseModel):
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_batch_tokens: int = Field(16384, ge=1, description="padded tokens per forward")
     max_ongoing_requests: int = Field(32, ge=1, description="calls queued per replica; about 2x the batch")
+    max_queued_requests: int = Field(64, ge=1, description="calls waiting for a replica at the ingress; past "
+                                                           "them, 503 + Retry-After (load shedding)")
     num_replicas: int | None = Field(None, ge=1, description="fixed replicas; None = autoscaling_config")
     autoscaling_config: dict[str, Any] = Field(
         default_factory=lambda: {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16})
@@ -64,9 +68,15 @@ class MemberArgs(BaseModel):
 
 
 class IngressServing(BaseModel):
+    """The HTTP ingress. Load shedding: past `max_ongoing_requests` + `max_queued_requests` HTTP requests
+    (per replica), and past a member's `max_ongoing_requests` x replicas + `max_queued_requests` calls,
+    requests answer 503 with `Retry-After: retry_after_s` at once instead of queuing without bound."""
+
     model_config = ConfigDict(extra="forbid")
     num_replicas: int = 1
     max_ongoing_requests: int = 1024
+    max_queued_requests: int = Field(1024, ge=1, description="HTTP requests waiting for an ingress replica")
+    retry_after_s: float = Field(1.0, ge=0, description="the Retry-After of a shed request's 503")
     num_cpus: float = 1.0
 
 
@@ -123,6 +133,7 @@ def application(args: dict | AppArgs, *, runtime_env: dict | None = None) -> ser
     ensemble = args.ensemble_config()
     overrides = {m.name: m.serving for m in args.members if m.serving is not None}
     handles, spec_members = {}, []
+    shed = BackpressureConfig(status_code=503, retry_after_s=args.ingress.retry_after_s)
     for member in ensemble.members:
         s = overrides.get(member.name, args.serving)
         scaling = {"num_replicas": s.num_replicas} if s.num_replicas else {"autoscaling_config": s.autoscaling_config}
@@ -130,7 +141,8 @@ def application(args: dict | AppArgs, *, runtime_env: dict | None = None) -> ser
                        "max_batch_tokens": s.max_batch_tokens, "batch_wait_timeout_s": s.batch_wait_timeout_s,
                        "dtype": s.dtype}
         handles[member.name] = RewardMember.options(
-            name=deployment_name(member.name), max_ongoing_requests=s.max_ongoing_requests, user_config=user_config,
+            name=deployment_name(member.name), max_ongoing_requests=s.max_ongoing_requests,
+            max_queued_requests=s.max_queued_requests, backpressure_config=shed, user_config=user_config,
             ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": _num_gpus(s.num_gpus), "resources": s.resources,
                                **env},
             **scaling,
@@ -139,9 +151,10 @@ def application(args: dict | AppArgs, *, runtime_env: dict | None = None) -> ser
                              "max_batch_size": s.max_batch_size})
     spec = {"method": ensemble.method, "members": spec_members, "limits": args.limits.model_dump(),
             "auth_token": args.auth_token.get_secret_value() if args.auth_token else None,
-            "auth_token_env": args.auth_token_env}
+            "auth_token_env": args.auth_token_env, "retry_after_s": args.ingress.retry_after_s}
     return Ingress.options(num_replicas=args.ingress.num_replicas,
                            max_ongoing_requests=args.ingress.max_ongoing_requests,
+                           max_queued_requests=args.ingress.max_queued_requests, backpressure_config=shed,
                            ray_actor_options={"num_cpus": args.ingress.num_cpus, **env}).bind(spec, handles)
 
 
@@ -222,11 +235,45 @@ class BodyLimit:
         await JSONResponse({"error": message, "field": "body"}, status_code=413)(scope, receive, send)
 
 
+class RequestDeadline:
+    """ASGI middleware: `X-Request-Timeout: <seconds>` starts the request's clock (`api.time_left`); a value
+    that is not a positive number gets a 422 naming the header."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        value = dict(scope.get("headers") or ()).get(api.TIMEOUT_HEADER.lower().encode()) \
+            if scope["type"] == "http" else None
+        if value is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            seconds = api.parse_timeout(value.decode("latin-1"))
+        except api.BadInput as exc:
+            await JSONResponse({"error": str(exc), "field": exc.field}, status_code=422)(scope, receive, send)
+            return
+        token = api.set_deadline(seconds)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            api.reset_deadline(token)
+
+
 http.add_middleware(BodyLimit)
+http.add_middleware(RequestDeadline)
 
 
 class MemberFailed(RuntimeError):
     pass
+
+
+class Overloaded(RuntimeError):
+    """A member's queue is full: the request is shed (503 + Retry-After), not queued."""
+
+
+class DeadlinePassed(RuntimeError):
+    """The request's X-Request-Timeout ran out before its batch ran: dropped, not computed (504)."""
 
 
 @serve.deployment(name="Ingress")
@@ -238,6 +285,7 @@ class Ingress:
         self.handles = members
         self.limits = api.Limits(**spec["limits"])
         self.weights = np.array([m["weight"] for m in self.members], dtype=np.float64)
+        self.retry_after_s = spec.get("retry_after_s", 1.0)
         self._token = spec.get("auth_token") or os.environ.get(spec.get("auth_token_env") or "", "") or None
         # Serve runs a frozen copy of `http` and pickles this class by value: state shared with
         # the middleware goes through a module both import by reference
@@ -256,18 +304,44 @@ class Ingress:
                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
     async def _call(self, name: str, method: str, inputs: list[dict]) -> dict:
-        """One member call, retried while a dead replica is being replaced."""
+        """One member call carrying the request's time left, retried while a dead replica is replaced."""
         from ray.exceptions import RayActorError
 
         handle = getattr(self.handles[name], method)
         for attempt in range(4):
+            left = api.time_left()
+            if left is not None and left <= 0:
+                raise DeadlinePassed()
             try:
-                return await handle.remote(inputs)
+                reply = await handle.remote(inputs, left)
             except RayActorError:
                 if attempt == 3:
                     raise
                 await asyncio.sleep(0.5 * 2 ** attempt)
+            else:
+                if reply.get("expired"):
+                    raise DeadlinePassed()
+                return reply
         raise AssertionError("unreachable")
+
+    async def _gather(self, calls: list) -> list[dict]:
+        """All member calls of one request. A full member queue sheds the request (no waiting in line); a
+        call whose deadline passes before its batch runs is dropped by the member; the first failure
+        cancels the rest (a cancelled call still waiting in a member's batch queue is dropped too)."""
+        from ray.serve.exceptions import BackPressureError
+
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        try:
+            return await asyncio.gather(*tasks)
+        except DeadlinePassed:
+            raise
+        except BackPressureError as exc:
+            raise Overloaded(str(exc)) from None
+        except Exception as exc:
+            raise MemberFailed(f"a member failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def _fan_out(self, method: str, inputs: list[dict], what: str) -> tuple[np.ndarray, list, dict]:
         """Member values per input (NaN where not routed), each member's stats, and versions."""
@@ -280,10 +354,7 @@ class Ingress:
             for start in range(0, len(idx), step):
                 chunk = idx[start:start + step]
                 calls.append((m, chunk, self._call(member["name"], method, [inputs[j] for j in chunk])))
-        try:
-            replies = await asyncio.gather(*(c[2] for c in calls))
-        except Exception as exc:
-            raise MemberFailed(f"a member failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        replies = await self._gather([c[2] for c in calls])
         width = 2 if method == "compare" else 1
         values = np.full((len(self.members), len(inputs), width), np.nan)
         stats: list[dict] = [{} for _ in self.members]
@@ -415,9 +486,17 @@ class Ingress:
         return api.CompareResponse(results=results, model_version=self._version(versions), members=versions)
 
     async def _guard(self, work):
-        """Member failures become a 503 the client can retry; bad input stays a 4xx."""
+        """Member failures and full queues become a 503 with Retry-After; a passed deadline a 504; bad input
+        stays a 4xx."""
+        retry = {"Retry-After": str(max(0, math.ceil(self.retry_after_s)))}
         try:
             return await work
+        except Overloaded as exc:
+            return JSONResponse({"error": f"overloaded, shed: {exc} Retry after {retry['Retry-After']} s."},
+                                status_code=503, headers=retry)
+        except DeadlinePassed:
+            return JSONResponse({"error": f"the request's {api.TIMEOUT_HEADER} passed before it was scored; "
+                                          "what was not computed was dropped"}, status_code=504)
         except MemberFailed as exc:
             logger.warning("%s", exc)
-            return JSONResponse({"error": f"{exc}; retry shortly"}, status_code=503)
+            return JSONResponse({"error": f"{exc}; retry shortly"}, status_code=503, headers=retry)

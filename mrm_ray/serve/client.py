@@ -1,7 +1,10 @@
 """Python clients for the reward endpoint, for RL rollout workers.
 
 Images may be given as bytes or PIL images; they are sent inline. Requests larger than the
-server's item limit are split, and 503s / dropped connections are retried with backoff.
+server's item limit are split. A shed request (503/429 with `Retry-After`) is sent again after
+the seconds the server asks for, for as long as `max_wait_s` allows; other 502/503/504s and
+dropped connections are retried `retries` times with backoff. `timeout_s` on a call sends it
+as the request's deadline (`X-Request-Timeout`): the server drops it, not computes it, past that.
 """
 
 from __future__ import annotations
@@ -12,7 +15,35 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-RETRY_STATUS = (502, 503, 504)
+RETRY_STATUS = (429, 502, 503, 504)
+TIMEOUT_HEADER = "X-Request-Timeout"  # the server's api.TIMEOUT_HEADER (the client does not import the server)
+
+
+def retry_after(headers: Any) -> float | None:
+    """The seconds a `Retry-After` header asks for (delay-seconds form), or None."""
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class Backoff:
+    """When to send a failed request again: after the `Retry-After` the server asked for, else after an
+    exponential backoff (0.5, 1, 2, ... 5 s); for `retries` more attempts, or with `max_wait_s` until that
+    many seconds have passed since the first attempt."""
+
+    def __init__(self, retries: int, max_wait_s: float | None) -> None:
+        self.retries, self.max_wait_s = retries, max_wait_s
+        self.start, self.attempt = time.monotonic(), 0
+
+    def delay(self, asked: float | None) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up."""
+        delay = asked if asked is not None else min(0.5 * 2 ** self.attempt, 5.0)
+        self.attempt += 1
+        if self.max_wait_s is not None:
+            return delay if time.monotonic() - self.start < self.max_wait_s else None
+        return delay if self.attempt <= self.retries else None
 
 
 def _inline(image: Any) -> str:
@@ -39,31 +70,36 @@ class RewardClient:
     """Synchronous client: `RewardClient(url).score(items)` -> one result dict per item."""
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 120.0, retries: int = 3,
-                 chunk_items: int = 64) -> None:
+                 max_wait_s: float | None = None, chunk_items: int = 64) -> None:
         import requests
 
         self.url = url.rstrip("/")
         self.session = requests.Session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
-        self.timeout, self.retries, self.chunk_items = timeout, retries, chunk_items
+        self.timeout, self.retries, self.max_wait_s, self.chunk_items = timeout, retries, max_wait_s, chunk_items
 
     def _post(self, path: str, payload: dict) -> dict:
         import requests
 
-        for attempt in range(self.retries + 1):
+        backoff = Backoff(self.retries, self.max_wait_s)
+        while True:
+            asked = None
             try:
                 response = self.session.post(self.url + path, json=payload, timeout=self.timeout)
-            except requests.ConnectionError:
-                if attempt == self.retries:
-                    raise
+            except requests.ConnectionError as exc:
+                error: Exception = exc
             else:
                 if response.status_code == 200:
                     return response.json()
-                if response.status_code not in RETRY_STATUS or attempt == self.retries:
-                    raise RewardError(response.status_code, response.text)
-            time.sleep(0.5 * 2 ** attempt)
-        raise AssertionError("unreachable")
+                error = RewardError(response.status_code, response.text)
+                if response.status_code not in RETRY_STATUS:
+                    raise error
+                asked = retry_after(response.headers)
+            delay = backoff.delay(asked)
+            if delay is None:
+                raise error
+            time.sleep(delay)
 
     def score(self, items: Sequence[dict], *, reward: str = "model") -> list[dict]:
         """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, ...}` each."""
@@ -95,7 +131,7 @@ class AsyncRewardClient:
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 120.0, retries: int = 3,
                  max_connections: int = 256, max_wait_s: float | None = None) -> None:
         """`retries` bounds the attempts after the first; with `max_wait_s` they go on (backing off
-        up to 5 s) until that many seconds have passed since the first attempt instead."""
+        up to 5 s, or as long as `Retry-After` asks) until that many seconds have passed instead."""
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout, self.retries, self.max_connections = timeout, retries, max_connections
@@ -114,29 +150,30 @@ class AsyncRewardClient:
     async def __aexit__(self, *exc) -> None:
         await self._session.close()
 
-    async def score(self, items: Sequence[dict], *, reward: str = "model") -> list[dict]:
+    async def score(self, items: Sequence[dict], *, reward: str = "model",
+                    timeout_s: float | None = None) -> list[dict]:
+        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, ...}` each; with
+        `timeout_s`, each attempt carries it as its deadline (`X-Request-Timeout`)."""
         import asyncio
 
         import aiohttp
 
         payload = {"items": encode_items(items), "reward": reward}
-        start, attempt = time.monotonic(), 0
+        headers = {TIMEOUT_HEADER: f"{timeout_s:g}"} if timeout_s is not None else None
+        backoff = Backoff(self.retries, self.max_wait_s)
         while True:
+            asked = None
             try:
-                async with self._session.post(self.url + "/v1/score", json=payload) as response:
+                async with self._session.post(self.url + "/v1/score", json=payload, headers=headers) as response:
                     if response.status == 200:
                         return (await response.json())["results"]
                     error: Exception = RewardError(response.status, await response.text())
                     if response.status not in RETRY_STATUS:
                         raise error
+                    asked = retry_after(response.headers)
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:  # refused, dropped, timed out
                 error = exc
-            if self._given_up(attempt, start):
+            delay = backoff.delay(asked)
+            if delay is None:
                 raise error
-            await asyncio.sleep(min(0.5 * 2 ** attempt, 5.0))
-            attempt += 1
-
-    def _given_up(self, attempt: int, start: float) -> bool:
-        if self.max_wait_s is not None:
-            return time.monotonic() - start >= self.max_wait_s
-        return attempt >= self.retries
+            await asyncio.sleep(delay)

@@ -5,11 +5,15 @@ The ingress sends each member chunks of items (at most `max_batch_size` per call
 (`batch_size_fn` counts items, not calls) or `batch_wait_timeout_s` passes, and the scorer
 splits the batch into forwards that fit `max_batch_tokens`. The checkpoint is `user_config`,
 so a new one is swapped in by `reconfigure` while the old one keeps answering.
+
+A call may carry the seconds its request has left (`timeout_s`): calls whose time has run
+out by the time their batch runs are dropped, not computed (`{"expired": true}`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -32,6 +36,7 @@ class RewardMember:
         self._scorer: Scorer | None = None
         self._batch_sizes: Counter = Counter()  # items per batch -> batches, for /v1/models
         self._requests = 0
+        self._expired = 0  # calls dropped because their deadline passed before their batch ran
         for handler in (self._score_batch, self._compare_batch):
             handler.set_max_batch_size(max_batch_size)
         self.max_batch_size = max_batch_size
@@ -56,39 +61,50 @@ class RewardMember:
         return {"values": [None if isinstance(v, str) else v for v in values], "errors": errors,
                 "version": scorer.version, "score_mean": scorer.score_mean, "score_std": scorer.score_std}
 
-    async def _batched(self, calls: list[list[dict]], score) -> list[dict[str, Any]]:
+    async def _batched(self, calls: list[list[dict]], deadlines: list[float | None], score) -> list[dict[str, Any]]:
         scorer = self._scorer  # one checkpoint for the whole batch, even if a swap lands meanwhile
-        flat = [x for call in calls for x in call]
+        now = time.monotonic()
+        live = [i for i, d in enumerate(deadlines) if d is None or d > now]
+        self._expired += len(calls) - len(live)
+        flat = [x for i in live for x in calls[i]]
+        out: list[dict[str, Any]] = [{"expired": True} for _ in calls]
+        if not flat:
+            return out
         self._batch_sizes[len(flat)] += 1
-        self._requests += len(calls)
+        self._requests += len(live)
         values = await asyncio.to_thread(score, scorer, flat)
-        out, start = [], 0
-        for call in calls:
-            out.append(self._reply(scorer, values[start:start + len(call)]))
-            start += len(call)
+        start = 0
+        for i in live:
+            out[i] = self._reply(scorer, values[start:start + len(calls[i])])
+            start += len(calls[i])
         return out
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=count_items)
-    async def _score_batch(self, calls: list[list[dict]]) -> list[dict[str, Any]]:
-        return await self._batched(calls, Scorer.score_items)
+    async def _score_batch(self, calls: list[list[dict]], deadlines: list[float | None]) -> list[dict[str, Any]]:
+        return await self._batched(calls, deadlines, Scorer.score_items)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=count_items)
-    async def _compare_batch(self, calls: list[list[dict]]) -> list[dict[str, Any]]:
-        return await self._batched(calls, Scorer.score_pairs)
+    async def _compare_batch(self, calls: list[list[dict]], deadlines: list[float | None]) -> list[dict[str, Any]]:
+        return await self._batched(calls, deadlines, Scorer.score_pairs)
 
-    async def score(self, items: list[dict]) -> dict[str, Any]:
-        """Raw rewards for `{prompt, images, response}` items (at most `max_batch_size`)."""
-        return await self._score_batch(items)
+    @staticmethod
+    def _deadline(timeout_s: float | None) -> float | None:
+        return None if timeout_s is None else time.monotonic() + timeout_s
 
-    async def compare(self, pairs: list[dict]) -> dict[str, Any]:
+    async def score(self, items: list[dict], timeout_s: float | None = None) -> dict[str, Any]:
+        """Raw rewards for `{prompt, images, response}` items (at most `max_batch_size`), unless `timeout_s`
+        runs out before their batch runs."""
+        return await self._score_batch(items, self._deadline(timeout_s))
+
+    async def compare(self, pairs: list[dict], timeout_s: float | None = None) -> dict[str, Any]:
         """(chosen, rejected) raw rewards for pairs, from the packed pair forward."""
-        return await self._compare_batch(pairs)
+        return await self._compare_batch(pairs, self._deadline(timeout_s))
 
     def info(self) -> dict[str, Any]:
         batches = sum(self._batch_sizes.values())
         items = sum(k * v for k, v in self._batch_sizes.items())
         return {"name": self.name, **(self._scorer.describe() if self._scorer else {}),
                 "max_batch_size": self.max_batch_size,
-                "stats": {"calls": self._requests, "batches": batches, "items": items,
+                "stats": {"calls": self._requests, "expired_calls": self._expired, "batches": batches, "items": items,
                           "mean_batch_items": items / batches if batches else 0.0,
                           "max_batch_items": max(self._batch_sizes, default=0)}}

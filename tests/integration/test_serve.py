@@ -258,6 +258,10 @@ def test_every_bad_input_gets_its_4xx_and_the_server_keeps_serving(served):
         assert error["field"] == field and error["error"], error
         good = served.post("/v1/score", {"items": ITEMS[:1]})
         assert good.status_code == 200, good.text
+    for deadline in ("soon", "-1", "nan"):
+        response = served.post("/v1/score", {"items": ITEMS[:1]}, headers={**AUTH, "X-Request-Timeout": deadline})
+        assert response.status_code == 422 and response.json()["field"] == "headers.X-Request-Timeout"
+    assert served.post("/v1/score", {"items": ITEMS[:1]}, headers={**AUTH, "X-Request-Timeout": "30"}).ok
 
 
 def test_a_streamed_body_over_the_limit_is_refused_without_content_length(served):
@@ -339,7 +343,8 @@ def test_live_checkpoint_swap_fails_no_request(served, offline):
 @pytest.fixture(scope="module")
 def ensemble_app(served, s3, tmp_path_factory):
     """`ray job submit ... jobs/serve.py --ensemble s3://...`: a second app beside the main one, without auth
-    (OpenRLHF's client sends no token), members loaded from the bucket (paths relative to the ensemble file)."""
+    (OpenRLHF's client sends no token), members loaded from the bucket (paths relative to the ensemble file),
+    with small member queues (4 calls in flight, 8 waiting)."""
     from mrm_ray import storage
     from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
     from mrm_ray.model.reward_checkpoint import REWARD_CONFIG
@@ -355,6 +360,9 @@ def ensemble_app(served, s3, tmp_path_factory):
     ensemble = storage.upload(local, f"{bucket}/ensemble.yaml")
     config, plain = tmp_path / "serve.yaml", yaml.safe_load(yaml.safe_dump(served.config))
     plain["applications"][0].pop("runtime_env")  # no token: this app serves without auth
+    # queues sized so that the load test's burst overflows them (the tests before it stay within)
+    plain["applications"][0]["args"]["serving"].update(max_batch_size=4, max_ongoing_requests=4,
+                                                       max_queued_requests=8)
     config.write_text(yaml.safe_dump(plain))
     result = served.head.submit("jobs/serve.py", "--config", str(config), "--ensemble", str(ensemble),
                                 "--name", "ens", "--route-prefix", "/ens", timeout=300)
@@ -434,6 +442,85 @@ def test_openrlhf_own_client_gets_the_reward_of_the_conversation_its_query_holds
     assert "image placeholder" in refused.text and "/v1/score" in refused.text
 
 
+class StandInEngine:
+    """What OpenRLHF's executors call on its vLLM engine (`await generate(token_ids, sampling_params,
+    multi_modal_data=)`), answering each call with the next of `responses`, tokenized."""
+
+    def __init__(self, tokenizer, responses: list[str]) -> None:
+        self.tokenizer, self.responses, self.calls = tokenizer, list(responses), []
+
+    async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
+        from types import SimpleNamespace
+
+        self.calls.append((list(prompt_token_ids), multi_modal_data))
+        text = self.responses[len(self.calls) - 1]
+        ids = self.tokenizer(text + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        return SimpleNamespace(outputs=[SimpleNamespace(token_ids=ids, text=text, finish_reason="stop",
+                                                        logprobs=None)])
+
+
+def test_openrlhf_agent_executor_scores_image_rollouts_as_one_group(ensemble_app, processor, monkeypatch, tmp_path):
+    """Our agent file, loaded as OpenRLHF loads `--train.agent_func_path` (a subclass of its
+    AgentExecutorBase, built without arguments, configured by the environment), run as OpenRLHF's engine runs
+    it (n concurrent `execute`s for one prompt and its images) over a stand-in generation engine: each
+    rollout's reward is the /v1/score reward of its prompt (chat turns, the image part in place), image (a
+    dataset's file path, read on the rollout side) and response; the three responses went as one request (one member call); the label is the reference."""
+    import asyncio
+    import importlib.util
+    from types import SimpleNamespace
+
+    agent = pytest.importorskip("openrlhf.utils.agent", reason="peers' agent API: pip install --no-deps "
+                                                                "openrlhf==0.11.2 (as .ci/run does)")
+    import mrm_ray.rl.openrlhf_agent as ours
+
+    url = ensemble_app["url"]
+    monkeypatch.setenv("MRM_REWARD_URL", url)
+    monkeypatch.setenv("MRM_GROUP_SIZE", "3")
+    monkeypatch.setenv("MRM_REWARD", "hybrid")
+    spec = importlib.util.spec_from_file_location("agent_module", ours.__file__)  # OpenRLHF's loader, verbatim
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert issubclass(module.AgentExecutor, agent.AgentExecutorBase)
+    executor = module.AgentExecutor()
+
+    messages = [{"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert "<|vision_start|><|image_pad|><|vision_end|>" in prompt  # as OpenRLHF's dataset templates it
+    responses = ["It is red.", "Green, I think.", "The answer is \\boxed{red}."]
+    engine = StandInEngine(processor.tokenizer, responses)
+    params = SimpleNamespace(max_tokens=16, logprobs=None)
+    image = tmp_path / "red.png"
+    image.write_bytes(RED)
+
+    def vl_calls() -> int:
+        members = requests.get(f"{url}/v1/models", timeout=60).json()["members"]
+        return next(m["stats"]["calls"] for m in members if m["name"] == "vl")
+
+    async def rollouts():  # what OpenRLHF's RolloutRayActor.generate_responses does for num_samples=3
+        images = [str(image)]
+        return await asyncio.gather(*(executor.execute(prompt=prompt, label="red", sampling_params=params,
+                                                       max_length=512, hf_tokenizer=processor, llm_engine=engine,
+                                                       images=images) for _ in range(3)))
+
+    before = vl_calls()
+    outputs = asyncio.run(rollouts())
+    assert vl_calls() - before == 1  # the group went as one request, one member call
+    assert all(call[1] and len(call[1]["image"]) == 1 for call in engine.calls)  # the engine got the image
+    direct = requests.post(f"{url}/v1/score", json={"reward": "hybrid", "items": [
+        {"prompt": messages, "images": [b64(RED)], "response": r, "reference": "red"} for r in responses]},
+        timeout=60).json()["results"]
+    by_response = {processor.tokenizer.decode(o["observation_tokens"][o["action_ranges"][0][0]:],
+                                              skip_special_tokens=True): o for o in outputs}
+    assert set(by_response) == set(responses)
+    for response, expected in zip(responses, direct):
+        output = by_response[response]
+        assert output["reward"] == pytest.approx(expected["reward"], abs=1e-4) and output["scores"] == output["reward"]
+        assert output["extra_logs"]["model_reward"] == pytest.approx(expected["model_reward"], abs=1e-4)
+        assert output["images"] == [str(image)] and output["mm_train_inputs"] is not None
+    assert by_response[responses[2]]["reward"] == 1.0 and by_response[responses[1]]["reward"] < 1.0
+
+
 def test_vllm_style_classify_and_pooling_as_verl_builds_them(ensemble_app, processor):
     """`/classify` and `/pooling` (and their /v1 spellings) take vLLM's request shapes and answer in its
     response shapes: veRL's discriminative-RM request (`input` = chat-templated text, `use_activation: false`,
@@ -471,3 +558,62 @@ def test_vllm_style_classify_and_pooling_as_verl_builds_them(ensemble_app, proce
                        ({"input": "plain text, no chat turns"}, "input")):
         refused = requests.post(f"{url}/classify", json=bad, timeout=60)
         assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
+
+
+def test_a_burst_is_shed_with_retry_after_and_deadlines_drop_work(ensemble_app):
+    """500 concurrent clients, 2 requests each, against members that hold 12 calls: every answer is a 200, a
+    503 with Retry-After (shed at once, not queued) or, for requests carrying a deadline, a 504; no
+    connection hangs; accepted requests' p99 latency stays bounded; the member computed exactly the items of
+    the 200s (shed and expired requests cost no forward); a normal request succeeds right after, and our
+    client, honouring Retry-After, gets every result under the same burst."""
+    import asyncio
+
+    import aiohttp
+
+    from mrm_ray.serve.client import AsyncRewardClient
+
+    url = ensemble_app["url"]
+    item = {"prompt": "What colour is the square?", "response": "red", "images": [b64(RED)]}  # the vl member only
+
+    def vl_items() -> int:
+        members = requests.get(f"{url}/v1/models", timeout=60).json()["members"]
+        return next(m["stats"]["items"] for m in members if m["name"] == "vl")
+
+    async def burst():
+        async def client(session, c):
+            out = []
+            for r in range(2):
+                deadline = {0: "0.001", 1: "0.3"}.get((2 * c + r) % 10)  # a fifth of the requests carry one
+                headers = {"X-Request-Timeout": deadline} if deadline else {}
+                start = time.monotonic()
+                async with session.post(f"{url}/v1/score", json={"items": [item]}, headers=headers) as response:
+                    await response.read()
+                    out.append((response.status, time.monotonic() - start, response.headers.get("Retry-After"),
+                                deadline))
+            return out
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=500),
+                                         timeout=aiohttp.ClientTimeout(total=120)) as session:
+            return [x for c in await asyncio.gather(*(client(session, c) for c in range(500))) for x in c]
+
+    before = vl_items()
+    answers = asyncio.run(burst())
+    statuses = [a[0] for a in answers]
+    assert len(answers) == 1000 and set(statuses) <= {200, 503, 504}, set(statuses)
+    assert statuses.count(503) > 0 and all(a[2] == "1" for a in answers if a[0] == 503)  # shed, with Retry-After
+    assert all(a[3] for a in answers if a[0] == 504)  # only requests with a deadline time out
+    assert any(a[0] == 504 for a in answers if a[3] == "0.001")
+    accepted = sorted(a[1] for a in answers if a[0] == 200)
+    assert len(accepted) >= 12
+    p99 = accepted[int(0.99 * (len(accepted) - 1))]
+    assert p99 < 30.0, p99
+    assert vl_items() - before == statuses.count(200)  # not one forward for a shed or expired request
+
+    assert requests.post(f"{url}/v1/score", json={"items": [item]}, timeout=60).status_code == 200
+
+    async def polite():
+        async with AsyncRewardClient(url, max_wait_s=120, max_connections=200) as client:
+            return await asyncio.gather(*(client.score([item]) for _ in range(200)))
+
+    results = asyncio.run(polite())
+    assert len(results) == 200 and all(r[0]["scores"].keys() == {"vl"} for r in results)

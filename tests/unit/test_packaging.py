@@ -10,8 +10,10 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mrm_ray"
-# imported inside `try: ... except ImportError`, with a path that works without them
-OPTIONAL = {"torchvision": "model/processor.py builds the image-only processor without it"}
+# imported inside `try: ... except ImportError` with a path that works without them, or in a file only
+# their own framework loads
+OPTIONAL = {"torchvision": "model/processor.py builds the image-only processor without it",
+            "openrlhf": "rl/openrlhf_agent.py is loaded by OpenRLHF, inside its own job"}
 
 
 def _imported_top_level_modules() -> dict[str, str]:
