@@ -344,7 +344,7 @@ def test_live_checkpoint_swap_fails_no_request(served, offline):
 def ensemble_app(served, s3, tmp_path_factory):
     """`ray job submit ... jobs/serve.py --ensemble s3://...`: a second app beside the main one, without auth
     (OpenRLHF's client sends no token), members loaded from the bucket (paths relative to the ensemble file),
-    with small member queues (4 calls in flight, 8 waiting)."""
+    with small queues: 4 member calls in flight and 8 waiting, 64 HTTP requests in the ingress and 64 waiting."""
     from mrm_ray import storage
     from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
     from mrm_ray.model.reward_checkpoint import REWARD_CONFIG
@@ -363,6 +363,7 @@ def ensemble_app(served, s3, tmp_path_factory):
     # queues sized so that the load test's burst overflows them (the tests before it stay within)
     plain["applications"][0]["args"]["serving"].update(max_batch_size=4, max_ongoing_requests=4,
                                                        max_queued_requests=8)
+    plain["applications"][0]["args"]["ingress"].update(max_ongoing_requests=64, max_queued_requests=64)
     config.write_text(yaml.safe_dump(plain))
     result = served.head.submit("jobs/serve.py", "--config", str(config), "--ensemble", str(ensemble),
                                 "--name", "ens", "--route-prefix", "/ens", timeout=300)
@@ -561,8 +562,10 @@ def test_vllm_style_classify_and_pooling_as_verl_builds_them(ensemble_app, proce
 
 
 def test_a_burst_is_shed_with_retry_after_and_deadlines_drop_work(ensemble_app):
-    """500 concurrent clients, 2 requests each, against members that hold 12 calls: every answer is a 200, a
-    503 with Retry-After (shed at once, not queued) or, for requests carrying a deadline, a 504; no
+    """500 concurrent clients, 2 requests each, against an ingress that holds 128 requests and a member that
+    holds 12 calls: every answer is a 200, a 503 with Retry-After (shed at once, not queued, by Serve's proxy
+    in front of the ingress and by the ingress in front of the member) or, for requests carrying a deadline,
+    a 504; no
     connection hangs; accepted requests' p99 latency stays bounded; the member computed exactly the items of
     the 200s (shed and expired requests cost no forward); a normal request succeeds right after, and our
     client, honouring Retry-After, gets every result under the same burst."""
@@ -587,9 +590,9 @@ def test_a_burst_is_shed_with_retry_after_and_deadlines_drop_work(ensemble_app):
                 headers = {"X-Request-Timeout": deadline} if deadline else {}
                 start = time.monotonic()
                 async with session.post(f"{url}/v1/score", json={"items": [item]}, headers=headers) as response:
-                    await response.read()
+                    body = await response.text()
                     out.append((response.status, time.monotonic() - start, response.headers.get("Retry-After"),
-                                deadline))
+                                deadline, body))
             return out
 
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=500),
@@ -600,7 +603,10 @@ def test_a_burst_is_shed_with_retry_after_and_deadlines_drop_work(ensemble_app):
     answers = asyncio.run(burst())
     statuses = [a[0] for a in answers]
     assert len(answers) == 1000 and set(statuses) <= {200, 503, 504}, set(statuses)
-    assert statuses.count(503) > 0 and all(a[2] == "1" for a in answers if a[0] == 503)  # shed, with Retry-After
+    shed = [a for a in answers if a[0] == 503]
+    assert shed and all(a[2] == "1" for a in shed)  # shed, with Retry-After
+    by_member = [a for a in shed if a[4].startswith('{"error":"overloaded, shed')]  # our ingress's answer
+    assert by_member and len(by_member) < len(shed)  # and the rest Serve's proxy's, in front of the ingress
     assert all(a[3] for a in answers if a[0] == 504)  # only requests with a deadline time out
     assert any(a[0] == 504 for a in answers if a[3] == "0.001")
     accepted = sorted(a[1] for a in answers if a[0] == 200)

@@ -55,52 +55,110 @@ def test_random_init_builds_the_architecture_without_weights(tiny_checkpoint, tm
     assert random.provenance["base_model"].endswith("(random init)")
 
 
-def test_frozen_vision_stays_and_the_head_steps_at_its_own_rate_under_deepspeed(tiny_checkpoint, encoder,
-                                                                                monkeypatch):
-    """The worker's own engine (`make_engine`: ZeRO-2 DeepSpeed, here one gloo rank in this process) and
-    micro-step, three optimizer steps on image pairs: the vision tower's weights are bit-identical, every
-    other trainable weight moved, and the optimizer's head group ran at 10x the backbone's rate each step."""
+@pytest.fixture(scope="module")
+def one_rank():
+    """A gloo process group of one rank in this process, with the environment Ray Train sets on a worker;
+    one for the module (DeepSpeed caches the world group it first sees)."""
     import socket
 
     import deepspeed
     import torch.distributed as dist
 
-    from mrm_ray.data.synthetic import image_grounded_pairs
-    from mrm_ray.model.pairing import collate_packed
-    from mrm_ray.train.loop import _skip_cpu_inference_comm_op, learning_rates, make_engine, train_micro_step
+    from mrm_ray.train.loop import _skip_cpu_inference_comm_op
 
-    run = load_run_config("tiny", [f"model.path={tiny_checkpoint}", "train.freeze_vision=true",
-                                   "train.head_learning_rate=2.5e-3", "train.num_workers=1",
-                                   "train.micro_batch_size=4", "train.global_batch_size=4"])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "LOCAL_RANK": "0",
-                       "WORLD_SIZE": "1"}.items():  # what Ray Train sets on each worker
-        monkeypatch.setenv(key, value)
-    dist.init_process_group("gloo", init_method="env://")
-    try:
-        _skip_cpu_inference_comm_op()
-        deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
-        engine = make_engine(run, total_steps=3, on_gpu=False)
-        assert engine.zero_optimization_stage() == 2
-        before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
-        pairs = [encoder.encode_pair(r["prompt"], r["images"], r["chosen"], r["rejected"])
-                 for r in image_grounded_pairs(12, seed=3)]
-        rates = []
-        for step in range(3):
-            rates.append(learning_rates(engine))
-            train_micro_step(engine, collate_packed(pairs[4 * step:4 * step + 4], pad_token_id=encoder.pad_token_id),
-                             run.loss)
-        after = dict(engine.module.named_parameters())
-    finally:
-        dist.destroy_process_group()
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "LOCAL_RANK": "0",
+                           "WORLD_SIZE": "1"}.items():
+            env.setenv(key, value)
+        dist.init_process_group("gloo", init_method="env://")
+        try:
+            _skip_cpu_inference_comm_op()
+            deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+            yield
+        finally:
+            dist.destroy_process_group()
+
+
+def _steps(run, encoder, steps: int):
+    """The worker's own engine (`make_engine`) after `steps` of the worker's micro-steps on image pairs: the
+    engine, the weights before, and the learning rates of each step."""
+    from mrm_ray.data.synthetic import image_grounded_pairs
+    from mrm_ray.model.pairing import collate_packed
+    from mrm_ray.train.loop import learning_rates, make_engine, train_micro_step
+
+    engine = make_engine(run, total_steps=steps, on_gpu=False)
+    assert engine.zero_optimization_stage() == 2
+    before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
+    pairs = [encoder.encode_pair(r["prompt"], r["images"], r["chosen"], r["rejected"])
+             for r in image_grounded_pairs(4 * steps, seed=3)]
+    rates = []
+    for step in range(steps):
+        rates.append(learning_rates(engine))
+        train_micro_step(engine, collate_packed(pairs[4 * step:4 * step + 4], pad_token_id=encoder.pad_token_id),
+                         run.loss)
+    return engine, before, rates
+
+
+# the Bradley-Terry loss sees only r_chosen - r_rejected: the head's output bias gets a gradient of zero up to
+# rounding, which Adam may or may not turn into a step
+OUTPUT_BIAS = "head.mlp.3.bias"
+ONE_RANK = ["train.num_workers=1", "train.micro_batch_size=4", "train.global_batch_size=4"]
+
+
+def test_frozen_vision_stays_and_the_head_steps_at_its_own_rate_under_deepspeed(tiny_checkpoint, encoder,
+                                                                                one_rank):
+    """The worker's own engine (ZeRO-2 DeepSpeed, one gloo rank in this process) and micro-step, three
+    optimizer steps on image pairs: the vision tower's weights are bit-identical, every other trainable weight
+    moved, and the optimizer's head group ran at 10x the backbone's rate each step."""
+    run = load_run_config("tiny", [f"model.path={tiny_checkpoint}", "train.freeze_vision=true",
+                                   "train.head_learning_rate=2.5e-3", *ONE_RANK])
+    engine, before, rates = _steps(run, encoder, 3)
+    after = dict(engine.module.named_parameters())
     moved = {n: not torch.equal(after[n].detach(), before[n]) for n in before}
     assert not any(m for n, m in moved.items() if ".visual." in n)
-    # the Bradley-Terry loss sees only r_chosen - r_rejected: the head's output bias gets a gradient of zero up
-    # to rounding, which Adam may or may not turn into a step
-    assert {n for n, m in moved.items() if not m and ".visual." not in n} <= {"head.mlp.3.bias"}
+    assert {n for n, m in moved.items() if not m and ".visual." not in n} <= {OUTPUT_BIAS}
     assert any(m for n, m in moved.items() if ".language_model." in n) and moved["head.mlp.0.weight"]
     for r in rates:  # DeepSpeed's linear warm-up starts at 0, so compare the ratio where it is defined
         assert r["lr/head"] == pytest.approx(10 * r["lr/backbone"], rel=1e-9, abs=1e-15)
     assert max(r["lr/backbone"] for r in rates) > 0
+
+
+def test_lora_moves_only_adapters_and_head_and_exports_merged(tiny_checkpoint, encoder, one_rank, tmp_path):
+    """LoRA on the worker's engine: after four steps the adapters and the head moved and no base weight did;
+    the DeepSpeed checkpoint the worker saves exports (the run's own export) as a plain model, LoRA merged
+    into the weights, that scores as the adapted one."""
+    from mrm_ray.data.synthetic import image_grounded_pairs
+    from mrm_ray.model.pairing import collate_packed
+    from mrm_ray.model.reward_model import RewardModel
+    from mrm_ray.train.checkpoint import DS_TAG
+    from mrm_ray.train.export import export_checkpoint
+
+    run = load_run_config("tiny", [f"model.path={tiny_checkpoint}", "train.lora.rank=8",
+                                   "train.learning_rate=2e-3", *ONE_RANK])
+    engine, before, _ = _steps(run, encoder, 4)  # LoRA B starts at zero: A moves from the third step on
+    after = {n: p.detach() for n, p in engine.module.named_parameters()}
+    moved = {n for n in before if not torch.equal(after[n], before[n])}
+    adapted = {n for n in before if "lora_" in n or n.startswith("head.")}
+    assert moved - {OUTPUT_BIAS} == adapted - {OUTPUT_BIAS}
+    frozen = {n: b for n, b in engine.module.state_dict().items() if "lora_" not in n and not n.startswith("head.")}
+    base = RewardModel.from_pretrained(tiny_checkpoint).state_dict()
+    assert all(torch.equal(v, base[n.replace("base_model.model.", "").replace(".base_layer", "")])
+               for n, v in frozen.items())  # the base weights, bit for bit
+    engine.save_checkpoint(str(tmp_path / "checkpoint"), tag=DS_TAG)
+
+    out = export_checkpoint(tmp_path / "checkpoint", run=run, metrics={"score_mean": 0.0, "score_std": 1.0},
+                            out_dir=tmp_path / "exported")
+    merged = RewardModel.from_pretrained(out).eval()
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    q_proj = "backbone.language_model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged.state_dict()[q_proj], base[q_proj])  # the adapters are in the weights
+    pairs = [encoder.encode_pair(r["prompt"], r["images"], r["chosen"], r["rejected"])
+             for r in image_grounded_pairs(8, seed=5)]
+    batch = collate_packed(pairs, pad_token_id=encoder.pad_token_id)
+    with torch.no_grad():
+        a, b = engine.module.eval().forward_pairs(batch), merged.forward_pairs(batch)
+    torch.testing.assert_close(a[0], b[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(a[1], b[1], atol=1e-4, rtol=0)
