@@ -71,9 +71,9 @@ def parse_timeout(value: str) -> float:
     return seconds
 
 
-def set_deadline(seconds: float | None):
+def set_deadline(seconds: float):
     """Start this request's clock (a token for `reset_deadline`)."""
-    return _deadline.set(None if seconds is None else time.monotonic() + seconds)
+    return _deadline.set(time.monotonic() + seconds)
 
 
 def reset_deadline(token) -> None:

@@ -1,10 +1,11 @@
 """Python clients for the reward endpoint, for RL rollout workers.
 
 Images may be given as bytes or PIL images; they are sent inline. Requests larger than the
-server's item limit are split. A shed request (503/429 with `Retry-After`) is sent again after
-the seconds the server asks for, for as long as `max_wait_s` allows; other 502/503/504s and
-dropped connections are retried `retries` times with backoff. `timeout_s` on a call sends it
-as the request's deadline (`X-Request-Timeout`): the server drops it, not computes it, past that.
+server's item limit are split. A failed request (429/502/503/504, a dropped connection) is sent
+again after the `Retry-After` the server asks for when it sheds load, else after a backoff;
+`retries` more times or, with `max_wait_s`, until that many seconds have passed. `timeout_s` on
+a call sends it as the request's deadline (`X-Request-Timeout`): past it, the server drops the
+request instead of computing it.
 """
 
 from __future__ import annotations
