@@ -344,8 +344,7 @@ def test_live_checkpoint_swap_fails_no_request(served, offline):
 def ensemble_app(served, s3, tmp_path_factory):
     """`ray job submit ... jobs/serve.py --ensemble s3://...`: a second app beside the main one, without auth
     (OpenRLHF's client sends no token), members loaded from the bucket (paths relative to the ensemble file),
-    with small queues: 4 member calls in flight and 8 waiting, 200 HTTP requests in the ingress and 100 waiting
-    (64 + 64 there made the proxy's queue slow to drain: accepted requests' p99 went from ~6 s to ~26 s)."""
+    with small queues: 4 member calls in flight and 8 waiting, 200 HTTP requests in the ingress and 100 waiting."""
     from mrm_ray import storage
     from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
     from mrm_ray.model.reward_checkpoint import REWARD_CONFIG
