@@ -33,21 +33,17 @@ from mrm_ray import chatml
 def _image(ref: Any) -> Any:
     """An OpenRLHF image reference (bytes, base64, a data: URL, a path, a URL, PIL) as the client sends it:
     read here, on the rollout worker, as OpenRLHF itself reads it."""
-    if isinstance(ref, (bytes, bytearray)):
-        return bytes(ref)
-    if isinstance(ref, str) and os.path.isfile(ref):
-        with open(ref, "rb") as f:
-            return f.read()
-    if isinstance(ref, str) and not ref.startswith(("http://", "https://")):
-        return ref  # base64 or a data: URL
-    if isinstance(ref, str):
+    from mrm_ray.serve.client import read_local_image
+
+    ref = read_local_image(ref)
+    if isinstance(ref, str) and ref.startswith(("http://", "https://")):
         from openrlhf.utils.vlm_utils import load_images
 
         loaded = load_images([ref])
         if not loaded:
             raise ValueError(f"cannot load the image {ref[:80]!r}")
         return loaded[0]
-    return ref  # a PIL image
+    return ref  # bytes, base64, a data: URL or a PIL image: the client inlines each
 
 
 def reward_item(prompt: str, images: Any, response: str, label: Any, *, hybrid: bool) -> dict:

@@ -30,12 +30,11 @@ PROMPT_KEYS = ("prompt", "question", "query")
 
 def _image(value: Any) -> Any:
     """A veRL image (PIL, a local file path, bytes, base64) as the client sends it (read here, client-side)."""
+    from mrm_ray.serve.client import read_local_image
+
     if isinstance(value, dict):  # {"image": ...} / {"bytes": ...} as veRL's datasets hold them
         value = value.get("image", value.get("bytes"))
-    if isinstance(value, str) and os.path.isfile(value):
-        with open(value, "rb") as f:
-            return f.read()
-    return value
+    return read_local_image(value)
 
 
 def _raw_prompt(messages: Sequence[Mapping]) -> tuple[list[dict], list[Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +46,15 @@ class Backoff:
         if self.max_wait_s is not None:
             return delay if time.monotonic() - self.start < self.max_wait_s else None
         return delay if self.attempt <= self.retries else None
+
+
+def read_local_image(image: Any) -> Any:
+    """A local image file's bytes when `image` is the path of one (clients read files; the server never
+    does), anything else unchanged."""
+    if isinstance(image, str) and os.path.isfile(image):
+        with open(image, "rb") as f:
+            return f.read()
+    return image
 
 
 def _inline(image: Any) -> str:
