@@ -82,7 +82,7 @@ def step_seconds(model, optimizer, batch) -> float:
 
 
 def measure(model, pairs, steps: int) -> dict[str, float]:
-    from mrm_ray.model.pairing import collate_packed, collate_two_sequence
+    from mrm_ray.model.packing import collate_packed, collate_two_sequence
 
     batches = {"packed": collate_packed(pairs, pad_token_id=0),
                "two_sequence": collate_two_sequence(pairs, pad_token_id=0)}

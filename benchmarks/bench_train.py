@@ -48,7 +48,7 @@ def wide_checkpoint(out: Path) -> Path:
 
 def bare_loop(model_path: Path, pairs: list[dict], pad: int, *, batch: int, steps: int) -> float:
     from mrm_ray.model.loss import bradley_terry_loss
-    from mrm_ray.model.pairing import collate_packed
+    from mrm_ray.model.packing import collate_packed
     from mrm_ray.model.reward_model import RewardModel
 
     torch.set_num_threads(1)
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--zero-stage", type=int, default=0, help="0: one worker has nothing to partition")
     args = parser.parse_args()
-    from mrm_ray.data.encode import PairEncoder
+    from mrm_ray.model.inputs import PairEncoder
     from mrm_ray.data.synthetic import image_grounded_pairs
     from mrm_ray.model.processor import load_processor
 

@@ -91,7 +91,7 @@ def run_check(args) -> dict:
     from transformers import Qwen2_5_VLConfig
 
     from mrm_ray.config import load_run_config
-    from mrm_ray.model.pairing import collate_packed
+    from mrm_ray.model.packing import collate_packed
     from mrm_ray.model.published import PUBLISHED, published_config_dir
     from mrm_ray.train.loop import _to, make_engine, train_micro_step
     from mrm_ray.train.plan import GIB, estimate, format_plan

@@ -53,7 +53,7 @@ def _load_rows(data: str | None, limit: int | None) -> tuple[list[dict], str]:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from mrm_ray.data.encode import PairEncoder
+    from mrm_ray.model.inputs import PairEncoder
     from mrm_ray.model.processor import load_processor
     from mrm_ray.model.reward_model import RewardModel
     from mrm_ray.model.scoring import score_pairs

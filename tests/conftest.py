@@ -44,7 +44,7 @@ def processor(tiny_checkpoint):
 
 @pytest.fixture(scope="session")
 def encoder(processor):
-    from mrm_ray.data.encode import PairEncoder
+    from mrm_ray.model.inputs import PairEncoder
 
     return PairEncoder(processor)
 

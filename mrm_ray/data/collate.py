@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from mrm_ray.model.pairing import collate_packed, collate_two_sequence
+from mrm_ray.model.packing import collate_packed, collate_two_sequence
 
 _PAIR_COLUMNS = ("prompt_ids", "prompt_mm_token_type_ids", "chosen_ids", "rejected_ids", "pixel_values",
                  "image_grid_thw", "margin")

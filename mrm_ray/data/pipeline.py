@@ -93,7 +93,7 @@ class CheckPairs:
         return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
 
     def check(self, row: dict) -> dict:
-        from mrm_ray.data.encode import END_OF_TURN
+        from mrm_ray.model.inputs import END_OF_TURN
         from mrm_ray.data.images import check_image
         from mrm_ray.data.truncation import cut_response, fit_pair
 
@@ -130,7 +130,7 @@ class EncodePairs:
     """map_batches actor: canonical rows -> the columns the packed pair forward needs."""
 
     def __init__(self, processor_path: str, data_config: dict) -> None:
-        from mrm_ray.data.encode import PairEncoder
+        from mrm_ray.model.inputs import PairEncoder
         from mrm_ray.model.processor import load_processor
 
         self.config = validate(DataConfig, data_config)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mrm_ray.data.encode import response_text
+from mrm_ray.model.inputs import response_text
 from mrm_ray.data.quarantine import BadRecord
 
 PART = pa.struct([("type", pa.string()), ("text", pa.string())])

@@ -21,7 +21,8 @@ from torch import nn
 from mrm_ray.atomic import atomic_dir
 from mrm_ray.config import HeadConfig, to_dict, validate
 from mrm_ray.model.head import RewardHead
-from mrm_ray.model.pairing import SEG_CHOSEN, SEG_PROMPT, SEG_REJECTED, last_index, packed_attention_mask
+from mrm_ray.model.attention import GroupPlan, choose_kernel, use_grouped_attention
+from mrm_ray.model.packing import SEG_PROMPT, dense_attention_mask, last_index
 
 from mrm_ray.model.reward_checkpoint import HEAD_WEIGHTS, REWARD_CONFIG, is_reward_checkpoint
 
@@ -33,8 +34,10 @@ class RewardModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, head_config: HeadConfig = HeadConfig(), *,
                  score_mean: float = 0.0, score_std: float = 1.0,
-                 provenance: Mapping[str, Any] | None = None) -> None:
+                 provenance: Mapping[str, Any] | None = None, packed_attention: str = "auto") -> None:
         super().__init__()
+        use_grouped_attention(backbone)
+        self.packed_attention = packed_attention  # attention.KERNELS: auto | varlen | sdpa | dense
         self.backbone = backbone
         self.head = RewardHead(backbone.config.text_config.hidden_size, head_config)
         self.head_config = head_config
@@ -46,11 +49,13 @@ class RewardModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, head: HeadConfig | None = None,
                         dtype: torch.dtype | str = torch.float32, attn_implementation: str = "sdpa",
-                        vision_attention: str = "batched") -> "RewardModel":
+                        vision_attention: str = "batched", packed_attention: str = "auto") -> "RewardModel":
         """Load a reward checkpoint, or wrap a plain Qwen2.5-VL checkpoint with a new head.
 
         `vision_attention="batched"` runs the vision tower's windowed SDPA attention as one
-        call per layer (model/vision_attention.py); "windows" keeps transformers' loop."""
+        call per layer (model/attention.py); "windows" keeps transformers' loop.
+        `packed_attention` is the kernel for packed groups: auto (flash varlen on CUDA in half
+        precision, padded SDPA elsewhere), varlen, sdpa, or dense (the 4D-mask reference)."""
         from transformers import Qwen2_5_VLModel
 
         path = Path(path)
@@ -61,14 +66,16 @@ class RewardModel(nn.Module):
             use_safetensors=True)
         _set_vision_attention(backbone, attn_implementation, vision_attention)
         if not is_reward_checkpoint(path):
-            model = cls(backbone, head or HeadConfig(), provenance={"base_model": str(path)})
+            model = cls(backbone, head or HeadConfig(), provenance={"base_model": str(path)},
+                        packed_attention=packed_attention)
             return model.to(dtype)
         meta = json.loads((path / REWARD_CONFIG).read_text())
         if head is not None and to_dict(head) != meta["head"]:
             raise ValueError(f"{path} is a reward checkpoint with head {meta['head']}; "
                              "do not pass a different head config when loading it")
         model = cls(backbone, validate(HeadConfig, meta["head"]), score_mean=meta["score_mean"],
-                    score_std=meta["score_std"], provenance=meta.get("provenance", {}))
+                    score_std=meta["score_std"], provenance=meta.get("provenance", {}),
+                    packed_attention=packed_attention)
         from safetensors.torch import load_file
 
         model.head.load_state_dict(load_file(path / HEAD_WEIGHTS))
@@ -77,7 +84,7 @@ class RewardModel(nn.Module):
     @classmethod
     def from_config(cls, path: str | os.PathLike, *, head: HeadConfig | None = None,
                     dtype: torch.dtype | str = torch.float32, attn_implementation: str = "sdpa",
-                    vision_attention: str = "batched") -> "RewardModel":
+                    vision_attention: str = "batched", packed_attention: str = "auto") -> "RewardModel":
         """The architecture in `path/config.json` with random weights: for sizing and speed runs
         of a full-size model before (or without) its checkpoint. Partitioned at construction
         under ZeRO-3, as `from_pretrained` is."""
@@ -88,7 +95,8 @@ class RewardModel(nn.Module):
         config = Qwen2_5_VLConfig.from_pretrained(path)
         backbone = Qwen2_5_VLModel._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
         _set_vision_attention(backbone, attn_implementation, vision_attention)
-        model = cls(backbone, head or HeadConfig(), provenance={"base_model": f"{path} (random init)"})
+        model = cls(backbone, head or HeadConfig(), provenance={"base_model": f"{path} (random init)"},
+                    packed_attention=packed_attention)
         return model.to(dtype)
 
     def save_pretrained(self, out_dir: str | os.PathLike, *, processor=None,
@@ -131,43 +139,70 @@ class RewardModel(nn.Module):
             attention_mask=keep.long())
         return positions
 
-    def _hidden(self, input_ids, attention_mask, position_ids, pixel_values, image_grid_thw) -> torch.Tensor:
+    def _group_positions(self, input_ids, mm_token_type_ids, image_grid_thw, segment_ids, group_ids,
+                         token_offset) -> torch.Tensor:
+        """(3, R, L) positions of packed groups: each prompt's by `get_rope_index` over the prompts
+        alone (one per row of a (G, longest prompt) batch, images in order), each response's
+        continuing from its prompt's next position, as if it were the only one."""
+        flat_ids, flat_seg, flat_group = input_ids.reshape(-1), segment_ids.reshape(-1), group_ids.reshape(-1)
+        flat_offset = token_offset.reshape(-1)
+        at = torch.nonzero(flat_seg == SEG_PROMPT).squeeze(1)  # prompt tokens, groups in placement order
+        g, off = flat_group[at], flat_offset[at]
+        n_groups, longest = int(flat_group.max()) + 1, int(off.max()) + 1
+        ids = flat_ids.new_zeros(n_groups, longest)
+        mm = mm_token_type_ids.new_zeros(n_groups, longest)
+        valid = torch.zeros(n_groups, longest, dtype=torch.bool, device=input_ids.device)
+        ids[g, off], mm[g, off], valid[g, off] = flat_ids[at], mm_token_type_ids.reshape(-1)[at], True
+        prompt_pos = self._positions(ids, mm, image_grid_thw, valid)  # (3, G, longest)
+        next_pos = torch.where(valid[None], prompt_pos, -1).amax(dim=(0, 2)) + 1  # (G,)
+        positions = torch.zeros(3, flat_ids.numel(), dtype=prompt_pos.dtype, device=input_ids.device)
+        positions[:, at] = prompt_pos[:, g, off]
+        resp = torch.nonzero(flat_seg > SEG_PROMPT).squeeze(1)
+        positions[:, resp] = (next_pos[flat_group[resp]] + flat_offset[resp])[None]
+        return positions.reshape(3, *input_ids.shape)
+
+    def _hidden(self, input_ids, attention_mask, position_ids, pixel_values, image_grid_thw, **kwargs) -> torch.Tensor:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            pixel_values=pixel_values, image_grid_thw=image_grid_thw, use_cache=False)
+                            pixel_values=pixel_values, image_grid_thw=image_grid_thw, use_cache=False, **kwargs)
         return out.last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                 image_grid_thw: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
-                **_: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Padded sequences (B, L), either padding side -> rewards (B,) at each last real token;
-        packed pair rows (with `segment_ids`) -> (chosen (B,), rejected (B,)).
+                **batch: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Packed groups (`collate_groups`, with `segment_ids`) -> rewards (N,) per response, or
+        (chosen (P,), rejected (P,)) when the batch names pairs; padded sequences (B, L), either
+        padding side (`collate_sequences`, the reference) -> rewards (B,) at each last real token.
 
-        One entry point for both, so a DeepSpeed engine wrapping the model runs either.
+        One entry point for every layout, so a DeepSpeed engine wrapping the model runs any.
         """
         if segment_ids is not None:
-            return self.forward_packed(input_ids, segment_ids, mm_token_type_ids, pixel_values, image_grid_thw)
+            rewards = self.forward_groups(input_ids, segment_ids, mm_token_type_ids, pixel_values, image_grid_thw,
+                                          **batch)
+            if "chosen_index" in batch:
+                return rewards[batch["chosen_index"]], rewards[batch["rejected_index"]]
+            return rewards
         keep = attention_mask.bool()
         positions = self._positions(input_ids, mm_token_type_ids, image_grid_thw, keep)
-        hidden = self._hidden(input_ids, attention_mask, positions, pixel_values, image_grid_thw)
+        mask = dense_attention_mask(keep.long() * SEG_PROMPT, torch.zeros_like(input_ids), self.dtype)
+        hidden = self._hidden(input_ids, mask, positions, pixel_values, image_grid_thw)
         index = last_index(keep)
         return self.head(hidden[torch.arange(len(index), device=index.device), index])
 
-    def forward_packed(self, input_ids: torch.Tensor, segment_ids: torch.Tensor,
-                       mm_token_type_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-                       image_grid_thw: torch.Tensor | None = None, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Packed rows `[prompt | chosen | rejected]` -> (chosen (B,), rejected (B,)) rewards."""
-        is_chosen, is_rejected = segment_ids == SEG_CHOSEN, segment_ids == SEG_REJECTED
-        prompt = segment_ids == SEG_PROMPT
-        pos_chosen = self._positions(input_ids, mm_token_type_ids, image_grid_thw, prompt | is_chosen)
-        pos_rejected = self._positions(input_ids, mm_token_type_ids, image_grid_thw, prompt | is_rejected)
-        positions = torch.where(is_rejected[None], pos_rejected, pos_chosen)
-        mask = packed_attention_mask(segment_ids, self.dtype)
-        hidden = self._hidden(input_ids, mask, positions, pixel_values, image_grid_thw)
-        rows = torch.arange(len(input_ids), device=input_ids.device)
-        both = torch.cat([hidden[rows, last_index(is_chosen)], hidden[rows, last_index(is_rejected)]])
-        rewards = self.head(both)
-        return rewards[: len(rows)], rewards[len(rows):]
+    def forward_groups(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, mm_token_type_ids: torch.Tensor,
+                       pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
+                       **batch: Any) -> torch.Tensor:
+        """A `collate_groups` batch -> rewards (N,) per response, in the groups' order."""
+        positions = self._group_positions(input_ids, mm_token_type_ids, image_grid_thw, segment_ids,
+                                          batch["group_ids"], batch["token_offset"])
+        kernel = choose_kernel(self.packed_attention, device=input_ids.device, dtype=self.dtype)
+        if kernel == "dense":
+            mask = dense_attention_mask(segment_ids, batch["group_ids"], self.dtype)
+            hidden = self._hidden(input_ids, mask, positions, pixel_values, image_grid_thw)
+        else:
+            plan = GroupPlan.build(batch, kernel=kernel)
+            hidden = self._hidden(input_ids, None, positions, pixel_values, image_grid_thw, group_plan=plan)
+        return self.head(hidden.reshape(-1, hidden.shape[-1])[batch["reward_index"]])
 
     def forward_pairs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen, rejected) rewards for a `collate_packed` or `collate_two_sequence` batch."""
@@ -182,7 +217,7 @@ def _set_vision_attention(backbone, attn_implementation: str, vision_attention: 
     if vision_attention not in ("batched", "windows"):
         raise ValueError(f"vision_attention must be batched or windows, got {vision_attention!r}")
     if vision_attention == "batched" and attn_implementation == "sdpa":  # eager stays eager (debugging)
-        from mrm_ray.model.vision_attention import use_for_vision_tower
+        from mrm_ray.model.attention import use_for_vision_tower
 
         use_for_vision_tower(backbone)
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from mrm_ray.data.encode import PairEncoder
-from mrm_ray.model.pairing import collate_packed, collate_sequences, collate_two_sequence
+from mrm_ray.model.inputs import PairEncoder
+from mrm_ray.model.packing import collate_packed, collate_sequences, collate_two_sequence
 from mrm_ray.model.reward_model import RewardModel
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mrm_ray.data.encode import END_OF_TURN, PairEncoder
+from mrm_ray.model.inputs import END_OF_TURN, PairEncoder
 from mrm_ray.rl.grpo import token_logprobs
 
 
@@ -24,7 +24,7 @@ class Policy:
         from transformers import Qwen2_5_VLForConditionalGeneration
 
         from mrm_ray.model.processor import load_processor
-        from mrm_ray.model.vision_attention import use_for_vision_tower
+        from mrm_ray.model.attention import use_for_vision_tower
 
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             path, dtype=getattr(torch, dtype), attn_implementation="sdpa", trust_remote_code=False,

@@ -88,7 +88,7 @@ def parse_row(row: Mapping, base: Path, index: int) -> dict:
     """One usable prompt from a file row, or ValueError saying what is wrong with it."""
     from PIL import Image
 
-    from mrm_ray.data.encode import as_messages
+    from mrm_ray.model.inputs import as_messages
 
     prompt = row.get("prompt", row.get("question"))
     if prompt is None or (isinstance(prompt, str) and not prompt.strip()):

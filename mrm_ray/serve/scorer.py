@@ -45,7 +45,7 @@ class Scorer:
                  score_mean: float | None = None, score_std: float | None = None) -> None:
         import torch
 
-        from mrm_ray.data.encode import PairEncoder
+        from mrm_ray.model.inputs import PairEncoder
         from mrm_ray.model.processor import load_processor
         from mrm_ray.model.reward_checkpoint import resolve
         from mrm_ray.model.reward_model import RewardModel
@@ -91,7 +91,7 @@ class Scorer:
 
     def score_items(self, items: Sequence[dict]) -> list[float | str]:
         """Raw reward per `{prompt, images, response}`, or an error message for that item."""
-        from mrm_ray.model.pairing import collate_sequences
+        from mrm_ray.model.packing import collate_sequences
 
         return self._run(
             items, lambda x: self.encoder.encode_item(x["prompt"], x["images"], x["response"]),
@@ -100,7 +100,7 @@ class Scorer:
 
     def score_pairs(self, pairs: Sequence[dict]) -> list[tuple[float, float] | str]:
         """(chosen, rejected) raw rewards per pair from the packed pair forward, or an error message."""
-        from mrm_ray.model.pairing import collate_packed
+        from mrm_ray.model.packing import collate_packed
 
         def forward(batch):
             chosen, rejected = self.model.forward_pairs(batch)

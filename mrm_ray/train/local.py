@@ -15,7 +15,7 @@ import torch
 
 from mrm_ray.config import LossConfig
 from mrm_ray.model.loss import bradley_terry_loss
-from mrm_ray.model.pairing import collate_packed, collate_two_sequence
+from mrm_ray.model.packing import collate_packed, collate_two_sequence
 from mrm_ray.model.reward_model import RewardModel
 
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from mrm_ray.data.collate import PairCollate, steps_per_epoch
 from mrm_ray.data.synthetic import image_grounded_pairs
-from mrm_ray.model.pairing import SEG_CHOSEN, SEG_REJECTED
+from mrm_ray.model.packing import SEG_CHOSEN, SEG_REJECTED
 
 
 def test_steps_per_epoch_is_equal_per_rank_and_drops_the_remainder():

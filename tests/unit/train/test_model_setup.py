@@ -86,7 +86,7 @@ def _steps(run, encoder, steps: int):
     """The worker's own engine (`make_engine`) after `steps` of the worker's micro-steps on image pairs: the
     engine, the weights before, and the learning rates of each step."""
     from mrm_ray.data.synthetic import image_grounded_pairs
-    from mrm_ray.model.pairing import collate_packed
+    from mrm_ray.model.packing import collate_packed
     from mrm_ray.train.loop import learning_rates, make_engine, train_micro_step
 
     engine = make_engine(run, total_steps=steps, on_gpu=False)
@@ -131,7 +131,7 @@ def test_lora_moves_only_adapters_and_head_and_exports_merged(tiny_checkpoint, e
     the DeepSpeed checkpoint the worker saves exports (the run's own export) as a plain model, LoRA merged
     into the weights, that scores as the adapted one."""
     from mrm_ray.data.synthetic import image_grounded_pairs
-    from mrm_ray.model.pairing import collate_packed
+    from mrm_ray.model.packing import collate_packed
     from mrm_ray.model.reward_model import RewardModel
     from mrm_ray.train.checkpoint import DS_TAG
     from mrm_ray.train.export import export_checkpoint

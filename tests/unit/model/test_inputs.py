@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mrm_ray.data.encode import as_messages, load_image, response_text
+from mrm_ray.model.inputs import as_messages, load_image, response_text
 from mrm_ray.data.quarantine import Rejected
 from mrm_ray.data.readers.chat_messages import read_chat_messages
 from mrm_ray.data.synthetic import image_grounded_pairs

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mrm_ray.model.vision_attention import NAME, padded_varlen_sdpa, register
+from mrm_ray.model.attention import GROUPED, NAME, padded_varlen_sdpa, register
 
 
 def _per_chunk(q, k, v, cu):
@@ -74,7 +74,8 @@ def test_reward_model_uses_it_by_default_and_scores_the_same(tiny_checkpoint, tm
     batched = RewardModel.from_pretrained(tiny_checkpoint)
     loop = RewardModel.from_pretrained(tiny_checkpoint, vision_attention="windows")
     assert batched.backbone.visual.config._attn_implementation == NAME
-    assert batched.backbone.language_model.config._attn_implementation == "sdpa"  # packed 4D masks need SDPA
+    text = batched.backbone.language_model.config
+    assert text._attn_implementation == GROUPED  # calls with a 4D mask go to SDPA
     assert loop.backbone.visual.config._attn_implementation == "sdpa"
     torch.manual_seed(0)
     grid = torch.tensor([[1, 8, 8]])
@@ -86,7 +87,8 @@ def test_reward_model_uses_it_by_default_and_scores_the_same(tiny_checkpoint, tm
     with torch.no_grad():
         torch.testing.assert_close(batched(**kwargs), loop(**kwargs), rtol=0, atol=1e-5)
     saved = batched.save_pretrained(tmp_path / "saved")
-    assert NAME not in (saved / "config.json").read_text()  # a checkpoint never needs this module to load
+    for name in (NAME, GROUPED):  # a checkpoint never needs this module to load
+        assert name not in (saved / "config.json").read_text()
     assert json.loads((saved / "config.json").read_text())["model_type"] == "qwen2_5_vl"
     with pytest.raises(ValueError, match="vision_attention"):
         RewardModel.from_pretrained(tiny_checkpoint, vision_attention="fast")

@@ -1,9 +1,10 @@
-"""Encode prompts, responses and pairs with the Qwen2.5-VL processor and chat template.
+"""Encode prompts and their responses with the Qwen2.5-VL processor and chat template.
 
 A prompt (chat messages or a plain string, plus its images) becomes token ids with the
 image placeholders expanded, `mm_token_type_ids`, `pixel_values` and `image_grid_thw`.
 A response becomes its text tokens followed by `<|im_end|>`, the token the reward is read
-at. A pair keeps the prompt once: the packed forward runs it, and its images, once.
+at. A group (one prompt, K responses; a pair is K = 2) keeps the prompt once: the packed
+forward (model/packing.py) runs it, and its images, once.
 """
 
 from __future__ import annotations
@@ -106,6 +107,14 @@ class PairEncoder:
         out["rejected_ids"] = self.encode_response(rejected)
         if margin is not None:
             out["margin"] = float(margin)
+        return out
+
+    def encode_group(self, prompt, images, responses: Sequence[Any]) -> dict[str, Any]:
+        """One prompt with K >= 1 responses: prompt features once, `responses` a list of id arrays."""
+        if not responses:
+            raise ValueError("a group needs at least one response")
+        out = self.encode_prompt(prompt, images)
+        out["responses"] = [self.encode_response(r) for r in responses]
         return out
 
     def encode_item(self, prompt, images, response) -> dict[str, Any]:
