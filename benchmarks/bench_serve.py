@@ -42,7 +42,7 @@ def make_items(n: int) -> list[dict]:
 def in_process(path: Path, items: list[dict], seconds: float) -> dict[int, float]:
     import torch
 
-    from mrm_ray.serve.scorer import Scorer
+    from mrm_ray.model.scorer import Scorer
 
     torch.set_num_threads(CORES)
     scorer = Scorer(str(path))

@@ -56,19 +56,23 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from mrm_ray.model.inputs import PairEncoder
     from mrm_ray.model.processor import load_processor
     from mrm_ray.model.reward_model import RewardModel
-    from mrm_ray.model.scoring import score_pairs
+    from mrm_ray.model.scorer import Scorer
 
     rows, what = _load_rows(args.data, args.limit)
-    model = RewardModel.from_pretrained(args.model)
+    model = RewardModel.from_pretrained(args.model, packed_attention=args.packed_attention)
     encoder = PairEncoder(load_processor(args.model, max_pixels=args.max_pixels))
-    scores = score_pairs(model, encoder, rows, batch_size=args.batch_size,
-                         packed=args.pair_forward == "packed", progress=True)
-    print(f"scored {len(rows)} pairs from {what} with {args.model}")
+    scorer = Scorer.from_model(model, encoder, max_batch_tokens=args.max_batch_tokens)
+    scores = scorer.score_pairs(rows, progress=True)
+    for row, score in zip(rows, scores):
+        if isinstance(score, str):
+            print(f"{row['id']}: {score}", file=sys.stderr)
+    kept = [(row, score) for row, score in zip(rows, scores) if not isinstance(score, str)]
+    print(f"scored {len(kept)} of {len(rows)} pairs from {what} with {args.model}")
     print(f"{'id':<28} {'chosen':>9} {'rejected':>9}  correct")
-    for row, (c, r) in zip(rows, scores):
+    for row, (c, r) in kept:
         print(f"{row['id'][:28]:<28} {c:>9.4f} {r:>9.4f}  {'yes' if c > r else 'no'}")
-    accuracy = sum(c > r for c, r in scores) / max(len(scores), 1)
-    print(f"pairwise accuracy {accuracy:.2%} ({sum(c > r for c, r in scores)}/{len(scores)})")
+    correct = sum(c > r for _, (c, r) in kept)
+    print(f"pairwise accuracy {correct / max(len(kept), 1):.2%} ({correct}/{len(kept)})")
     return 0
 
 
@@ -195,9 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     def scoring_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", help="chat-message pair JSONL (default: the shared RLAIF-V sample)")
         p.add_argument("--limit", type=int, default=None)
-        p.add_argument("--batch-size", type=int, default=4)
+        p.add_argument("--max-batch-tokens", type=int, default=16384, help="real tokens per packed forward")
         p.add_argument("--max-pixels", type=int, default=None, help="override the processor's image budget")
-        p.add_argument("--pair-forward", choices=("packed", "two_sequence"), default="packed")
+        p.add_argument("--packed-attention", choices=("auto", "varlen", "sdpa", "dense"), default="auto",
+                       help="kernel for packed groups (dense: the 4D-mask reference)")
 
     score = sub.add_parser("score", help="score chosen/rejected pairs with a (reward) checkpoint")
     score.add_argument("--model", required=True, help="Qwen2.5-VL or reward checkpoint directory")

@@ -162,7 +162,10 @@ class ModelConfig:
     path: str = ""  # a Hugging Face checkpoint directory or its s3:// URI; `tiny` = the tiny random one
     head: HeadConfig = field(default_factory=HeadConfig)
     pair_forward: str = "packed"  # packed | two_sequence (the reference)
-    attn_implementation: str = "sdpa"  # sdpa | eager: packed pairs need a 4D mask, which flash-attn lacks
+    # kernel for packed groups: auto (flash varlen on CUDA in bf16/fp16, padded SDPA elsewhere) | varlen | sdpa |
+    # dense (the 4D-mask reference, quadratic in the row)
+    packed_attention: str = "auto"
+    attn_implementation: str = "sdpa"  # sdpa | eager: what the two-sequence and dense references run
     vision_attention: str = "batched"  # batched (one SDPA call per vision layer) | windows (transformers' loop)
     random_init: bool = False  # build path/config.json with random weights (sizing runs; see model/published.py)
 
@@ -171,6 +174,9 @@ class ModelConfig:
             raise ValueError(f"model.pair_forward must be one of {PAIR_FORWARDS}, got {self.pair_forward!r}")
         if self.vision_attention not in ("windows", "batched"):
             raise ValueError(f"model.vision_attention must be windows or batched, got {self.vision_attention!r}")
+        if self.packed_attention not in ("auto", "varlen", "sdpa", "dense"):
+            raise ValueError(f"model.packed_attention must be auto, varlen, sdpa or dense, got "
+                             f"{self.packed_attention!r}")
 
 
 def to_dict(config: Any) -> dict:
@@ -258,7 +264,11 @@ class TrainConfig:
     zero_stage: int = 2  # 0 | 2 | 3
     offload_optimizer: bool = False
     offload_params: bool = False  # ZeRO-3 only
-    micro_batch_size: Positive = 1  # pairs per worker per forward
+    micro_batch_size: Positive = 1  # pairs per worker per forward (without a token budget)
+    # With a budget, a worker's pairs of one optimizer step (micro_batch_size x accumulation) are re-cut into
+    # micro-batches by tokens: as few as hold them (the same count on every rank), balanced, each packed into
+    # rows of at most this many tokens. Loss, metrics and evaluation stay per pair. None = fixed pair counts.
+    max_tokens_per_micro_batch: Positive | None = None
     global_batch_size: Positive = 128  # pairs per optimizer step (accumulation fills the gap)
     learning_rate: PositiveFloat = 3e-6
     head_learning_rate: PositiveFloat | None = None  # None = learning_rate

@@ -1,12 +1,23 @@
-"""Collate functions for `iter_torch_batches`: Ray's columnar batches -> packed pair batches."""
+"""Ray Data's columnar batches -> packed pair batches, and the micro-batches of one optimizer step.
+
+A worker reads its shard in batches of `micro_batch_size` pairs (`pair_batches`). Without a
+token budget each is one micro-batch, as it came. With `train.max_tokens_per_micro_batch`
+the pairs of one optimizer step are cut again by tokens (`step_micro_batches`): into as few
+micro-batches as hold them, the same count on every rank (one all-reduce of an integer),
+balanced by length and packed into rows of at most the budget, so padding stays small and a
+long pair no longer sets the size of everyone's row.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from mrm_ray.model.packing import collate_packed, collate_two_sequence
+from mrm_ray.model.packing import balanced_parts, collate_groups, collate_two_sequence, group_length, pair_group
 
 _PAIR_COLUMNS = ("prompt_ids", "prompt_mm_token_type_ids", "chosen_ids", "rejected_ids", "pixel_values",
                  "image_grid_thw", "margin")
@@ -26,21 +37,28 @@ def rows_from_columns(batch: dict[str, np.ndarray]) -> list[dict]:
 
 class PairCollate(NumpyBatchCollateFn):
     """Picklable collate_fn building packed (default) or two-sequence batches on the worker (from the
-    dict of NumPy columns Ray Data batches as).
+    dict of NumPy columns Ray Data batches as); packed rows hold up to `row_tokens` tokens of groups.
 
-    With `sources`, the batch also carries `source_index` (B,) for per-source metrics.
+    With `sources`, the batch also carries `source_index` (pairs,) for per-source metrics.
     """
 
     def __init__(self, *, pad_token_id: int, packed: bool = True, padding_side: str = "right",
-                 sources: list[str] | None = None) -> None:
+                 sources: list[str] | None = None, row_tokens: int | None = None) -> None:
         self.pad_token_id = pad_token_id
         self.packed = packed
         self.padding_side = padding_side
         self.sources = list(sources or [])
+        self.row_tokens = row_tokens
+
+    def pairs(self, rows: Sequence[dict]) -> dict:
+        """Encoded pair rows -> one batch."""
+        if not self.packed:
+            return collate_two_sequence(rows, pad_token_id=self.pad_token_id, padding_side=self.padding_side)
+        return collate_groups([pair_group(r) for r in rows], pad_token_id=self.pad_token_id,
+                              padding_side=self.padding_side, row_tokens=self.row_tokens)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
-        collate = collate_packed if self.packed else collate_two_sequence
-        out = collate(rows_from_columns(batch), pad_token_id=self.pad_token_id, padding_side=self.padding_side)
+        out = self.pairs(rows_from_columns(batch))
         if self.sources:
             out["source_index"] = torch.tensor([self.sources.index(str(s)) for s in batch["source"]])
         return out
@@ -57,12 +75,51 @@ def steps_per_epoch(n_rows: int, *, world_size: int, batch_size: int) -> int:
     return (n_rows // world_size) // batch_size
 
 
-def pair_batches(shard, *, steps: int, batch_size: int, collate: PairCollate, epoch_seed: int,
+def pair_length(row: dict) -> int:
+    return len(row["prompt_ids"]) + len(row["chosen_ids"]) + len(row["rejected_ids"])
+
+
+def parts_needed(lengths: Sequence[int], max_tokens: int) -> int:
+    """The fewest balanced parts (`balanced_parts`) with none over the budget (a pair longer than the
+    budget makes a part of its own)."""
+    cap = max(max_tokens, max(lengths))
+    for parts in range(max(1, math.ceil(sum(lengths) / max_tokens)), len(lengths)):
+        if max(sum(lengths[i] for i in p) for p in balanced_parts(lengths, parts)) <= cap:
+            return parts
+    return len(lengths)
+
+
+def micro_batch_count(rows: Sequence[dict], max_tokens: int) -> int:
+    """Micro-batches this rank's pairs of one step need: as few as hold them under the budget, the
+    largest over ranks (every rank must run as many forwards and backwards), at most one per pair."""
+    import torch.distributed as dist
+
+    needed = torch.tensor(parts_needed([pair_length(r) for r in rows], max_tokens), dtype=torch.long)
+    if dist.is_initialized():
+        dist.all_reduce(needed, op=dist.ReduceOp.MAX)
+    return max(1, min(int(needed), len(rows)))
+
+
+def step_micro_batches(rows: Sequence[dict], collate: PairCollate, *, parts: int) -> list[tuple[dict, int]]:
+    """One step's pairs -> `parts` packed micro-batches of nearly equal tokens, each with its pair count."""
+    groups = [pair_group(r) for r in rows]
+    out = []
+    for part in balanced_parts([group_length(g) for g in groups], parts):
+        out.append((collate.pairs([rows[i] for i in part]), len(part)))
+    return out
+
+
+def pair_batches(shard, *, steps: int, batch_size: int, collate: PairCollate | None, epoch_seed: int,
                  shuffle_buffer: int = 0):
-    """Exactly `steps` packed batches from a Ray Train dataset shard (`get_dataset_shard`)."""
-    batches = shard.iter_torch_batches(
-        batch_size=batch_size, collate_fn=collate, drop_last=True, prefetch_batches=2,
-        local_shuffle_buffer_size=shuffle_buffer or None, local_shuffle_seed=epoch_seed if shuffle_buffer else None)
+    """Exactly `steps` batches of `batch_size` pairs from a Ray Train dataset shard (`get_dataset_shard`):
+    collated by `collate`, or (without one) as encoded pair rows for `step_micro_batches`."""
+    options = dict(batch_size=batch_size, drop_last=True, prefetch_batches=2,
+                   local_shuffle_buffer_size=shuffle_buffer or None,
+                   local_shuffle_seed=epoch_seed if shuffle_buffer else None)
+    if collate is not None:
+        batches = shard.iter_torch_batches(collate_fn=collate, **options)
+    else:
+        batches = (rows_from_columns(b) for b in shard.iter_batches(batch_format="numpy", **options))
     done = 0
     for batch in batches:
         if done == steps:

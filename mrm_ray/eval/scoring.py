@@ -23,7 +23,7 @@ class PairScoring:
     """A `map_batches` actor holding one reward checkpoint."""
 
     def __init__(self, path: str, max_batch_tokens: int = 16384) -> None:
-        from mrm_ray.serve.scorer import Scorer
+        from mrm_ray.model.scorer import Scorer
 
         self.scorer = Scorer(path, max_batch_tokens=max_batch_tokens)
 

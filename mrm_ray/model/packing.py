@@ -72,6 +72,20 @@ def layout_rows(lengths: Sequence[int], row_tokens: int | None) -> list[list[int
     return rows
 
 
+def balanced_parts(lengths: Sequence[int], parts: int) -> list[list[int]]:
+    """Indices split into `parts` non-empty sets of nearly equal total length (longest first, each to
+    the lightest set), each set in its original order. `parts` must not exceed the count."""
+    if not 1 <= parts <= len(lengths):
+        raise ValueError(f"cannot split {len(lengths)} groups into {parts} parts")
+    bins: list[list[int]] = [[] for _ in range(parts)]
+    totals = [0] * parts
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        b = min(range(parts), key=lambda b: (totals[b], len(bins[b])))
+        bins[b].append(i)
+        totals[b] += lengths[i]
+    return [sorted(b) for b in bins]
+
+
 def _vision(features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
     pixels = [f["pixel_values"] for f in features if f.get("pixel_values") is not None and len(f["pixel_values"])]
     grids = [f["image_grid_thw"] for f in features if f.get("image_grid_thw") is not None and len(f["image_grid_thw"])]

@@ -34,6 +34,7 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     max_items: int = 64  # items per /v1/score or /get_reward request
+    max_responses: int = 16  # responses of one group item (`responses`)
     max_pairs: int = 32  # pairs per /v1/compare request
     max_images_per_item: int = 8
     max_image_bytes: int = 10 * 2**20  # decoded size of one image
@@ -104,11 +105,18 @@ class Message(BaseModel):
 
 
 class ScoreItem(BaseModel):
+    """One prompt with one `response`, or a group: the same prompt with several `responses` (one result
+    each, in order; the prompt and its images are encoded once for all of them)."""
+
     model_config = ConfigDict(extra="forbid")
     prompt: str | list[Message]
-    response: str
+    response: str | None = None
+    responses: list[str] | None = Field(None, description="a group: several responses to this prompt")
     images: list[str] = Field(default_factory=list, description="base64 or data: URLs, one per image placeholder")
     reference: str | None = Field(None, description="reference answer for reward='hybrid'")
+
+    def texts(self) -> list[str]:
+        return [self.response] if self.responses is None else list(self.responses)
 
 
 class ScoreRequest(BaseModel):
@@ -265,17 +273,35 @@ def prepare_prompt(prompt: str | list[Message], images: list[str], *, field: str
     return messages, decoded
 
 
+def _check_responses(item: ScoreItem, field: str, limits: Limits) -> None:
+    if (item.response is None) == (item.responses is None):
+        raise BadInput(f"{field}.response", "send `response` (one) or `responses` (a group), not both or neither")
+    if item.response is not None:
+        _check_text(item.response, f"{field}.response", limits)
+        return
+    if not item.responses:
+        raise BadInput(f"{field}.responses", "a group needs at least one response")
+    if len(item.responses) > limits.max_responses:
+        raise BadInput(f"{field}.responses", f"{len(item.responses)} responses, over the limit of "
+                                             f"{limits.max_responses}", status=413)
+    for k, text in enumerate(item.responses):
+        if not text.strip():
+            raise BadInput(f"{field}.responses[{k}]", "an empty response")
+        _check_text(text, f"{field}.responses[{k}]", limits)
+
+
 def prepare_items(request: ScoreRequest, limits: Limits) -> list[dict]:
-    """Member-ready `{prompt, images, response}` dicts, or `BadInput` for the first bad field."""
+    """Member-ready groups `{prompt, images, responses}` (an item with one `response` is a group of
+    one), or `BadInput` for the first bad field."""
     if len(request.items) > limits.max_items:
         raise BadInput("items", f"{len(request.items)} items, over the limit of {limits.max_items}", status=413)
     out = []
     for i, item in enumerate(request.items):
+        _check_responses(item, f"items[{i}]", limits)
         prompt, images = prepare_prompt(item.prompt, item.images, field=f"items[{i}]", limits=limits)
-        _check_text(item.response, f"items[{i}].response", limits)
         if item.reference is not None:
             _check_text(item.reference, f"items[{i}].reference", limits)
-        out.append({"prompt": prompt, "images": images, "response": item.response})
+        out.append({"prompt": prompt, "images": images, "responses": item.texts()})
     return out
 
 

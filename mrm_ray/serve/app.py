@@ -40,7 +40,7 @@ class MemberServing(BaseModel):
     """How one member is deployed; `max_ongoing_requests` must let batches fill (Serve's default 5 caps them)."""
 
     model_config = ConfigDict(extra="forbid")
-    max_batch_size: int = Field(16, ge=1, description="items per dynamic batch")
+    max_batch_size: int = Field(16, ge=1, description="responses (or pairs) per dynamic batch")
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_batch_tokens: int = Field(16384, ge=1, description="padded tokens per forward")
     max_ongoing_requests: int = Field(32, ge=1, description="calls queued per replica; about 2x the batch")
@@ -106,6 +106,25 @@ class AppArgs(BaseModel):
             raise ValueError("no members: set `ensemble: path/to/ensemble.yaml` or list `members`")
         return EnsembleConfig(members=config.members, method=self.method or config.method,
                               fitted_on=config.fitted_on)
+
+
+def member_calls(inputs: list[dict], idx: list[int], step: int, method: str) -> list[tuple[list, list[dict]]]:
+    """A member's routed inputs as calls of at most `step` units (a pair, or a group's response),
+    each with the (input, response) it scores. A group larger than a call is split over calls,
+    its prompt sent with each part."""
+    if method == "compare":
+        return [([(j, 0) for j in idx[a:a + step]], [inputs[j] for j in idx[a:a + step]])
+                for a in range(0, len(idx), step)]
+    units = [(j, k) for j in idx for k in range(len(inputs[j]["responses"]))]
+    calls = []
+    for a in range(0, len(units), step):
+        part, payload = units[a:a + step], []
+        for j, k in part:
+            if not payload or payload[-1][0] != j:
+                payload.append((j, []))
+            payload[-1][1].append(inputs[j]["responses"][k])
+        calls.append((part, [{**inputs[j], "responses": texts} for j, texts in payload]))
+    return calls
 
 
 def deployment_name(member: str) -> str:
@@ -344,26 +363,29 @@ class Ingress:
                 task.cancel()
 
     async def _fan_out(self, method: str, inputs: list[dict], what: str) -> tuple[np.ndarray, list, dict]:
-        """Member values per input (NaN where not routed), each member's stats, and versions."""
+        """Member values per unit (NaN where not routed): per pair (chosen, rejected) for `compare`, per
+        response of each group in order for `score`; each member's stats, and versions."""
         has_image = [bool(x["images"]) for x in inputs]
         mask = routing_mask([m["modalities"] for m in self.members], has_image)
+        first = np.cumsum([0] + [len(x.get("responses", [None])) for x in inputs])
         calls = []
         for m, member in enumerate(self.members):
-            idx = np.flatnonzero(mask[m]).tolist()
-            step = member["max_batch_size"]
-            for start in range(0, len(idx), step):
-                chunk = idx[start:start + step]
-                calls.append((m, chunk, self._call(member["name"], method, [inputs[j] for j in chunk])))
+            for units, payload in member_calls(inputs, np.flatnonzero(mask[m]).tolist(), member["max_batch_size"],
+                                                 method):
+                calls.append((m, units, self._call(member["name"], method, payload)))
         replies = await self._gather([c[2] for c in calls])
         width = 2 if method == "compare" else 1
-        values = np.full((len(self.members), len(inputs), width), np.nan)
+        values = np.full((len(self.members), int(first[-1]), width), np.nan)
         stats: list[dict] = [{} for _ in self.members]
         versions: dict[str, str] = {}
-        for (m, chunk, _), reply in zip(calls, replies):
+        for (m, units, _), reply in zip(calls, replies):
             name = self.members[m]["name"]
             for i, message in reply["errors"].items():
-                raise api.BadInput(f"{what}[{chunk[int(i)]}]", f"member {name}: {message}")
-            values[m, chunk] = np.asarray(reply["values"], dtype=np.float64).reshape(len(chunk), width)
+                j = sorted({j for j, _ in units})[int(i)]
+                raise api.BadInput(f"{what}[{j}]", f"member {name}: {message}")
+            flat = [v for value in reply["values"] for v in (value if method == "score" else [value])]
+            at = [first[j] + k for j, k in units]
+            values[m, at] = np.asarray(flat, dtype=np.float64).reshape(len(units), width)
             stats[m] = {"score_mean": reply["score_mean"], "score_std": reply["score_std"]}
             versions[name] = reply["version"]
         for m, member in enumerate(self.members):  # members that scored nothing here keep neutral stats
@@ -385,12 +407,13 @@ class Ingress:
         scores = values[..., 0]
         agg = self._aggregate(scores, stats)
         results = []
-        for j, item in enumerate(request.items):
+        units = [(item, text) for item in request.items for text in item.texts()]  # one result per response
+        for j, (item, text) in enumerate(units):
             model_reward = float(agg.reward[j])
             matched, reward = None, model_reward
             if request.reward == "hybrid":
-                matched = answer_matches(item.response, item.reference)
-                reward = hybrid_reward(item.response, item.reference, model_reward)
+                matched = answer_matches(text, item.reference)
+                reward = hybrid_reward(text, item.reference, model_reward)
             results.append(api.ItemScore(
                 reward=reward, model_reward=model_reward, std=float(agg.std[j]), matched_reference=matched,
                 scores={m["name"]: float(scores[k, j]) for k, m in enumerate(self.members)

@@ -71,6 +71,28 @@ def encode_items(items: Sequence[dict]) -> list[dict]:
     return [{**it, "images": [_inline(im) for im in it.get("images") or []]} for it in items]
 
 
+def group_items(items: Sequence[dict], *, max_responses: int = 16) -> list[dict]:
+    """Consecutive `{prompt, response, images?, reference?}` items with the same prompt, images and
+    reference (a rollout group) as group items `{prompt, responses, images?, reference?}`, so the server
+    encodes the prompt and its images once; the results still come one per response, in order. Empty
+    responses stay single items (a group refuses them), and a group holds at most `max_responses`."""
+    out: list[dict] = []
+    key = None
+    for it in items:
+        if "response" not in it or not str(it["response"]).strip():
+            out.append(dict(it))
+            key = None
+            continue
+        this = (it["prompt"], list(it.get("images") or []), it.get("reference"))
+        if key is not None and this == key and len(out[-1]["responses"]) < max_responses:
+            out[-1]["responses"].append(it["response"])
+            continue
+        out.append({**{k: v for k, v in it.items() if k != "response"}, "responses": [it["response"]]})
+        key = this
+    return [{**{k: v for k, v in g.items() if k != "responses"}, "response": g["responses"][0]}
+            if len(g.get("responses", ())) == 1 else g for g in out]
+
+
 class RewardError(RuntimeError):
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"reward server answered {status}: {body[:500]}")
@@ -113,10 +135,11 @@ class RewardClient:
             time.sleep(delay)
 
     def score(self, items: Sequence[dict], *, reward: str = "model") -> list[dict]:
-        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, ...}` each."""
+        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, ...}` each; items in a
+        row that share a prompt are sent as one group (`group_items`)."""
         out: list[dict] = []
         for start in range(0, len(items), self.chunk_items):
-            chunk = encode_items(items[start:start + self.chunk_items])
+            chunk = encode_items(group_items(items[start:start + self.chunk_items]))
             out += self._post("/v1/score", {"items": chunk, "reward": reward})["results"]
         return out
 
@@ -163,13 +186,14 @@ class AsyncRewardClient:
 
     async def score(self, items: Sequence[dict], *, reward: str = "model",
                     timeout_s: float | None = None) -> list[dict]:
-        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, ...}` each; with
-        `timeout_s`, each attempt carries it as its deadline (`X-Request-Timeout`)."""
+        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, ...}` each (items in a
+        row sharing a prompt go as one group); with `timeout_s`, each attempt carries it as its deadline
+        (`X-Request-Timeout`)."""
         import asyncio
 
         import aiohttp
 
-        payload = {"items": encode_items(items), "reward": reward}
+        payload = {"items": encode_items(group_items(items)), "reward": reward}
         headers = {TIMEOUT_HEADER: f"{timeout_s:g}"} if timeout_s is not None else None
         backoff = Backoff(self.retries, self.max_wait_s)
         while True:

@@ -1,9 +1,10 @@
 """`RewardMember`: one ensemble member as a Ray Serve deployment with dynamic batching.
 
-The ingress sends each member chunks of items (at most `max_batch_size` per call);
-`@serve.batch` groups concurrent calls until the batch holds `max_batch_size` items
-(`batch_size_fn` counts items, not calls) or `batch_wait_timeout_s` passes, and the scorer
-splits the batch into forwards that fit `max_batch_tokens`. The checkpoint is `user_config`,
+The ingress sends each member chunks of groups (one prompt, its responses; at most
+`max_batch_size` responses per call) or of pairs; `@serve.batch` groups concurrent calls
+until the batch holds `max_batch_size` responses or pairs (`batch_size_fn` counts those, not
+calls) or `batch_wait_timeout_s` passes, and the scorer packs the batch into forwards that
+fit `max_batch_tokens`, each prompt and its images encoded once per group. The checkpoint is `user_config`,
 so a new one is swapped in by `reconfigure` while the old one keeps answering.
 
 A call may carry the seconds its request has left (`timeout_s`): calls whose time has run
@@ -19,13 +20,14 @@ from typing import Any
 
 from ray import serve
 
-from mrm_ray.serve.scorer import Scorer
+from mrm_ray.model.scorer import Scorer
 
 RECONFIGURABLE = ("path", "score_mean", "score_std", "max_batch_tokens", "batch_wait_timeout_s", "dtype")
 
 
 def count_items(calls: list[list[dict]]) -> int:
-    return sum(len(c) for c in calls)
+    """Responses of groups, or pairs, in a batch of calls."""
+    return sum(len(x["responses"]) if "responses" in x else 1 for c in calls for x in c)
 
 
 @serve.deployment(name="RewardMember")
@@ -70,7 +72,7 @@ class RewardMember:
         out: list[dict[str, Any]] = [{"expired": True} for _ in calls]
         if not flat:
             return out
-        self._batch_sizes[len(flat)] += 1
+        self._batch_sizes[count_items([flat])] += 1
         self._requests += len(live)
         values = await asyncio.to_thread(score, scorer, flat)
         start = 0
@@ -81,7 +83,7 @@ class RewardMember:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=count_items)
     async def _score_batch(self, calls: list[list[dict]], deadlines: list[float | None]) -> list[dict[str, Any]]:
-        return await self._batched(calls, deadlines, Scorer.score_items)
+        return await self._batched(calls, deadlines, Scorer.score_groups)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=count_items)
     async def _compare_batch(self, calls: list[list[dict]], deadlines: list[float | None]) -> list[dict[str, Any]]:
@@ -91,10 +93,10 @@ class RewardMember:
     def _deadline(timeout_s: float | None) -> float | None:
         return None if timeout_s is None else time.monotonic() + timeout_s
 
-    async def score(self, items: list[dict], timeout_s: float | None = None) -> dict[str, Any]:
-        """Raw rewards for `{prompt, images, response}` items (at most `max_batch_size`), unless `timeout_s`
-        runs out before their batch runs."""
-        return await self._score_batch(items, self._deadline(timeout_s))
+    async def score(self, groups: list[dict], timeout_s: float | None = None) -> dict[str, Any]:
+        """Raw rewards, a list per `{prompt, images, responses}` group (at most `max_batch_size` responses
+        in all), unless `timeout_s` runs out before their batch runs."""
+        return await self._score_batch(groups, self._deadline(timeout_s))
 
     async def compare(self, pairs: list[dict], timeout_s: float | None = None) -> dict[str, Any]:
         """(chosen, rejected) raw rewards for pairs, from the packed pair forward."""

@@ -44,19 +44,14 @@ def collate_for(config_packed: bool) -> Callable:
     return collate_packed if config_packed else collate_two_sequence
 
 
-@torch.no_grad()
-def pairwise_accuracy(model: RewardModel, pairs: Sequence[dict], *, pad_token_id: int,
-                      batch_size: int = 32, packed: bool = True) -> float:
-    """Fraction of pairs with reward(chosen) > reward(rejected); ties count as wrong."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for start in range(0, len(pairs), batch_size):
-        batch = collate_for(packed)(pairs[start:start + batch_size], pad_token_id=pad_token_id)
-        chosen, rejected = model.forward_pairs(batch)
-        correct += int((chosen > rejected).sum())
-    model.train(was_training)
-    return correct / max(1, len(pairs))
+def pairwise_accuracy(model: RewardModel, encoder, pairs: Sequence[dict]) -> float:
+    """Fraction of encoded pairs with reward(chosen) > reward(rejected), scored by the one
+    scorer (model/scorer.py); ties count as wrong."""
+    from mrm_ray.model.packing import pair_group
+    from mrm_ray.model.scorer import Scorer
+
+    rewards = Scorer.from_model(model, encoder).score_encoded([pair_group(p) for p in pairs])
+    return sum(c > r for c, r in rewards) / max(1, len(pairs))
 
 
 def train_pairs(model: RewardModel, pairs: Sequence[dict], *, pad_token_id: int,

@@ -39,7 +39,8 @@ def build_model(run, *, ds_config: dict):
     dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
     load = RewardModel.from_config if run.model.random_init else RewardModel.from_pretrained
     model = load(local_copy(run.model.path), head=run.model.head, dtype=dtype,
-                 attn_implementation=run.model.attn_implementation, vision_attention=run.model.vision_attention)
+                 attn_implementation=run.model.attn_implementation, vision_attention=run.model.vision_attention,
+                 packed_attention=run.model.packed_attention)
     del keep
     if run.train.freeze_vision:
         model.backbone.visual.requires_grad_(False)
@@ -127,16 +128,48 @@ def make_engine(run, *, total_steps: int, on_gpu: bool):
     return engine
 
 
-def train_micro_step(engine, batch: dict, loss_config) -> dict:
-    """Forward, Bradley-Terry loss, backward and (at the accumulation boundary) the optimizer step."""
+def train_micro_step(engine, batch: dict, loss_config, *, share: float | None = None,
+                     boundary: bool | None = None) -> dict:
+    """Forward, Bradley-Terry loss, backward and (at the accumulation boundary) the optimizer step.
+
+    By default DeepSpeed's own accumulation (loss / accumulation steps, a boundary every that many
+    micro-steps); micro-batches cut by tokens pass their `share` of the step's pairs (the loss is
+    then the mean over the step's pairs, whatever the cut) and whether this one ends the step."""
     from mrm_ray.model.loss import bradley_terry_loss
 
     chosen, rejected = split_rewards(engine(**batch))
     out = bradley_terry_loss(chosen, rejected, config=loss_config, margin=batch.get("margin"),
                              chosen_lengths=batch["chosen_lengths"], rejected_lengths=batch["rejected_lengths"])
-    engine.backward(out.loss)
+    if share is None:
+        engine.backward(out.loss)
+    else:
+        engine.set_gradient_accumulation_boundary(boundary)
+        engine.backward(out.loss * share, scale_wrt_gas=False)
     engine.step()
-    return out.metrics()
+    real = batch["segment_ids"].ne(0).sum() if "segment_ids" in batch else batch["attention_mask"].sum()
+    return {**out.metrics(), "_real_tokens": float(real), "_token_slots": float(batch["input_ids"].numel())}
+
+
+def step_metrics(window: list[tuple[dict, int]]) -> dict[str, float]:
+    """One step's metrics from its micro-batches' (metrics, pairs): per-pair means, and the share of
+    real tokens in the rows the forwards ran (1 - padding) with the real tokens per micro-batch."""
+    pairs = sum(n for _, n in window)
+    metrics = {k: sum(m[k] * n for m, n in window) / pairs for k in window[0][0] if not k.startswith("_")}
+    real, slots = (sum(m[k] for m, _ in window) for k in ("_real_tokens", "_token_slots"))
+    metrics.update(real_token_share=real / slots, tokens_per_micro_batch=real / len(window),
+                   micro_batches=float(len(window)))
+    return metrics
+
+
+def train_step_by_tokens(engine, rows: list[dict], collate, loss_config, *, max_tokens: int) -> list[tuple[dict, int]]:
+    """One optimizer step on this rank's pairs, cut into micro-batches by tokens: (metrics, pairs) each."""
+    from mrm_ray.data.collate import micro_batch_count, step_micro_batches
+
+    parts = step_micro_batches(rows, collate, parts=micro_batch_count(rows, max_tokens))
+    device = engine.device
+    return [(train_micro_step(engine, _to(batch, device), loss_config, share=n / len(rows),
+                              boundary=i == len(parts) - 1), n)
+            for i, (batch, n) in enumerate(parts)]
 
 
 def _skip_cpu_inference_comm_op() -> None:
@@ -203,8 +236,9 @@ def train_loop_per_worker(cfg: dict) -> None:
     if checkpoint:
         state, fingerprint = ckpt.restore(engine, checkpoint, rank=rank)
         progress.restored(state["step"], fingerprint)
+    budget = run.train.max_tokens_per_micro_batch
     collate = PairCollate(pad_token_id=cfg["pad_token_id"], packed=run.model.pair_forward == "packed",
-                          sources=cfg["sources"])
+                          sources=cfg["sources"], row_tokens=budget)
     evaluator = Evaluator(cfg["sources"])
     train_shard, held_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("held_out")
     device = engine.device
@@ -216,24 +250,31 @@ def train_loop_per_worker(cfg: dict) -> None:
         return evaluator(engine, batches, run.loss)
 
     engine.train()
-    window: list[dict] = []
+    window: list[tuple[dict, int]] = []  # (micro-batch metrics, its pairs) since the last step
+    pending: list[dict] = []  # with a token budget: the step's pair rows, cut when the step is complete
     timing = {"seconds": 0.0, "pairs": 0}  # training throughput, eval and checkpoints excluded
     tick = time.perf_counter()
     while state["step"] < stop_step:
         epoch, skip = divmod(state["micro_step"], micro_per_epoch)
         batches = pair_batches(train_shard, steps=micro_per_epoch, batch_size=run.train.micro_batch_size,
-                               collate=collate, epoch_seed=run.data.shuffle_seed + epoch)
+                               collate=None if budget else collate, epoch_seed=run.data.shuffle_seed + epoch)
         for i, batch in enumerate(batches):
             if i < skip:  # resuming mid-epoch: these pairs were already trained on
                 continue
-            batch = _to(batch, device)
-            batch.pop("source_index")
             if state["micro_step"] % accum == 0:
                 rates = learning_rates(engine)  # what this step's optimizer update uses
-            window.append(train_micro_step(engine, batch, run.loss))
             state["micro_step"] += 1
+            if budget:
+                pending += batch
+            else:
+                batch = _to(batch, device)
+                batch.pop("source_index")
+                window.append((train_micro_step(engine, batch, run.loss), run.train.micro_batch_size))
             if state["micro_step"] % accum:
                 continue
+            if budget:
+                window = train_step_by_tokens(engine, pending, collate, run.loss, max_tokens=budget)
+                pending = []
             state["step"] += 1
             step = state["step"]
             now = time.perf_counter()
@@ -241,7 +282,7 @@ def train_loop_per_worker(cfg: dict) -> None:
                 timing["seconds"] += now - tick
                 timing["pairs"] += run.train.global_batch_size
             tick = now
-            metrics = mean_over_ranks({k: sum(m[k] for m in window) / len(window) for k in window[0]})
+            metrics = mean_over_ranks(step_metrics(window))
             metrics.update(rates)
             window = []
             progress.step(step, metrics)

@@ -76,7 +76,8 @@ class Progress:
         self.last_time, self.last_step = now, step
         self.writer.add_scalar("train/pairs_per_s", rate, step)
         print(f"[train] step {step}/{self.total} | {rate:.1f} pairs/s | loss {metrics['loss']:.4f} | "
-              f"acc {metrics['accuracy']:.3f} | lr {metrics['lr']:.2e} | eta {eta:.0f}s", flush=True)
+              f"acc {metrics['accuracy']:.3f} | lr {metrics['lr']:.2e} | "
+              f"{metrics.get('real_token_share', 1.0):.0%} real tokens | eta {eta:.0f}s", flush=True)
 
     def evaluated(self, step: int, metrics: dict) -> None:
         if not self.enabled:

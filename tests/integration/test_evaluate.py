@@ -15,7 +15,7 @@ from mrm_ray.data.quarantine import Rejected
 from mrm_ray.data.schema import PAIR_SCHEMA, to_chat_messages
 from mrm_ray.eval import metrics
 from mrm_ray.eval.benchmarks import read_benchmark
-from mrm_ray.serve.scorer import Scorer
+from mrm_ray.model.scorer import Scorer
 
 from helpers.ray_head import job_status
 

@@ -28,7 +28,7 @@ def _fresh_accuracy(checkpoint: Path, encoder, image_size: int, n: int = 200) ->
     model = RewardModel.from_pretrained(checkpoint).eval()
     pairs = [encoder.encode_pair(r["prompt"], r["images"], r["chosen"], r["rejected"])
              for r in image_grounded_pairs(n, seed=99, size=image_size)]
-    return pairwise_accuracy(model, pairs, pad_token_id=encoder.pad_token_id)
+    return pairwise_accuracy(model, encoder, pairs)
 
 
 @pytest.fixture(scope="module")

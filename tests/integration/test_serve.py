@@ -16,7 +16,7 @@ import requests
 import yaml
 
 from mrm_ray.presets import shipped
-from mrm_ray.serve.scorer import Scorer, checkpoint_version
+from mrm_ray.model.scorer import Scorer, checkpoint_version
 
 from helpers.images import b64, data_url, huge_png, png
 from helpers.ray_head import BIN, RayHead, job_status, ray_env
@@ -44,7 +44,7 @@ class Served:
         app = self.config["applications"][0]
         for member, path in zip(app["args"]["members"], checkpoints):
             member["path"] = str(path)
-        app["args"]["limits"] = {"max_items": 8, "max_pairs": 4, "max_image_bytes": 100_000,
+        app["args"]["limits"] = {"max_items": 8, "max_pairs": 4, "max_responses": 24, "max_image_bytes": 100_000,
                                  "max_image_pixels": 1_000_000, "max_text_chars": 2_000,
                                  "max_request_bytes": 2_000_000}
         app["runtime_env"] = {"env_vars": {"MRM_SERVE_TOKEN": TOKEN}}  # auth on (the ensemble app below: off)
@@ -125,6 +125,23 @@ def test_scores_and_margins_equal_offline_reward_models(served, offline):
         assert result["margins"] == pytest.approx({"tiny-a": margins[0], "tiny-b": margins[1]}, abs=1e-4)
         assert result["margin"] == pytest.approx(sum(margins) / 2, abs=1e-4)
         assert result["prob_chosen"] == pytest.approx(1 / (1 + math.exp(-sum(margins) / 2)), abs=1e-4)
+
+
+def test_a_group_item_scores_each_response_as_its_own_item(served, offline):
+    """One prompt with 20 responses (more than a member's batch of 16: split over two calls) and a plain
+    item: one result per response, in order, equal to scoring each response alone."""
+    responses = [f"The square is {c}." for c in ("red", "green", "blue", "pink")] * 5
+    group = {"prompt": "What colour is the square?", "images": [b64(RED)], "responses": responses}
+    response = served.post("/v1/score", {"items": [group, ITEMS[0]]})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == len(responses) + 1
+    singles = [{"prompt": group["prompt"], "images": [RED], "response": r} for r in responses] + DECODED[:1]
+    expected = [s.score_items(singles) for s in offline[:2]]
+    for j, result in enumerate(results):
+        assert result["scores"] == pytest.approx({"tiny-a": expected[0][j], "tiny-b": expected[1][j]}, abs=1e-4)
+    bad = served.post("/v1/score", {"items": [{**group, "responses": ["fine", ""]}]})
+    assert bad.status_code == 422 and "items[0].responses[1]" in bad.text, bad.text
 
 
 def test_openrlhf_protocol_and_hybrid_reward(served, offline):

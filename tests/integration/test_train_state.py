@@ -4,7 +4,8 @@ cluster) is checked against one unbroken reference run of the tiny preset.
 - a run stopped at step k and resumed, then losing a worker that is replaced, gives the
   reference's losses and final weights; each restored state's fingerprint equals the one saved
   with its checkpoint, and every step trained (before and after the kill) has the reference's loss;
-- ZeRO-0, ZeRO-2 and ZeRO-3 give the same losses under the same seed and data order;
+- ZeRO-0, ZeRO-2 and ZeRO-3 give the same losses under the same seed and data order, and so do
+  micro-batches cut by a token budget instead of a pair count;
 - every trainable parameter moves (a frozen vision tower, the head's own learning rate, LoRA's
   unmoved base weights and merged export: tests/unit/train/test_model_setup.py, on the worker's
   own DeepSpeed engine in one process, without runs of their own here).
@@ -204,6 +205,19 @@ def test_zero_stages_give_the_reference_losses(reference, out, stage):
     assert losses == pytest.approx(reference["losses"], abs=ACROSS_STAGES)
     assert losses[STEPS] < losses[1]  # and they do go down
     _assert_same_weights(_weights(_last_checkpoint(out, f"zero{stage}")), reference["weights"], atol=1e-4)
+
+
+def test_micro_batches_cut_by_tokens_give_the_reference_losses(reference, out):
+    """Each rank's 8 pairs of a step cut into micro-batches of at most 160 tokens (two or three, the same
+    count on both ranks) instead of one of 8 pairs: the same loss, as the mean over the step's pairs, and
+    the same updates. A wrong share of the loss per micro-batch, or a boundary missed, would not be."""
+    summary, events = _train(out, "by-tokens", "train.max_tokens_per_micro_batch=160")
+    assert summary.final_step == STEPS
+    steps = [e for e in events if e["event"] == "train"]
+    assert all(e["micro_batches"] >= 2 and e["tokens_per_micro_batch"] <= 160 for e in steps), steps[0]
+    losses = {e["step"]: e["loss"] for e in steps}
+    assert losses == pytest.approx(reference["losses"], abs=ACROSS_STAGES)
+    _assert_same_weights(_weights(_last_checkpoint(out, "by-tokens")), reference["weights"], atol=1e-4)
 
 
 def test_every_trainable_parameter_moved(reference, out):

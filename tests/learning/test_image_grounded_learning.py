@@ -26,7 +26,7 @@ def _train_and_eval(tiny_checkpoint, encoder, *, blank):
     train, held_out = _encode(encoder, 512, 1, blank), _encode(encoder, 400, 2, blank)
     model = RewardModel.from_pretrained(tiny_checkpoint)
     history = train_pairs(model, train, pad_token_id=encoder.pad_token_id, config=CONFIG)
-    return pairwise_accuracy(model, held_out, pad_token_id=encoder.pad_token_id), history
+    return pairwise_accuracy(model, encoder, held_out), history
 
 
 def test_learns_colour_from_the_image(tiny_checkpoint, encoder):

@@ -2,6 +2,7 @@
 step count every rank takes: the same on each, whatever the row count."""
 
 import numpy as np
+import pytest
 
 from mrm_ray.data.collate import PairCollate, steps_per_epoch
 from mrm_ray.data.synthetic import image_grounded_pairs
@@ -32,3 +33,31 @@ def test_collate_builds_packed_batches_with_sources(encoder):
     assert int((batch["segment_ids"] == SEG_REJECTED).sum()) == int(batch["rejected_lengths"].sum())
     assert batch["chosen_lengths"].tolist() == [len(r["chosen_ids"]) for r in rows]
     assert batch["margin"].tolist() == [0.0, 0.5, 0.0]  # NaN (no margin) reads as none
+
+
+def test_a_step_is_cut_by_tokens_into_balanced_micro_batches_that_keep_every_pair(encoder):
+    from mrm_ray.data.collate import micro_batch_count, pair_length, step_micro_batches
+
+    rows = [encoder.encode_pair(r["prompt"], r["images"], r["chosen"], r["rejected"])
+            for r in image_grounded_pairs(7, seed=2)]
+    lengths = [pair_length(r) for r in rows]
+    budget = sum(lengths) // 3 + max(lengths)
+    parts = micro_batch_count(rows, budget)  # no process group here: this rank's own count
+    assert parts == 3 or (parts == 2 and budget * 2 >= sum(lengths))
+    cut = step_micro_batches(rows, PairCollate(pad_token_id=encoder.pad_token_id, row_tokens=budget), parts=parts)
+    assert [n for _, n in cut] and sum(n for _, n in cut) == len(rows)
+    real = [int((b["segment_ids"] != 0).sum()) for b, _ in cut]
+    assert sum(real) == sum(lengths) and max(real) - min(real) <= max(lengths)  # balanced
+    assert max(real) <= budget
+    assert all(b["input_ids"].shape[0] == 1 for b, _ in cut)  # each micro-batch fits one row of the budget
+    assert micro_batch_count(rows, 10) == len(rows)  # never more micro-batches than pairs
+
+
+def test_balanced_parts_are_non_empty_and_in_order():
+    from mrm_ray.model.packing import balanced_parts
+
+    parts = balanced_parts([5, 1, 9, 3, 3, 7], 3)
+    assert sorted(i for p in parts for i in p) == list(range(6)) and all(p == sorted(p) for p in parts)
+    assert sorted(sum([5, 1, 9, 3, 3, 7][i] for i in p) for p in parts) == [9, 9, 10]
+    with pytest.raises(ValueError):
+        balanced_parts([1, 2], 3)

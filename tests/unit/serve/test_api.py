@@ -8,7 +8,7 @@ from mrm_ray.serve.api import (BadInput, CompareRequest, Limits, OpenRLHFRequest
 from helpers.images import b64, data_url, huge_png, png
 
 LIMITS = Limits(max_items=4, max_pairs=2, max_images_per_item=2, max_image_bytes=50_000,
-                max_image_pixels=1_000_000, max_text_chars=100)
+                max_image_pixels=1_000_000, max_text_chars=100, max_responses=3)
 RED, BLUE = png((255, 0, 0)), png((0, 0, 255))
 
 
@@ -23,7 +23,7 @@ def test_plain_prompt_with_images_and_chat_messages_with_inline_and_placeholder_
                     {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(BLUE)}},
                                                  {"type": "image"}, {"type": "text", "text": "Compare."}]}],
          "response": "blue then red", "images": [data_url(RED)]})
-    assert plain == {"prompt": "What colour?", "images": [RED], "response": "red"}
+    assert plain == {"prompt": "What colour?", "images": [RED], "responses": ["red"]}  # a group of one
     assert chat["images"] == [BLUE, RED]  # inline first (its position), then the placeholder's
     assert chat["prompt"][1]["content"] == [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]
 
@@ -44,12 +44,23 @@ def test_plain_prompt_with_images_and_chat_messages_with_inline_and_placeholder_
      "items[0].images", "no image placeholder"),
     ({"prompt": [{"role": "user", "content": [{"type": "text"}]}], "response": "y"}, 422,
      "items[0].prompt[0].content[0].text", "needs"),
+    ({"prompt": "x", "responses": []}, 422, "items[0].responses", "at least one"),
+    ({"prompt": "x", "responses": ["a", " "]}, 422, "items[0].responses[1]", "empty"),
+    ({"prompt": "x", "responses": ["a"] * 4}, 413, "items[0].responses", "over the limit of 3"),
+    ({"prompt": "x", "responses": ["a", "b" * 101]}, 413, "items[0].responses[1]", "limit"),
+    ({"prompt": "x", "response": "a", "responses": ["b"]}, 422, "items[0].response", "not both"),
+    ({"prompt": "x"}, 422, "items[0].response", "neither"),
 ])
 def test_bad_items(item, status, field, words):
     with pytest.raises(BadInput) as err:
         _items({"prompt": "fine", "response": "fine"}, item)
     assert (err.value.status, err.value.field) == (status, field.replace("items[0]", "items[1]"))
     assert words in err.value.message
+
+
+def test_a_group_item_keeps_its_prompt_once_and_its_responses_in_order():
+    (group,) = _items({"prompt": "What colour?", "images": [b64(RED)], "responses": ["red", "blue", "green"]})
+    assert group == {"prompt": "What colour?", "images": [RED], "responses": ["red", "blue", "green"]}
 
 
 def test_too_many_items_and_pairs():

@@ -81,3 +81,18 @@ def test_a_serve_config_is_validated_before_anything_is_deployed(tmp_path):
         load_serve_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="no serve config 'nope'.*tiny"):
         load_serve_config("nope")
+
+
+def test_member_calls_hold_at_most_a_batch_of_responses_and_split_big_groups():
+    from mrm_ray.serve.app import member_calls
+
+    inputs = [{"prompt": "a", "images": [], "responses": ["1", "2", "3"]},
+              {"prompt": "b", "images": [], "responses": ["4"]},
+              {"prompt": "c", "images": [], "responses": ["5", "6", "7", "8", "9"]}]
+    calls = member_calls(inputs, [0, 1, 2], 4, "score")
+    assert [units for units, _ in calls] == [[(0, 0), (0, 1), (0, 2), (1, 0)], [(2, 0), (2, 1), (2, 2), (2, 3)],
+                                             [(2, 4)]]
+    assert [[(g["prompt"], g["responses"]) for g in payload] for _, payload in calls] == [
+        [("a", ["1", "2", "3"]), ("b", ["4"])], [("c", ["5", "6", "7", "8"])], [("c", ["9"])]]
+    pairs = [{"prompt": str(i)} for i in range(5)]
+    assert [len(p) for _, p in member_calls(pairs, [0, 2, 3, 4], 3, "compare")] == [3, 1]

@@ -109,3 +109,17 @@ def test_retry_after_and_backoff():
     backoff = Backoff(retries=3, max_wait_s=None)
     assert [backoff.delay(None), backoff.delay(2.0), backoff.delay(None), backoff.delay(None)] == [0.5, 2.0, 2.0,
                                                                                                     None]
+
+
+def test_rollouts_sharing_a_prompt_go_as_one_group_in_order():
+    from mrm_ray.serve.client import group_items
+
+    a = {"prompt": "p", "images": [b"img"], "reference": "4"}
+    items = [{**a, "response": "x"}, {**a, "response": "y"}, {**a, "response": ""},  # empty: alone
+             {**a, "response": "z"}, {**a, "response": "w", "reference": "5"},  # another reference: new group
+             {"prompt": "q", "response": "v"}]
+    out = group_items(items, max_responses=16)
+    assert out == [{**a, "responses": ["x", "y"]}, {**a, "response": ""}, {**a, "response": "z"},
+                   {**a, "response": "w", "reference": "5"}, {"prompt": "q", "response": "v"}]
+    sizes = [len(g.get("responses", [0])) for g in group_items([{**a, "response": "r"}] * 5, max_responses=2)]
+    assert sizes == [2, 2, 1]

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mrm_ray.serve.member import RewardMember
-from mrm_ray.serve.scorer import Scorer
+from mrm_ray.model.scorer import Scorer
 
 ITEMS = [{"prompt": "Is the sky blue?", "images": [], "response": "Yes."},
          {"prompt": "Is grass red?", "images": [], "response": "No, green."}]

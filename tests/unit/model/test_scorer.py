@@ -1,20 +1,23 @@
-"""The member's scorer equals the reward model scored directly, whatever its token budget."""
+"""The one scorer equals the reward model run on each response alone, whatever its token budget,
+and a group of responses to one prompt scores as the same responses sent one by one."""
 
 import pytest
 import torch
 
+from mrm_ray.model.packing import collate_sequences
+
 from mrm_ray.data.synthetic import image_grounded_pairs
 from mrm_ray.model.reward_checkpoint import resolve
-from mrm_ray.serve.scorer import Scorer, budget_chunks, checkpoint_version
+from mrm_ray.model.scorer import Scorer, budget_chunks, checkpoint_version
 
 
-def test_budget_chunks_sorts_by_length_and_respects_the_padded_budget():
+def test_budget_chunks_sorts_by_length_and_respects_the_token_budget():
     lengths = [50, 10, 30, 10, 200]
     chunks = budget_chunks(lengths, 60)
-    assert chunks == [[1, 3], [2], [0], [4]]  # 2x10, then 30 (2x30 > 60? no: 3x30 > 60), 50, 200 alone
+    assert chunks == [[1, 3, 2], [0], [4]]  # 10 + 10 + 30 (packed rows carry no padding), 50, 200 alone
     assert sorted(i for c in chunks for i in c) == list(range(5))
     for chunk in chunks:
-        assert len(chunk) == 1 or len(chunk) * max(lengths[i] for i in chunk) <= 60
+        assert len(chunk) == 1 or sum(lengths[i] for i in chunk) <= 60
 
 
 @pytest.fixture(scope="module")
@@ -23,19 +26,41 @@ def rows():
         {"prompt": "Say something kind.", "images": [], "chosen": "You did well.", "rejected": "Meh."}]
 
 
+def _alone(model, encoder, prompt, images, response) -> float:
+    """The reference: one prompt + response as its own padded sequence."""
+    batch = collate_sequences([encoder.encode_item(prompt, images, response)], pad_token_id=encoder.pad_token_id)
+    with torch.no_grad():
+        return float(model(**batch)[0])
+
+
 @pytest.mark.parametrize("budget", [1, 10_000])
 def test_scores_equal_the_reward_model(reward_checkpoints, rows, budget):
     from mrm_ray.model.reward_model import RewardModel
-    from mrm_ray.model.scoring import score_items, score_pairs
 
     scorer = Scorer(str(reward_checkpoints[0]), max_batch_tokens=budget)
     model = RewardModel.from_pretrained(reward_checkpoints[0]).eval()
     items = [{"prompt": r["prompt"], "images": r["images"], "response": r["chosen"]} for r in rows]
-    expected = score_items(model, scorer.encoder, items, batch_size=1)
+    expected = [_alone(model, scorer.encoder, r["prompt"], r["images"], r["chosen"]) for r in rows]
     assert scorer.score_items(items) == pytest.approx(expected, abs=1e-4)
-    pairs = scorer.score_pairs(rows)
-    expected_pairs = score_pairs(model, scorer.encoder, rows, batch_size=1, packed=False)
-    assert torch.allclose(torch.tensor(pairs), torch.tensor(expected_pairs), atol=1e-4)
+    expected_pairs = [(c, _alone(model, scorer.encoder, r["prompt"], r["images"], r["rejected"]))
+                      for c, r in zip(expected, rows)]
+    assert torch.allclose(torch.tensor(scorer.score_pairs(rows)), torch.tensor(expected_pairs), atol=1e-4)
+
+
+def test_a_group_scores_as_its_responses_one_by_one_with_the_image_run_once(reward_checkpoints, rows):
+    scorer = Scorer(str(reward_checkpoints[0]))
+    prompt, images = rows[0]["prompt"], rows[0]["images"]
+    responses = [rows[0]["chosen"], rows[0]["rejected"], "red", "blue", "It is a square.", "no", "maybe", "x y z"]
+    seen = []
+    hook = scorer.model.backbone.visual.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    try:
+        (grouped,) = scorer.score_groups([{"prompt": prompt, "images": images, "responses": responses}])
+    finally:
+        hook.remove()
+    one_by_one = scorer.score_items([{"prompt": prompt, "images": images, "response": r} for r in responses])
+    assert grouped == pytest.approx(one_by_one, abs=1e-4)
+    patches = len(scorer.encoder.encode_prompt(prompt, images)["pixel_values"])
+    assert seen == [patches]  # one vision forward for the whole group
 
 
 def test_a_bad_item_gets_its_own_error_and_the_rest_are_scored(reward_checkpoints):

@@ -9,7 +9,7 @@ from mrm_ray.config import HeadConfig
 from mrm_ray.data.synthetic import image_grounded_pairs
 from mrm_ray.model.packing import collate_sequences
 from mrm_ray.model.reward_model import HEAD_WEIGHTS, REWARD_CONFIG, RewardModel
-from mrm_ray.model.scoring import score_items
+from mrm_ray.model.scorer import Scorer
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_save_over_existing_checkpoint(tmp_path, model):
 
 
 def test_score_items_matches_forward(model, encoder, items):
-    assert score_items(model, encoder, items, batch_size=2) == pytest.approx(
+    assert Scorer.from_model(model, encoder).score_items(items) == pytest.approx(
         _rewards(model, encoder, items, "right").tolist(), abs=1e-5)
 
 

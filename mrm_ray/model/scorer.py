@@ -1,0 +1,141 @@
+"""The one batch scorer: a reward model scoring groups, pairs and items under a token budget.
+
+The CLI, the evaluation actors (eval/scoring.py), the Serve members (serve/member.py) and
+the local trainer's accuracy all score through this. Everything is a group, one prompt
+with K responses: an item is a group of one, a pair a group of two. Inputs are encoded one
+by one (a bad one costs only itself, with a message), sorted by length, and packed into
+forwards of at most `max_batch_tokens` real tokens (model/packing.py: several groups per
+row, no padding between them), so each prompt and its images run once per group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mrm_ray.model.reward_checkpoint import HEAD_WEIGHTS, REWARD_CONFIG
+
+
+def checkpoint_version(path: str | Path) -> str:
+    """A short content hash of the reward head and its config (which records when it was saved)."""
+    digest = hashlib.sha256()
+    for name in (REWARD_CONFIG, HEAD_WEIGHTS):
+        digest.update((Path(path) / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def budget_chunks(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+    """Indices grouped shortest first so each group's total tokens fit the budget (packed rows
+    carry no padding between groups). A single input longer than the budget still runs, alone."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    chunks: list[list[int]] = []
+    total = 0
+    for i in order:
+        if chunks and total + lengths[i] <= max_batch_tokens:
+            chunks[-1].append(i)
+            total += lengths[i]
+        else:
+            chunks.append([i])
+            total = lengths[i]
+    return chunks
+
+
+class Scorer:
+    """A reward model on a device, with its encoder, token budget and normalisation.
+
+    `Scorer(path)` loads a reward checkpoint (what members and evaluation actors do);
+    `Scorer.from_model(model, encoder)` scores with a model already in memory."""
+
+    def __init__(self, path: str, *, max_batch_tokens: int = 16384, dtype: str = "auto",
+                 score_mean: float | None = None, score_std: float | None = None) -> None:
+        import torch
+
+        from mrm_ray.model.inputs import PairEncoder
+        from mrm_ray.model.processor import load_processor
+        from mrm_ray.model.reward_checkpoint import resolve
+        from mrm_ray.model.reward_model import RewardModel
+
+        path = str(resolve(path))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype == "auto":
+            dtype = "bfloat16" if device.type == "cuda" else "float32"
+        model = RewardModel.from_pretrained(path, dtype=dtype).to(device).eval()
+        self._setup(model, PairEncoder(load_processor(path)), max_batch_tokens=max_batch_tokens, path=path,
+                    version=checkpoint_version(path), score_mean=score_mean, score_std=score_std)
+
+    @classmethod
+    def from_model(cls, model, encoder, *, max_batch_tokens: int = 16384) -> "Scorer":
+        scorer = cls.__new__(cls)
+        scorer._setup(model, encoder, max_batch_tokens=max_batch_tokens, path="", version="in-memory")
+        return scorer
+
+    def _setup(self, model, encoder, *, max_batch_tokens: int, path: str, version: str,
+               score_mean: float | None = None, score_std: float | None = None) -> None:
+        self.model, self.encoder, self.path, self.version = model, encoder, path, version
+        self.device = next(model.parameters()).device
+        self.max_batch_tokens = max_batch_tokens
+        self.score_mean = model.score_mean if score_mean is None else float(score_mean)
+        self.score_std = model.score_std if score_std is None else float(score_std)
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        return {"path": self.path, "version": self.version, "score_mean": self.score_mean,
+                "score_std": self.score_std, "device": str(self.device), "dtype": str(self.model.dtype),
+                "torch_threads": torch.get_num_threads(), "max_batch_tokens": self.max_batch_tokens}
+
+    # ---------------------------------------------------------------------------- scoring
+    def score_encoded(self, groups: Sequence[dict], *, progress: bool = False) -> list[list[float]]:
+        """Raw rewards per response of encoded groups (`prompt_ids`, ..., `responses`), in order."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from mrm_ray.model.packing import collate_groups, group_length
+
+        results: list[list[float]] = [[] for _ in groups]
+        was_training = self.model.training
+        self.model.eval()
+        chunks = budget_chunks([group_length(g) for g in groups], self.max_batch_tokens)
+        with torch.inference_mode():
+            for chunk in tqdm(chunks, desc="score", disable=not progress):
+                batch = collate_groups([groups[j] for j in chunk], pad_token_id=self.encoder.pad_token_id,
+                                       row_tokens=self.max_batch_tokens)
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                rewards = iter(self.model(**batch).float().tolist())
+                for j in chunk:
+                    results[j] = [next(rewards) for _ in groups[j]["responses"]]
+        self.model.train(was_training)
+        return results
+
+    def _score(self, inputs: Sequence[dict], encode: Callable[[dict], dict], *, progress: bool = False
+               ) -> list[list[float] | str]:
+        results: list[list[float] | str] = [""] * len(inputs)
+        encoded, where = [], []
+        for i, x in enumerate(inputs):
+            try:
+                encoded.append(encode(x))
+                where.append(i)
+            except Exception as exc:  # this input only: a message for its request, the batch goes on
+                results[i] = f"cannot encode: {type(exc).__name__}: {str(exc)[:200]}"
+        for i, rewards in zip(where, self.score_encoded(encoded, progress=progress)):
+            results[i] = rewards
+        return results
+
+    def score_groups(self, groups: Sequence[dict], *, progress: bool = False) -> list[list[float] | str]:
+        """Raw rewards per `{prompt, images, responses}` group (one per response, in order), or an
+        error message for that group. The prompt and its images run once per group."""
+        return self._score(groups, lambda x: self.encoder.encode_group(x["prompt"], x.get("images") or [],
+                                                                        x["responses"]), progress=progress)
+
+    def score_items(self, items: Sequence[dict]) -> list[float | str]:
+        """Raw reward per `{prompt, images, response}`, or an error message for that item."""
+        groups = [{**it, "responses": [it["response"]]} for it in items]
+        return [out if isinstance(out, str) else out[0] for out in self.score_groups(groups)]
+
+    def score_pairs(self, pairs: Sequence[dict], *, progress: bool = False) -> list[tuple[float, float] | str]:
+        """(chosen, rejected) raw rewards per `{prompt, images, chosen, rejected}`, or an error message."""
+        groups = [{**p, "responses": [p["chosen"], p["rejected"]]} for p in pairs]
+        return [out if isinstance(out, str) else (out[0], out[1])
+                for out in self.score_groups(groups, progress=progress)]
