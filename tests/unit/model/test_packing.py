@@ -233,3 +233,22 @@ def test_a_group_without_responses_or_with_an_empty_one_is_refused(encoder):
         collate_groups([{**group, "responses": [np.zeros(0, np.int64)]}], pad_token_id=0)
     with pytest.raises(ValueError, match="at least one response"):
         encoder.encode_group("q", [], [])
+
+
+def test_a_16k_token_row_trains_and_each_group_in_it_scores_as_alone(model):
+    """Real lengths on the CPU path: 16 text groups of 1,024 tokens (a 512-token prompt, 8 responses of 64)
+    in one row of 16,384 tokens, forward and backward; the last group, 15k tokens into the row, scores as
+    it does alone."""
+    rng = np.random.default_rng(0)
+    groups = [{"prompt_ids": rng.integers(10, 600, 512), "prompt_mm_token_type_ids": np.zeros(512, np.int64),
+               "responses": [rng.integers(10, 600, 64) for _ in range(8)]} for _ in range(16)]
+    batch = collate_groups(groups, pad_token_id=0, row_tokens=16_384)
+    assert batch["input_ids"].shape == (1, 16_384)
+    model.zero_grad(set_to_none=True)
+    rewards = model(**batch)
+    rewards.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        alone = model(**collate_groups(groups[-1:], pad_token_id=0))
+    torch.testing.assert_close(rewards.detach()[-8:], alone, atol=1e-4, rtol=0)
