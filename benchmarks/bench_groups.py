@@ -9,7 +9,7 @@ train   Training-step pairs/s on a length mix drawn from the real shared data (t
         with the packed-group kernel; (c) micro-batches cut by tokens (`step_micro_batches`,
         rows of at most the budget). Prints pairs/s and the share of real tokens per
         micro-batch. Goals: (c) / (a) >= 1.3x, real tokens >= 95%.
-score   A group of 8 responses to one RLAIF-V image prompt vs the same 8 as separate items,
+score   A group of 8 responses to the RLAIF-V image prompt with the most tokens vs the same 8 as separate items,
         in-process (`Scorer.score_groups` vs `Scorer.score_items`) and through Serve (one
         `/v1/score` request with the group vs one with 8 items). Goal >= 3x items/s.
 memory  Peak memory of one training forward and backward over a packed row of 2k, 4k, 8k and
@@ -137,7 +137,11 @@ def bench_score(tmp: Path, seconds: float) -> None:
     from mrm_ray.serve.app import build_app
 
     path = _checkpoint(tmp, text_hidden=512, text_layers=4, vision_hidden=64)
-    pair = _real_pairs(0)[0]
+    from mrm_ray.model.inputs import PairEncoder
+    from mrm_ray.model.processor import load_processor
+
+    encoder = PairEncoder(load_processor(path))
+    pair = max(_real_pairs(0), key=lambda r: len(encoder.encode_prompt(r["prompt"], r["images"])["prompt_ids"]))
     responses = [f"{pair['chosen']} ({i})" if i % 2 else f"{pair['rejected']} ({i})" for i in range(8)]
     group = {"prompt": pair["prompt"], "images": pair["images"], "responses": responses}
     items = [{"prompt": pair["prompt"], "images": pair["images"], "response": r} for r in responses]

@@ -36,10 +36,10 @@ import torch.nn.functional as F
 NAME = "flash_varlen_padded_sdpa"
 
 
-def _layout(cu_seqlens: torch.Tensor, longest: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _layout(cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(token index per padded slot (W, Lmax), valid (W, Lmax), Lmax) for sequences at `cu_seqlens`."""
     starts, lengths = cu_seqlens[:-1], cu_seqlens[1:] - cu_seqlens[:-1]
-    longest = int(lengths.max()) if longest is None else longest
+    longest = int(lengths.max())
     offsets = torch.arange(longest, device=cu_seqlens.device)
     valid = offsets[None, :] < lengths[:, None]
     index = torch.where(valid, starts[:, None] + offsets[None, :], 0)
@@ -91,6 +91,38 @@ KERNELS = ("auto", "varlen", "sdpa", "dense")
 
 
 @dataclass(frozen=True)
+class SdpaBucket:
+    """Segments of similar sizes as one zero-padded SDPA batch (the sdpa kernel)."""
+
+    q_slots: torch.Tensor  # (S, Lq) index into the Tq queries (0 where padding)
+    k_slots: torch.Tensor  # (S, Lk) index into the Tk keys
+    q_valid: torch.Tensor  # (S, Lq) bool
+    mask: torch.Tensor  # (S, 1, Lq, Lk) bool, True where attention is allowed
+    q_out: torch.Tensor  # (valid queries,) their index into Tq, in `q_valid` order
+
+
+def _slots(starts: torch.Tensor, lengths: torch.Tensor, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
+    offsets = torch.arange(longest, device=starts.device)
+    valid = offsets[None, :] < lengths[:, None]
+    return torch.where(valid, starts[:, None] + offsets[None, :], 0), valid
+
+
+def _bucket(cu_q: torch.Tensor, cu_k: torch.Tensor, segments: list[int], q_len: list[int],
+            k_len: list[int]) -> SdpaBucket:
+    at = torch.tensor(segments, device=cu_q.device)
+    lq, lk = torch.tensor([q_len[i] for i in segments], device=cu_q.device), torch.tensor(
+        [k_len[i] for i in segments], device=cu_q.device)
+    q_slots, q_valid = _slots(cu_q[:-1].long()[at], lq, max(q_len[i] for i in segments))
+    k_slots, k_valid = _slots(cu_k[:-1].long()[at], lk, max(k_len[i] for i in segments))
+    # query i of a segment is key i + (k_len - q_len): it sees keys up to and including itself
+    q_pos = torch.arange(q_slots.shape[1], device=cu_q.device)[None, :] + (lk - lq)[:, None]
+    k_pos = torch.arange(k_slots.shape[1], device=cu_q.device)
+    mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & k_valid[:, None, :]
+    mask = mask | ~q_valid[:, :, None]  # padding queries see everything: no all-masked softmax row
+    return SdpaBucket(q_slots, k_slots, q_valid, mask[:, None], q_slots[q_valid])
+
+
+@dataclass(frozen=True)
 class GroupPlan:
     """The segments of one packed batch, built once per forward and used by every layer."""
 
@@ -101,40 +133,38 @@ class GroupPlan:
     max_q: int
     max_k: int
     kernel: str  # varlen | sdpa
-    q_slots: torch.Tensor | None = None  # sdpa: (S, max_q) index into the Tq queries (0 where padding)
-    k_slots: torch.Tensor | None = None  # sdpa: (S, max_k) index into the Tk keys
-    q_valid: torch.Tensor | None = None  # sdpa: (S, max_q) bool
-    mask: torch.Tensor | None = None  # sdpa: (S, 1, max_q, max_k) bool, True where attention is allowed
+    buckets: tuple[SdpaBucket, ...] = ()  # sdpa: segments by shape, so padding stays small
 
     @classmethod
     def build(cls, batch: dict, *, kernel: str) -> "GroupPlan":
         """From a `collate_groups` batch (its `attn_*` tensors, on the model's device)."""
         max_q, max_k = (int(v) for v in batch["attn_max"].tolist())
         cu_q, cu_k = batch["attn_cu_q"], batch["attn_cu_k"]
-        plan = dict(q_index=batch["attn_q_index"], k_index=batch["attn_k_index"], cu_q=cu_q, cu_k=cu_k,
-                    max_q=max_q, max_k=max_k, kernel=kernel)
+        buckets: tuple[SdpaBucket, ...] = ()
         if kernel == "sdpa":
-            q_slots, q_valid, _ = _layout(cu_q.long(), longest=max_q)
-            k_slots, k_valid, _ = _layout(cu_k.long(), longest=max_k)
-            q_len, k_len = (cu_q[1:] - cu_q[:-1]).long(), (cu_k[1:] - cu_k[:-1]).long()
-            # query i of a segment is key i + (k_len - q_len): it sees keys up to and including itself
-            q_pos = torch.arange(max_q, device=cu_q.device)[None, :] + (k_len - q_len)[:, None]
-            k_pos = torch.arange(max_k, device=cu_q.device)
-            mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & k_valid[:, None, :]
-            mask = mask | ~q_valid[:, :, None]  # padding queries see everything: no all-masked softmax row
-            plan.update(q_slots=q_slots, k_slots=k_slots, q_valid=q_valid, mask=mask[:, None])
-        return cls(**plan)
+            bounds_q, bounds_k = cu_q.tolist(), cu_k.tolist()
+            q_len = [b - a for a, b in zip(bounds_q, bounds_q[1:])]
+            k_len = [b - a for a, b in zip(bounds_k, bounds_k[1:])]
+            by_shape: dict[tuple, list[int]] = {}
+            for i, (a, b) in enumerate(zip(q_len, k_len)):  # queries = keys, or fewer; sizes within 2x
+                by_shape.setdefault((a == b, (a - 1).bit_length(), (b - 1).bit_length()), []).append(i)
+            buckets = tuple(_bucket(cu_q, cu_k, seg, q_len, k_len) for seg in by_shape.values())
+        return cls(q_index=batch["attn_q_index"], k_index=batch["attn_k_index"], cu_q=cu_q, cu_k=cu_k,
+                   max_q=max_q, max_k=max_k, kernel=kernel, buckets=buckets)
 
 
 def _segments_sdpa(plan: GroupPlan, q, k, v, scaling):
-    """(Tq, H, D), (Tk, H, D) -> (Tq, H, D): the segments as one zero-padded SDPA batch."""
+    """(Tq, H, D), (Tk, H, D) -> (Tq, H, D): each bucket of segments as one zero-padded SDPA call."""
     def pad(t, slots):  # (T, H, D) -> (S, H, Lmax, D)
         s, length = slots.shape
         return t.index_select(0, slots.reshape(-1)).reshape(s, length, *t.shape[1:]).transpose(1, 2)
 
-    out = F.scaled_dot_product_attention(pad(q, plan.q_slots), pad(k, plan.k_slots), pad(v, plan.k_slots),
-                                         attn_mask=plan.mask, scale=scaling)  # (S, H, max_q, D)
-    return out.transpose(1, 2)[plan.q_valid]
+    out = q.new_zeros(q.shape)
+    for b in plan.buckets:
+        res = F.scaled_dot_product_attention(pad(q, b.q_slots), pad(k, b.k_slots), pad(v, b.k_slots),
+                                             attn_mask=b.mask, scale=scaling)  # (S, H, Lq, D)
+        out = out.index_copy(0, b.q_out, res.transpose(1, 2)[b.q_valid])
+    return out
 
 
 def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

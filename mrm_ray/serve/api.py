@@ -202,17 +202,19 @@ def decode_image(value: str, *, field: str, limits: Limits) -> bytes:
 
     if not isinstance(value, str):
         raise BadInput(field, "an image must be a base64 string or a data: URL")
+    inline_only = ("images must be inline (base64 or data:image/...;base64,...); "
+                   "the server never fetches URLs or reads paths")
     if _DATA_URL.match(value):
         value = value.split(",", 1)[1]
-    elif value.startswith(("http://", "https://", "file:", "/", "./", "../", "~")) or value.startswith("data:"):
-        raise BadInput(field, "images must be inline (base64 or data:image/...;base64,...); "
-                              "the server never fetches URLs or reads paths")
+    elif value.startswith(("http://", "https://", "file:", "data:")):
+        raise BadInput(field, inline_only)
     if len(value) > limits.max_image_bytes * 4 // 3 + 4:
         raise BadInput(field, f"image over {limits.max_image_bytes} bytes", status=413)
-    try:
+    try:  # a JPEG's base64 starts with "/9j/": a leading "/" is data here, and nothing is ever opened
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise BadInput(field, "not valid base64") from None
+        path_like = value.startswith(("/", "./", "../", "~"))
+        raise BadInput(field, inline_only if path_like else "not valid base64") from None
     config = DataConfig(max_image_pixels=limits.max_image_pixels, image_modes="convert")
     try:
         data, _, _ = check_image(data, config)

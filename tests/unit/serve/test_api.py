@@ -58,6 +58,22 @@ def test_bad_items(item, status, field, words):
     assert words in err.value.message
 
 
+def test_a_plain_base64_jpeg_is_an_image_not_a_path():
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (10, 200, 30)).save(buf, format="JPEG")
+    encoded = b64(buf.getvalue())
+    assert encoded.startswith("/9j/")  # every JPEG's base64 does
+    (item,) = _items({"prompt": "x", "response": "y", "images": [encoded]})
+    assert item["images"] == [buf.getvalue()]
+    for path in ("/etc/hostname", "./a.png", "~/b.jpg"):
+        with pytest.raises(BadInput, match="never fetches URLs or reads paths"):
+            _items({"prompt": "x", "response": "y", "images": [path]})
+
+
 def test_a_group_item_keeps_its_prompt_once_and_its_responses_in_order():
     (group,) = _items({"prompt": "What colour?", "images": [b64(RED)], "responses": ["red", "blue", "green"]})
     assert group == {"prompt": "What colour?", "images": [RED], "responses": ["red", "blue", "green"]}
