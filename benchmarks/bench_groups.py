@@ -149,16 +149,18 @@ def bench_score(tmp: Path, seconds: float) -> None:
     scorer = Scorer(str(path))
     tokens = len(scorer.encoder.encode_prompt(pair["prompt"], pair["images"])["prompt_ids"])
 
-    def rate(fn) -> float:
+    calls = {"group": lambda: scorer.score_groups([group]), "items": lambda: scorer.score_items(items)}
+    spent = {k: 0.0 for k in calls}
+    done = {k: 0 for k in calls}
+    for fn in calls.values():  # warm-up
         fn()
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
+    while sum(spent.values()) < 2 * seconds:  # interleaved so that machine noise hits both alike
+        for name, fn in calls.items():
+            start = time.perf_counter()
             fn()
-            done += 8
-        return done / (time.perf_counter() - start)
-
-    grouped, single = rate(lambda: scorer.score_groups([group])), rate(lambda: scorer.score_items(items))
-    del scorer
+            spent[name] += time.perf_counter() - start
+            done[name] += 8
+    grouped, single = (done[k] / spent[k] for k in ("group", "items"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -171,21 +173,27 @@ def bench_score(tmp: Path, seconds: float) -> None:
               logging_config={"enable_access_log": False})
     wire = [base64.b64encode(im).decode() for im in pair["images"]]
 
-    async def drive(body: dict) -> float:
+    async def drive(bodies: dict[str, dict]) -> dict[str, float]:
+        spent = {k: 0.0 for k in bodies}
         async with aiohttp.ClientSession() as session:
-            async def once():
+            async def once(body) -> float:
+                start = time.perf_counter()
                 async with session.post(f"http://127.0.0.1:{port}/v1/score", json=body) as r:
                     assert r.status == 200, await r.text()
                     assert len((await r.json())["results"]) == 8
-            await once()
-            done, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                await once()
-                done += 8
-            return done / (time.perf_counter() - start)
+                return time.perf_counter() - start
+            for body in bodies.values():  # warm-up
+                await once(body)
+            rounds = 0
+            while sum(spent.values()) < 2 * seconds:  # interleaved, one request at a time
+                for name, body in bodies.items():
+                    spent[name] += await once(body)
+                rounds += 1
+        return {k: 8 * rounds / v for k, v in spent.items()}
 
-    served_group = asyncio.run(drive({"items": [{**group, "images": wire}]}))
-    served_items = asyncio.run(drive({"items": [{**it, "images": wire} for it in items]}))
+    served = asyncio.run(drive({"group": {"items": [{**group, "images": wire}]},
+                                "items": {"items": [{**it, "images": wire} for it in items]}}))
+    served_group, served_items = served["group"], served["items"]
     serve.shutdown()
     ray.shutdown()
     print(f"score: one RLAIF-V image prompt ({tokens} tokens at max_pixels {DEFAULT_MAX_PIXELS}), 8 responses; "
@@ -197,9 +205,14 @@ def bench_score(tmp: Path, seconds: float) -> None:
 
 
 # ----------------------------------------------------------------------------------- memory
-def _memory_child(path: str, length: int, kernel: str) -> None:
-    import resource
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
 
+
+def _memory_child(path: str, length: int, kernel: str) -> None:
     from mrm_ray.model.packing import collate_groups
     from mrm_ray.model.reward_model import RewardModel
 
@@ -209,20 +222,21 @@ def _memory_child(path: str, length: int, kernel: str) -> None:
                "responses": [rng.integers(10, 600, 64) for _ in range(8)]} for _ in range(length // 1024)]
     batch = collate_groups(groups, pad_token_id=0, row_tokens=length)
     assert batch["input_ids"].shape == (1, length)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # the peak RSS from here on: VmHWM, reset to the current RSS (getrusage's maxrss would include the
+    # parent's size, which a child inherits across fork and exec)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
     start = time.perf_counter()
     model(**batch).sum().backward()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mib": (peak - before) / 1024, "seconds": seconds}))
+    print(json.dumps({"peak_mib": (_status_kib("VmHWM") - before) / 1024, "seconds": seconds}))
 
 
 def bench_memory(tmp: Path, lengths: list[int], dense_up_to: int) -> None:
     path = _checkpoint(tmp, text_hidden=256, text_layers=2, vision_hidden=64)
-    print(f"memory: one packed row, training forward + backward, text 256x2; groups of 1,024 tokens "
-          f"(512 prompt + 8 x 64); peak RSS above the loaded model, each point a fresh process")
+    print("memory: one packed row, training forward + backward, text 256x2; groups of 1,024 tokens "
+          "(512 prompt + 8 x 64); peak RSS above the loaded model, each point a fresh process")
     print(f"{'tokens':>7} {'group kernel MiB':>17} {'s':>6} {'dense mask MiB':>15} {'s':>6}")
-    first = None
     for length in lengths:
         row = {}
         for kernel in ("sdpa", "dense"):
@@ -232,7 +246,6 @@ def bench_memory(tmp: Path, lengths: list[int], dense_up_to: int) -> None:
             out = subprocess.run([sys.executable, __file__, "--memory-child", str(path), str(length), kernel],
                                  capture_output=True, text=True, timeout=1800)
             row[kernel] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
-        first = first or row["sdpa"]["peak_mib"] / length
         dense = row["dense"]
         print(f"{length:>7} {row['sdpa']['peak_mib']:>17.0f} {row['sdpa']['seconds']:>6.1f} "
               f"{dense['peak_mib'] if dense else float('nan'):>15.0f} {dense['seconds'] if dense else float('nan'):>6.1f}"

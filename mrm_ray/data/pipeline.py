@@ -94,12 +94,15 @@ class CheckPairs:
 
     def check(self, row: dict) -> dict:
         from mrm_ray.model.inputs import END_OF_TURN
-        from mrm_ray.data.images import check_image
         from mrm_ray.data.truncation import cut_response, fit_pair
+        from mrm_ray.model.images import BadImage, check_image
 
         images, sizes = [], []
         for data in row["images"]:
-            converted, width, height = check_image(data, self.config)
+            try:
+                converted, width, height = check_image(data, self.config)
+            except BadImage as exc:
+                raise BadRecord(exc.reason) from None
             images.append(converted)
             sizes.append([width, height])
         text = self.processor.apply_chat_template(to_chat_messages(row["prompt"]), add_generation_prompt=True,

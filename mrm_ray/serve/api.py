@@ -197,8 +197,7 @@ class OpenRLHFResponse(BaseModel):
 def decode_image(value: str, *, field: str, limits: Limits) -> bytes:
     """Encoded image bytes from base64 or a data: URL, checked against the limits."""
     from mrm_ray.config import DataConfig
-    from mrm_ray.data.images import check_image
-    from mrm_ray.data.quarantine import BadRecord
+    from mrm_ray.model.images import BadImage, check_image
 
     if not isinstance(value, str):
         raise BadInput(field, "an image must be a base64 string or a data: URL")
@@ -218,7 +217,7 @@ def decode_image(value: str, *, field: str, limits: Limits) -> bytes:
     config = DataConfig(max_image_pixels=limits.max_image_pixels, image_modes="convert")
     try:
         data, _, _ = check_image(data, config)
-    except BadRecord as exc:
+    except BadImage as exc:
         status = 413 if str(exc).startswith("image too large") else 422
         raise BadInput(field, str(exc), status=status) from None
     return data

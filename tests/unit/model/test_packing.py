@@ -252,3 +252,47 @@ def test_a_16k_token_row_trains_and_each_group_in_it_scores_as_alone(model):
     with torch.no_grad():
         alone = model(**collate_groups(groups[-1:], pad_token_id=0))
     torch.testing.assert_close(rewards.detach()[-8:], alone, atol=1e-4, rtol=0)
+
+
+def test_a_ranked_group_trains_on_all_its_pairs_with_the_prompt_once(model, encoder):
+    """UltraFeedback-style: one prompt, four ranked responses, all six pairs. The loss and gradients equal
+    those of the six pairs packed one by one (each with its own copy of the prompt)."""
+    from mrm_ray.model.loss import bradley_terry_loss
+
+    rng = random.Random(21)
+    prompt, images = _random_prompt(rng, 1)
+    texts = [_text(rng, 2, 20) for _ in range(4)]
+    group = encoder.encode_group(prompt, images, texts)
+    ranked = [(a, b) for a in range(4) for b in range(a + 1, 4)]
+    grouped = collate_groups([{**group, "pairs": ranked}], pad_token_id=encoder.pad_token_id)
+    pairs = [{**{k: v for k, v in group.items() if k != "responses"}, "chosen_ids": group["responses"][a],
+              "rejected_ids": group["responses"][b]} for a, b in ranked]
+    separate = collate_packed(pairs, pad_token_id=encoder.pad_token_id)
+    assert grouped["input_ids"].numel() < separate["input_ids"].numel() / 3  # the prompt (and image) once
+
+    def loss_and_grads(batch):
+        model.zero_grad(set_to_none=True)
+        loss = bradley_terry_loss(*model.forward_pairs(batch)).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    (got, got_grads), (want, want_grads) = loss_and_grads(grouped), loss_and_grads(separate)
+    model.zero_grad(set_to_none=True)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    for name in want_grads:
+        torch.testing.assert_close(got_grads[name], want_grads[name], atol=1e-4, rtol=1e-3, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the varlen (flash attention) kernel needs CUDA")
+def test_the_flash_varlen_kernel_equals_the_sdpa_kernel_on_cuda(tiny_checkpoint, encoder):
+    gpu = RewardModel.from_pretrained(tiny_checkpoint, dtype="bfloat16").cuda().eval()
+    rng = random.Random(17)
+    groups = [_random_group(encoder, rng, n, k) for n, k in ((0, 1), (1, 3), (2, 8), (0, 5))]
+    batch = {k: v.cuda() for k, v in collate_groups(groups, pad_token_id=encoder.pad_token_id,
+                                                    row_tokens=2048).items()}
+    out = {}
+    for kernel in ("varlen", "sdpa"):
+        gpu.packed_attention = kernel
+        with torch.no_grad():
+            out[kernel] = gpu(**batch)
+    torch.testing.assert_close(out["varlen"], out["sdpa"], atol=2e-2, rtol=2e-2)  # bf16

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from mrm_ray.config import DataConfig
-from mrm_ray.data.images import check_image
-from mrm_ray.data.quarantine import BadRecord
+from mrm_ray.model.images import check_image
+from mrm_ray.model.images import BadImage
 
 STRICT = DataConfig(max_image_pixels=1_000_000, image_modes="reject")
 CONVERT = DataConfig(max_image_pixels=1_000_000)  # the default converts
@@ -36,7 +36,7 @@ def test_good_rgb_and_grey_pass_unchanged():
     (_png(Image.new("RGB", (20, 20)), "JPEG")[:200], "corrupt image"),
 ])
 def test_bad_images_get_their_reason(data, reason):
-    with pytest.raises(BadRecord, match=reason):
+    with pytest.raises(BadImage, match=reason):
         check_image(data, STRICT)
 
 
