@@ -33,7 +33,6 @@ import torch
 SEG_PAD, SEG_PROMPT = 0, 1  # response k (0-based) has segment id SEG_PROMPT + 1 + k
 SEG_CHOSEN, SEG_REJECTED = 2, 3  # a pair is the group [chosen, rejected]
 PADDING_SIDES = ("right", "left")
-PLAN_KEYS = ("attn_q_index", "attn_k_index", "attn_cu_q", "attn_cu_k", "attn_max")
 
 
 # ------------------------------------------------------------------------------ groups
@@ -43,11 +42,6 @@ def pair_group(pair: Mapping) -> dict:
     margin = pair.get("margin")
     return {**group, "responses": [pair["chosen_ids"], pair["rejected_ids"]], "pairs": [(0, 1)],
             "margins": [None if margin is None or np.isnan(margin) else float(margin)]}
-
-
-def item_group(item: Mapping) -> dict:
-    """An encoded item (prompt features, `response_ids`) as a group of one."""
-    return {**{k: v for k, v in item.items() if k != "response_ids"}, "responses": [item["response_ids"]]}
 
 
 def group_length(group: Mapping) -> int:
