@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from mrm_ray.model.packing import balanced_parts, collate_groups, collate_two_sequence, group_length, pair_group
+from mrm_ray.data.schema import ranked_pairs
+from mrm_ray.model.packing import balanced_parts, collate_groups, collate_two_sequence, pair_group
 
 _PAIR_COLUMNS = ("prompt_ids", "prompt_mm_token_type_ids", "chosen_ids", "rejected_ids", "pixel_values",
-                 "image_grid_thw", "margin")
+                 "image_grid_thw", "margin", "more_ids", "more_lengths", "scores")
 
 
 def rows_from_columns(batch: dict[str, np.ndarray]) -> list[dict]:
@@ -33,6 +34,23 @@ def rows_from_columns(batch: dict[str, np.ndarray]) -> list[dict]:
             row["margin"] = None
         rows.append(row)
     return rows
+
+
+def record_group(row: dict) -> dict:
+    """An encoded record as the group it trains: a pair's two responses and its one pair, or a ranked
+    record's responses (chosen, rejected, then the rest) with every pair `ranked_pairs` names, each
+    with its score difference as margin when the record has a margin."""
+    more, lengths = row.get("more_ids"), row.get("more_lengths")
+    scores = row.get("scores")
+    if scores is None or not len(scores):
+        return pair_group(row)
+    others = np.split(np.asarray(more), np.cumsum(lengths)[:-1]) if len(lengths) else []
+    responses = [row["chosen_ids"], row["rejected_ids"], *others]
+    pairs = ranked_pairs(responses, list(scores))
+    margins = [None if row.get("margin") is None else float(scores[a] - scores[b]) for a, b in pairs]
+    group = {k: v for k, v in row.items() if k not in ("chosen_ids", "rejected_ids", "margin", "more_ids",
+                                                      "more_lengths", "scores")}
+    return {**group, "responses": responses, "pairs": pairs, "margins": margins}
 
 
 class PairCollate(NumpyBatchCollateFn):
@@ -51,16 +69,21 @@ class PairCollate(NumpyBatchCollateFn):
         self.row_tokens = row_tokens
 
     def pairs(self, rows: Sequence[dict]) -> dict:
-        """Encoded pair rows -> one batch."""
+        """Encoded records -> one batch; a ranked record trains all its pairs with its prompt once."""
         if not self.packed:
+            if any(len(r.get("scores") if r.get("scores") is not None else ()) for r in rows):
+                raise ValueError("ranked records need the packed forward (model.pair_forward=packed)")
             return collate_two_sequence(rows, pad_token_id=self.pad_token_id, padding_side=self.padding_side)
-        return collate_groups([pair_group(r) for r in rows], pad_token_id=self.pad_token_id,
+        return collate_groups([record_group(r) for r in rows], pad_token_id=self.pad_token_id,
                               padding_side=self.padding_side, row_tokens=self.row_tokens)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
-        out = self.pairs(rows_from_columns(batch))
-        if self.sources:
-            out["source_index"] = torch.tensor([self.sources.index(str(s)) for s in batch["source"]])
+        rows = rows_from_columns(batch)
+        out = self.pairs(rows)
+        if self.sources:  # per pair: a ranked record's pairs all count for its source
+            per_row = [len(record_group(r).get("pairs", ())) if self.packed else 1 for r in rows]
+            out["source_index"] = torch.tensor([self.sources.index(str(s)) for s, n in zip(batch["source"], per_row)
+                                                for _ in range(n)])
         return out
 
 
@@ -76,7 +99,10 @@ def steps_per_epoch(n_rows: int, *, world_size: int, batch_size: int) -> int:
 
 
 def pair_length(row: dict) -> int:
-    return len(row["prompt_ids"]) + len(row["chosen_ids"]) + len(row["rejected_ids"])
+    """Tokens of an encoded record: its prompt and all its responses."""
+    more = row.get("more_ids")
+    return len(row["prompt_ids"]) + len(row["chosen_ids"]) + len(row["rejected_ids"]) + (
+        0 if more is None else len(more))
 
 
 def parts_needed(lengths: Sequence[int], max_tokens: int) -> int:
@@ -101,11 +127,11 @@ def micro_batch_count(rows: Sequence[dict], max_tokens: int) -> int:
 
 
 def step_micro_batches(rows: Sequence[dict], collate: PairCollate, *, parts: int) -> list[tuple[dict, int]]:
-    """One step's pairs -> `parts` packed micro-batches of nearly equal tokens, each with its pair count."""
-    groups = [pair_group(r) for r in rows]
+    """One step's records -> `parts` packed micro-batches of nearly equal tokens, each with its pair count."""
     out = []
-    for part in balanced_parts([group_length(g) for g in groups], parts):
-        out.append((collate.pairs([rows[i] for i in part]), len(part)))
+    for part in balanced_parts([pair_length(r) for r in rows], parts):
+        batch = collate.pairs([rows[i] for i in part])
+        out.append((batch, len(batch["chosen_lengths"])))
     return out
 
 

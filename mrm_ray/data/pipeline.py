@@ -36,6 +36,7 @@ CHECKED_SCHEMA = (PAIR_SCHEMA
                   .append(pa.field("prompt_tokens", pa.int64()))
                   .append(pa.field("chosen_tokens", pa.int64()))
                   .append(pa.field("rejected_tokens", pa.int64()))
+                  .append(pa.field("more_tokens", pa.list_(pa.int64())))
                   .append(pa.field("image_sizes", pa.list_(pa.list_(pa.int64())))))
 _READ_CHUNK = 128
 SPLIT = "_split"  # a column EncodePairs passes through, when present
@@ -45,14 +46,16 @@ SPLIT = "_split"  # a column EncodePairs passes through, when present
 def _row(record: dict | Rejected) -> dict:
     if isinstance(record, Rejected):
         return {"id": record.id or record.position, "source": record.source, "position": record.position,
-                "prompt": [], "images": [], "chosen": "", "rejected": "", "margin": None,
+                "prompt": [], "images": [], "chosen": "", "rejected": "", "margin": None, "more_responses": [],
+                "scores": None,
                 "reject_reason": record.reason, "reject_stage": record.stage}
     return {**{k: record.get(k) for k in PAIR_SCHEMA.names}, "reject_reason": None, "reject_stage": None}
 
 
 def _table(rows: list[dict]) -> pa.Table:
     for row in rows:
-        row.update({"prompt_tokens": None, "chosen_tokens": None, "rejected_tokens": None, "image_sizes": []})
+        row.update({"prompt_tokens": None, "chosen_tokens": None, "rejected_tokens": None, "more_tokens": [],
+                    "image_sizes": []})
     return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
 
 
@@ -94,7 +97,8 @@ class CheckPairs:
 
     def check(self, row: dict) -> dict:
         from mrm_ray.model.inputs import END_OF_TURN
-        from mrm_ray.data.truncation import cut_response, fit_pair
+        from mrm_ray.data.schema import ranked_pairs
+        from mrm_ray.data.truncation import cut_response, fit_responses
         from mrm_ray.model.images import BadImage, check_image
 
         images, sizes = [], []
@@ -108,12 +112,15 @@ class CheckPairs:
         text = self.processor.apply_chat_template(to_chat_messages(row["prompt"]), add_generation_prompt=True,
                                                   tokenize=False)
         prompt = len(self._ids(text)) + sum(self._image_tokens(w, h) - 1 for w, h in sizes)
-        chosen, rejected = self._ids(row["chosen"] + END_OF_TURN), self._ids(row["rejected"] + END_OF_TURN)
-        keep_c, keep_r = fit_pair(prompt, len(chosen), len(rejected), self.config)
-        if np.array_equal(cut_response(chosen, keep_c), cut_response(rejected, keep_r)):
-            raise BadRecord(f"identical after truncation: both responses keep the same first {keep_c - 1} tokens")
-        return {"images": images, "image_sizes": sizes, "prompt_tokens": prompt, "chosen_tokens": len(chosen),
-                "rejected_tokens": len(rejected)}
+        texts = [row["chosen"], row["rejected"], *(row.get("more_responses") or [])]
+        ids = [self._ids(t + END_OF_TURN) for t in texts]
+        keep = fit_responses(prompt, [len(r) for r in ids], self.config)
+        kept = [cut_response(r, k) for r, k in zip(ids, keep)]
+        if not ranked_pairs(kept, row.get("scores")) or (
+                not row.get("scores") and np.array_equal(kept[0], kept[1])):
+            raise BadRecord(f"identical after truncation: the responses keep the same first {keep[0] - 1} tokens")
+        return {"images": images, "image_sizes": sizes, "prompt_tokens": prompt, "chosen_tokens": len(ids[0]),
+                "rejected_tokens": len(ids[1]), "more_tokens": [len(r) for r in ids[2:]]}
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = table.to_pylist()
@@ -141,25 +148,30 @@ class EncodePairs:
                                                   max_pixels=self.config.max_pixels))
 
     def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
-        from mrm_ray.data.truncation import cut_response, fit_pair
+        from mrm_ray.data.truncation import cut_response, fit_responses
 
         columns: dict[str, list] = {k: [] for k in (
             "id", "source", "margin", "prompt_ids", "prompt_mm_token_type_ids", "chosen_ids", "rejected_ids",
-            "pixel_values", "image_grid_thw")}
+            "more_ids", "more_lengths", "scores", "pixel_values", "image_grid_thw")}
         patch_dim = 3 * self.encoder.processor.image_processor.temporal_patch_size * (
             self.encoder.processor.image_processor.patch_size ** 2)
         for row in table.to_pylist():
-            feats = self.encoder.encode_pair(to_chat_messages(row["prompt"]), row["images"], row["chosen"],
-                                             row["rejected"])
-            keep_c, keep_r = fit_pair(len(feats["prompt_ids"]), len(feats["chosen_ids"]),
-                                      len(feats["rejected_ids"]), self.config)
+            more = row.get("more_responses") or []
+            feats = self.encoder.encode_group(to_chat_messages(row["prompt"]), row["images"],
+                                              [row["chosen"], row["rejected"], *more])
+            keep = fit_responses(len(feats["prompt_ids"]), [len(r) for r in feats["responses"]], self.config)
+            chosen, rejected, *others = [cut_response(r, k) for r, k in zip(feats["responses"], keep)]
             columns["id"].append(row["id"])
             columns["source"].append(row["source"])
             columns["margin"].append(np.nan if row["margin"] is None else row["margin"])
             columns["prompt_ids"].append(feats["prompt_ids"])
             columns["prompt_mm_token_type_ids"].append(feats["prompt_mm_token_type_ids"])
-            columns["chosen_ids"].append(cut_response(feats["chosen_ids"], keep_c))
-            columns["rejected_ids"].append(cut_response(feats["rejected_ids"], keep_r))
+            columns["chosen_ids"].append(chosen)
+            columns["rejected_ids"].append(rejected)
+            # a ranked record's further responses, back to back, and their lengths (empty for a pair)
+            columns["more_ids"].append(np.concatenate(others) if others else np.zeros(0, np.int64))
+            columns["more_lengths"].append(np.array([len(r) for r in others], np.int64))
+            columns["scores"].append(np.asarray(row.get("scores") or [], np.float64))
             columns["pixel_values"].append(feats.get("pixel_values", np.zeros((0, patch_dim), np.float32)))
             columns["image_grid_thw"].append(feats.get("image_grid_thw", np.zeros((0, 3), np.int64)))
         if SPLIT in table.column_names:

@@ -8,8 +8,13 @@
     chosen    string        the preferred response's text
     rejected  string        the other response's text
     margin    double?       optional preference strength (subtracted in the BT loss)
+    more_responses list<string>  a ranked record's further responses to the same prompt (else empty)
+    scores    list<double>? a ranked record's score per response, [chosen, rejected, *more_responses]
 
-Images stay encoded bytes until preprocessing. `canonical_pair` normalises what readers
+A ranked record (UltraFeedback-style: several scored responses to one prompt) keeps its best
+response as `chosen` and its worst as `rejected`, so everything that reads pairs reads its
+widest pair; training reads all its pairs (every two responses whose scores differ) with the
+prompt encoded once (`ranked_pairs`). Images stay encoded bytes until preprocessing. `canonical_pair` normalises what readers
 find and raises `BadRecord` (with the reason) for missing or empty fields, a mismatch
 between image parts and images, and chosen identical to rejected.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from mrm_ray.model.inputs import response_text
@@ -35,6 +41,8 @@ PAIR_SCHEMA = pa.schema([
     ("chosen", pa.string()),
     ("rejected", pa.string()),
     ("margin", pa.float64()),
+    ("more_responses", pa.list_(pa.string())),
+    ("scores", pa.list_(pa.float64())),
 ])
 ROLES = ("system", "user", "assistant")
 _IMAGE_TYPES = ("image", "image_url")
@@ -87,8 +95,40 @@ def _text_or_bad(value: Any, field: str) -> str:
     return text
 
 
+def _ranking(texts: list[str], scores: Sequence[Any] | None) -> list[float] | None:
+    if scores is None:
+        if len(texts) > 2:
+            raise BadRecord("bad record: more_responses need a score per response")
+        return None
+    if len(scores) != len(texts):
+        raise BadRecord(f"bad field: scores has {len(scores)} values for {len(texts)} responses")
+    try:
+        values = [float(v) for v in scores]
+    except (TypeError, ValueError):
+        raise BadRecord(f"bad field: scores {list(scores)!r} are not all numbers") from None
+    if any(v != v or v in (float("inf"), float("-inf")) for v in values):
+        raise BadRecord("bad field: scores must be finite")
+    if len({t.strip() for t in texts}) == 1:
+        raise BadRecord(f"all {len(texts)} responses identical")
+    if not ranked_pairs(texts, values):
+        raise BadRecord("no preference: no two different responses have different scores")
+    return values
+
+
+def ranked_pairs(texts: Sequence[Any], scores: Sequence[float] | None) -> list[tuple[int, int]]:
+    """(better, worse) response indices of every pair a record trains on: (0, 1) for a plain pair;
+    for a ranked record every two responses whose scores differ and whose contents do not."""
+    if not scores:
+        return [(0, 1)]
+    def same(a, b):
+        return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) else a == b
+    return [(a, b) if scores[a] > scores[b] else (b, a) for a in range(len(texts)) for b in range(a + 1, len(texts))
+            if scores[a] != scores[b] and not same(texts[a], texts[b])]
+
+
 def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: Any, rejected: Any,
-                   images: Sequence[bytes] = (), margin: float | None = None) -> dict:
+                   images: Sequence[bytes] = (), margin: float | None = None, more_responses: Sequence[Any] = (),
+                   scores: Sequence[Any] | None = None) -> dict:
     """A validated canonical row; raises `BadRecord` with the reason when it cannot be one."""
     if prompt is None or (isinstance(prompt, str) and not prompt.strip() and not images):
         raise BadRecord("missing field: prompt" if prompt is None else "empty field: prompt")
@@ -100,7 +140,9 @@ def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: 
     if not has_text and not images:
         raise BadRecord("empty field: prompt")
     chosen_text, rejected_text = _text_or_bad(chosen, "chosen"), _text_or_bad(rejected, "rejected")
-    if chosen_text.strip() == rejected_text.strip():
+    more = [_text_or_bad(r, f"more_responses[{i}]") for i, r in enumerate(more_responses or ())]
+    ranking = _ranking([chosen_text, rejected_text, *more], scores)
+    if chosen_text.strip() == rejected_text.strip() and ranking is None:
         raise BadRecord("chosen identical to rejected")
     if margin is not None:
         try:
@@ -109,7 +151,7 @@ def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: 
             raise BadRecord(f"bad field: margin {margin!r} is not a number") from None
     return {"id": str(id), "source": source, "position": position, "prompt": messages,
             "images": [bytes(b) for b in images], "chosen": chosen_text, "rejected": rejected_text,
-            "margin": margin}
+            "margin": margin, "more_responses": more, "scores": ranking}
 
 
 def to_chat_messages(prompt: list[dict]) -> list[dict]:

@@ -19,19 +19,25 @@ from mrm_ray.data.quarantine import BadRecord
 
 def fit_pair(prompt: int, chosen: int, rejected: int, config: DataConfig) -> tuple[int, int]:
     """Token counts (prompt, chosen, rejected) -> kept (chosen, rejected) lengths, or BadRecord."""
+    keep_c, keep_r = fit_responses(prompt, [chosen, rejected], config)
+    return keep_c, keep_r
+
+
+def fit_responses(prompt: int, responses: list[int], config: DataConfig) -> list[int]:
+    """Token counts of a prompt and its responses -> kept response lengths, or BadRecord. Every pair
+    (the prompt and any two responses) fits `max_length`: the longest response is cut down toward
+    the next longest (or the floor) until the two longest fit; for a pair, the longer toward the
+    shorter."""
     if prompt > config.max_prompt_tokens:
         raise BadRecord(f"prompt too long: {prompt} tokens > max_prompt_tokens {config.max_prompt_tokens}")
-    keep_c, keep_r = min(chosen, config.max_response_tokens), min(rejected, config.max_response_tokens)
-    over = prompt + keep_c + keep_r - config.max_length
-    while over > 0:  # cut the longer response down toward the shorter one (or the floor)
-        if keep_c >= keep_r:
-            step = min(over, max(1, keep_c - max(keep_r, config.min_response_tokens)))
-            keep_c -= step
-        else:
-            step = min(over, max(1, keep_r - max(keep_c, config.min_response_tokens)))
-            keep_r -= step
-        over -= step
-    return keep_c, keep_r
+    keep = [min(n, config.max_response_tokens) for n in responses]
+    while True:
+        order = sorted(range(len(keep)), key=lambda i: (-keep[i], i))  # ties: the first response is cut first
+        top, second = order[0], order[1]
+        over = prompt + keep[top] + keep[second] - config.max_length
+        if over <= 0:
+            return keep
+        keep[top] -= min(over, max(1, keep[top] - max(keep[second], config.min_response_tokens)))
 
 
 def cut_response(ids: np.ndarray, keep: int) -> np.ndarray:

@@ -100,8 +100,9 @@ class Scorer:
         chunks = budget_chunks([group_length(g) for g in groups], self.max_batch_tokens)
         with torch.inference_mode():
             for chunk in tqdm(chunks, desc="score", disable=not progress):
-                batch = collate_groups([groups[j] for j in chunk], pad_token_id=self.encoder.pad_token_id,
-                                       row_tokens=self.max_batch_tokens)
+                batch = collate_groups([{k: v for k, v in groups[j].items() if k not in ("pairs", "margins")}
+                                        for j in chunk], pad_token_id=self.encoder.pad_token_id,
+                                       row_tokens=self.max_batch_tokens)  # rewards per response, not pairs
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 rewards = iter(self.model(**batch).float().tolist())
                 for j in chunk:

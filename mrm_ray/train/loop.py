@@ -162,12 +162,12 @@ def step_metrics(window: list[tuple[dict, int]]) -> dict[str, float]:
 
 
 def train_step_by_tokens(engine, rows: list[dict], collate, loss_config, *, max_tokens: int) -> list[tuple[dict, int]]:
-    """One optimizer step on this rank's pairs, cut into micro-batches by tokens: (metrics, pairs) each."""
+    """One optimizer step on this rank's records, cut into micro-batches by tokens: (metrics, pairs) each."""
     from mrm_ray.data.collate import micro_batch_count, step_micro_batches
 
     parts = step_micro_batches(rows, collate, parts=micro_batch_count(rows, max_tokens))
-    device = engine.device
-    return [(train_micro_step(engine, _to(batch, device), loss_config, share=n / len(rows),
+    pairs, device = sum(n for _, n in parts), engine.device  # a ranked record holds several pairs
+    return [(train_micro_step(engine, _to(batch, device), loss_config, share=n / pairs,
                               boundary=i == len(parts) - 1), n)
             for i, (batch, n) in enumerate(parts)]
 
@@ -269,7 +269,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             else:
                 batch = _to(batch, device)
                 batch.pop("source_index")
-                window.append((train_micro_step(engine, batch, run.loss), run.train.micro_batch_size))
+                window.append((train_micro_step(engine, batch, run.loss), len(batch["chosen_lengths"])))
             if state["micro_step"] % accum:
                 continue
             if budget:

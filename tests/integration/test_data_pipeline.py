@@ -112,3 +112,28 @@ def test_encoded_rows_match_in_process_encoding(prepared, corpus, encoder):
         np.testing.assert_allclose(got["pixel_values"], want["pixel_values"], rtol=0, atol=1e-6)
     text_row = next(r for i, r in rows.items() if i.startswith("text-"))
     assert text_row["pixel_values"].shape[0] == 0 and text_row["image_grid_thw"].shape == (0, 3)
+
+
+def test_ranked_records_stream_through_ray_data_as_groups(ray_cluster, corpus, tiny_checkpoint, tmp_path):
+    """UltraFeedback with `ranked: true` beside plain pairs: each record stays one row (counted once), its
+    further responses and scores come through checking and encoding, and it collates into one group of
+    all its responses with every pair of different scores; the all-identical record is quarantined."""
+    from mrm_ray.data.collate import record_group, rows_from_columns
+
+    records = [{"instruction": f"Q{i}", "completions": [{"response": f"answer {i} {k}", "overall_score": s}
+                                                          for k, s in enumerate((3.0, 9.0, 1.0, 5.0))]}
+               for i in range(6)]
+    records.append({"instruction": "Q same", "completions": [{"response": "x", "overall_score": s}
+                                                              for s in (1.0, 2.0)]})
+    path = tmp_path / "uf.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    mixture = MixtureConfig(name="ranked", held_out_fraction=0.0, sources=(
+        SourceConfig(name="uf", reader="ultrafeedback_ultra_hard", path=str(path), options={"ranked": True}),
+        SourceConfig(name="text", reader="chat_messages", path=str(corpus["text"]))))
+    data = prepare_mixture(mixture, processor_path=tiny_checkpoint, data_config=CONFIG, run_dir=tmp_path)
+    assert data.counts["uf"]["available"] == 6 and data.quarantine_summary["uf"] == {"all 2 responses identical": 1}
+    batch = data.encode(data.train, batch_size=8).take_batch(26, batch_format="numpy")
+    groups = {str(i): record_group(r) for i, r in zip(batch["id"], rows_from_columns(batch))}
+    ranked = [g for i, g in groups.items() if not i.startswith("text-")]
+    assert len(ranked) == 6 and all(len(g["responses"]) == 4 and len(g["pairs"]) == 6 for g in ranked)
+    assert all(len(g["pairs"]) == 1 for i, g in groups.items() if i.startswith("text-"))

@@ -21,4 +21,5 @@ def read_canonical(path: str | Path, *, source: str | None = None) -> Iterator[d
                                   id=row["id"], source=source or row.get("source") or "canonical",
                                   position=row.get("position") or pos, prompt=row["prompt"],
                                   images=row.get("images") or [], chosen=row["chosen"], rejected=row["rejected"],
-                                  margin=row.get("margin")))
+                                  margin=row.get("margin"), more_responses=row.get("more_responses") or (),
+                                  scores=row.get("scores")))

@@ -61,3 +61,31 @@ def test_balanced_parts_are_non_empty_and_in_order():
     assert sorted(sum([5, 1, 9, 3, 3, 7][i] for i in p) for p in parts) == [9, 9, 10]
     with pytest.raises(ValueError):
         balanced_parts([1, 2], 3)
+
+
+def test_a_ranked_record_trains_all_its_pairs_with_its_prompt_once(encoder, tiny_checkpoint):
+    """Check and encode (the pipeline's own stages, called directly) a ranked record and a plain pair,
+    then collate: the ranked record is one group of 4 responses with its 5 pairs of different scores
+    (two responses tie), the pair one group with one; sources count per pair."""
+    from mrm_ray.config import DataConfig, to_dict
+    from mrm_ray.data.collate import record_group
+    from mrm_ray.data.pipeline import CheckPairs, EncodePairs, _row, _table
+    from mrm_ray.data.schema import canonical_pair
+
+    ranked = canonical_pair(id="r", source="uf", position="uf:1", prompt="Which is best?", chosen="four",
+                            rejected="one", more_responses=["two", "three"], scores=[4.0, 1.0, 2.0, 2.0])
+    plain = canonical_pair(id="p", source="b", position="b:1", prompt="Hi?", chosen="Hello!", rejected="Go.")
+    config = to_dict(DataConfig())
+    checked = CheckPairs(str(tiny_checkpoint), config)(_table([_row(ranked), _row(plain)]))
+    assert checked["reject_reason"].to_pylist() == [None, None]
+    assert checked["more_tokens"].to_pylist()[0] and checked["more_tokens"].to_pylist()[1] == []
+    columns = EncodePairs(str(tiny_checkpoint), config)(checked)
+    rows = [{k: columns[k][i] for k in columns} for i in range(2)]
+    for r in rows:
+        r["margin"] = None
+    group = record_group(rows[0])
+    assert len(group["responses"]) == 4 and sorted(group["pairs"]) == [(0, 1), (0, 2), (0, 3), (2, 1), (3, 1)]
+    batch = PairCollate(pad_token_id=encoder.pad_token_id, sources=["b", "uf"])(columns)
+    assert len(batch["chosen_index"]) == 6 and batch["rejected_index"].tolist()[-1] == 5  # 5 ranked, 1 plain
+    assert batch["source_index"].tolist() == [1] * 5 + [0]
+    assert int((batch["segment_ids"] == 1).sum()) == len(rows[0]["prompt_ids"]) + len(rows[1]["prompt_ids"])

@@ -428,6 +428,18 @@ def test_ultrafeedback_ultra_hard_widest_gap(tmp_path, fmt):
     assert [r["margin"] for r in read_ultrafeedback_ultra_hard(path) if isinstance(r, dict)] == [None, None]
 
 
+def test_ultrafeedback_ranked_keeps_every_completion_and_quarantines_identical_ones(tmp_path):
+    same = {"instruction": "Q7", "completions": [{"response": "same", "overall_score": s} for s in (1.0, 5.0, 3.0)]}
+    path = _jsonl(tmp_path / "uf.jsonl", [_uf("Q1", [3, 8.5, 2, 7], id="u1"), same])
+    rows, rejects = _split(read_ultrafeedback_ultra_hard(path, ranked=True))
+    [row] = rows
+    assert (row["chosen"], row["rejected"], row["more_responses"]) == ("resp1", "resp2", ["resp0", "resp3"])
+    assert row["scores"] == [8.5, 2.0, 3.0, 7.0]  # chosen, rejected, then the rest in order
+    assert rejects == {"uf.jsonl:2": "all 3 responses identical"}
+    [plain] = [r for r in read_ultrafeedback_ultra_hard(path) if isinstance(r, dict)]
+    assert plain["more_responses"] == [] and plain["scores"] is None  # the default: the widest pair only
+
+
 # ---------------------------------------------------------------- registry
 
 def test_registry_names_and_unknown_reader():

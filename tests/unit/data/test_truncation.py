@@ -5,7 +5,7 @@ import pytest
 
 from mrm_ray.config import DataConfig
 from mrm_ray.data.quarantine import BadRecord
-from mrm_ray.data.truncation import cut_response, fit_pair
+from mrm_ray.data.truncation import cut_response, fit_pair, fit_responses
 
 CONFIG = DataConfig(max_length=100, max_prompt_tokens=60, max_response_tokens=30, min_response_tokens=5)
 
@@ -45,3 +45,12 @@ def test_cut_keeps_the_reward_token():
 def test_config_must_leave_room():
     with pytest.raises(ValueError, match="max_length"):
         DataConfig(max_length=100, max_prompt_tokens=95, min_response_tokens=5)
+
+
+def test_several_responses_fit_pair_by_pair_and_two_are_exactly_a_pair():
+    config = DataConfig(max_length=300, max_prompt_tokens=200, max_response_tokens=120, min_response_tokens=8)
+    for prompt, a, b in [(150, 120, 100), (200, 130, 5), (100, 40, 60), (190, 200, 200)]:
+        assert fit_responses(prompt, [a, b], config) == list(fit_pair(prompt, a, b, config))
+    keep = fit_responses(180, [110, 90, 30, 100], config)
+    assert all(180 + x + y <= 300 for i, x in enumerate(keep) for y in keep[i + 1:])  # every pair fits
+    assert keep[2] == 30 and min(keep) >= 8  # short ones untouched, none below the floor

@@ -84,3 +84,12 @@ def test_normalisation_override(reward_checkpoints):
     scorer = Scorer(str(reward_checkpoints[1]), score_mean=2.0, score_std=4.0)
     assert (scorer.score_mean, scorer.score_std) == (2.0, 4.0)
     assert Scorer(str(reward_checkpoints[1])).score_std == 1.0  # the checkpoint's own
+
+
+def test_encoded_groups_that_name_their_pairs_still_score_per_response(reward_checkpoints, rows):
+    from mrm_ray.model.packing import pair_group
+
+    scorer = Scorer(str(reward_checkpoints[0]))
+    encoded = [scorer.encoder.encode_pair(r["prompt"], r["images"], r["chosen"], r["rejected"]) for r in rows]
+    got = torch.tensor(scorer.score_encoded([pair_group(p) for p in encoded]))
+    assert torch.allclose(got, torch.tensor(scorer.score_pairs(rows)), atol=1e-5)
