@@ -109,7 +109,7 @@ def run_check(args) -> dict:
                  f"train.max_steps={args.steps}", f"train.optimizer_impl={args.optimizer_impl}",
                  f"train.gradient_checkpointing={'true' if args.gradient_checkpointing else 'false'}",
                  f"train.precision={'bf16' if on_gpu else 'fp32'}", f"output_dir={workdir}",
-                 f"model.vision_attention={args.vision_attention}"]
+                 f"model.vision_attention={args.vision_attention}", f"model.packed_attention={args.packed_attention}"]
     run = load_run_config(args.preset, overrides)
     config = Qwen2_5_VLConfig.from_pretrained(config_dir)
     pairs = synthetic_pairs(config, 64, image_side=args.image_side, prompt_tokens=args.prompt_tokens,
@@ -152,6 +152,7 @@ def run_check(args) -> dict:
         "zero_stage": args.zero_stage, "micro_batch": args.micro_batch, "accumulation": args.accum,
         "gradient_checkpointing": args.gradient_checkpointing, "optimizer_impl": args.optimizer_impl,
         "vision_attention": args.vision_attention,
+        "packed_attention": args.packed_attention,
         "packed_tokens_per_pair": row_tokens, "image_tokens_per_pair": image_tokens,
         "build_seconds": round(build_s, 1), "step_seconds": [round(s, 3) for s in step_times],
         "pairs_per_s": pairs_per_step * len(timed) / sum(timed), "losses": losses,
@@ -192,6 +193,8 @@ def main() -> int:
     p.add_argument("--profile", action="store_true",
                    help="profile the last step's first micro-batch: top ops and the device-busy fraction")
     p.add_argument("--vision-attention", choices=("windows", "batched"), default="batched")
+    p.add_argument("--packed-attention", choices=("auto", "varlen", "sdpa", "dense"), default="auto",
+                   help="packed-group kernel: auto = flash varlen on CUDA; dense = the old 4D-mask path")
     p.add_argument("--port", type=int, default=29517)
     p.add_argument("--out", default=None, help="write the result as JSON here")
     args = p.parse_args()
