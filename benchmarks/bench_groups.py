@@ -246,9 +246,9 @@ def bench_memory(tmp: Path, lengths: list[int], dense_up_to: int) -> None:
             out = subprocess.run([sys.executable, __file__, "--memory-child", str(path), str(length), kernel],
                                  capture_output=True, text=True, timeout=1800)
             row[kernel] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
-        dense = row["dense"]
+        dense = row["dense"] or {"peak_mib": float("nan"), "seconds": float("nan")}
         print(f"{length:>7} {row['sdpa']['peak_mib']:>17.0f} {row['sdpa']['seconds']:>6.1f} "
-              f"{dense['peak_mib'] if dense else float('nan'):>15.0f} {dense['seconds'] if dense else float('nan'):>6.1f}"
+              f"{dense['peak_mib']:>15.0f} {dense['seconds']:>6.1f}"
               f"   group kernel MiB per 1k tokens: {row['sdpa']['peak_mib'] / length * 1024:.0f}")
 
 

@@ -14,9 +14,12 @@
 A ranked record (UltraFeedback-style: several scored responses to one prompt) keeps its best
 response as `chosen` and its worst as `rejected`, so everything that reads pairs reads its
 widest pair; training reads all its pairs (every two responses whose scores differ) with the
-prompt encoded once (`ranked_pairs`). Images stay encoded bytes until preprocessing. `canonical_pair` normalises what readers
+prompt encoded once (`ranked_pairs`).
+
+Images stay encoded bytes until preprocessing. `canonical_pair` normalises what readers
 find and raises `BadRecord` (with the reason) for missing or empty fields, a mismatch
-between image parts and images, and chosen identical to rejected.
+between image parts and images, chosen identical to rejected, and a ranked record whose
+responses are all identical (or that has no two different responses with different scores).
 """
 
 from __future__ import annotations

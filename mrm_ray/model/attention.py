@@ -181,7 +181,8 @@ def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
         eager = sys.modules[type(module).__module__].eager_attention_forward  # the model's own
-        return ALL_ATTENTION_FUNCTIONS.get_interface(fallback, eager)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        implementation = ALL_ATTENTION_FUNCTIONS.get_interface(fallback, eager)
+        return implementation(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     if dropout:
         raise ValueError("packed group attention has no attention dropout")
     b, h, length, d = query.shape

@@ -216,7 +216,8 @@ def _pad_rows(rows: Sequence[np.ndarray], value: int, side: str) -> torch.Tensor
     return out
 
 
-def collate_sequences(items: Sequence[Mapping], *, pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+def collate_sequences(items: Sequence[Mapping], *, pad_token_id: int,
+                      padding_side: str = "right") -> dict[str, torch.Tensor]:
     """Items with prompt features and `response_ids` -> one padded row each (the reference layout)."""
     ids = [np.concatenate([it["prompt_ids"], it["response_ids"]]) for it in items]
     mm = [np.concatenate([it["prompt_mm_token_type_ids"], np.zeros(len(it["response_ids"]), np.int64)]) for it in items]
@@ -230,7 +231,8 @@ def collate_sequences(items: Sequence[Mapping], *, pad_token_id: int, padding_si
     }
 
 
-def collate_two_sequence(pairs: Sequence[Mapping], *, pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+def collate_two_sequence(pairs: Sequence[Mapping], *, pad_token_id: int,
+                         padding_side: str = "right") -> dict[str, torch.Tensor]:
     """B pairs -> 2B rows: the B prompt+chosen rows, then the B prompt+rejected rows.
 
     Images are repeated for the second half, so the vision tower runs twice per pair.
