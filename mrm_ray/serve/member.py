@@ -4,8 +4,9 @@ The ingress sends each member chunks of groups (one prompt, its responses; at mo
 `max_batch_size` responses per call) or of pairs; `@serve.batch` groups concurrent calls
 until the batch holds `max_batch_size` responses or pairs (`batch_size_fn` counts those, not
 calls) or `batch_wait_timeout_s` passes, and the scorer packs the batch into forwards that
-fit `max_batch_tokens`, each prompt and its images encoded once per group. The checkpoint is `user_config`,
-so a new one is swapped in by `reconfigure` while the old one keeps answering.
+fit `max_batch_tokens`, each prompt and its images encoded once per group. The checkpoint
+is `user_config`, so a new one is swapped in by `reconfigure` while the old one keeps
+answering.
 
 A call may carry the seconds its request has left (`timeout_s`): calls whose time has run
 out by the time their batch runs are dropped, not computed (`{"expired": true}`).
