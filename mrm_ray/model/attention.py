@@ -7,9 +7,10 @@ attends causally to itself and each further response's queries attend over
 [prompt | that response]. Two kernels compute it:
   * "varlen": `torch.nn.attention.varlen.varlen_attn`, flash attention for packed
     sequences (CUDA, half precision, backward included): no padding at all;
-  * "sdpa": the segments gathered into one zero-padded batch and one SDPA call with a
-    boolean mask of the segments' own sizes (any device; CPU SDPA then runs its fused
-    kernel). Memory grows with the segments, not with the row.
+  * "sdpa" (any device; it trains on CPU): [prompt | response 1] segments of one length
+    in one call of SDPA's own causal kernel; the other segments bucketed by size, each
+    bucket one zero-padded SDPA call with a boolean mask of the segments' own sizes.
+    Memory grows with the segments, not with the row.
 Both are registered with transformers' `AttentionInterface` under `GROUPED`, selected for
 the language model; without a plan (the two-sequence reference, the dense reference) the
 call goes to the backbone's own implementation with the 4D mask it is given.
@@ -97,7 +98,7 @@ class SdpaBucket:
     q_slots: torch.Tensor  # (S, Lq) index into the Tq queries (0 where padding)
     k_slots: torch.Tensor  # (S, Lk) index into the Tk keys
     q_valid: torch.Tensor  # (S, Lq) bool
-    mask: torch.Tensor  # (S, 1, Lq, Lk) bool, True where attention is allowed
+    mask: torch.Tensor | None  # (S, 1, Lq, Lk) bool, True where attention is allowed; None: plain causal
     q_out: torch.Tensor  # (valid queries,) their index into Tq, in `q_valid` order
 
 
@@ -119,7 +120,9 @@ def _bucket(cu_q: torch.Tensor, cu_k: torch.Tensor, segments: list[int], q_len: 
     k_pos = torch.arange(k_slots.shape[1], device=cu_q.device)
     mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & k_valid[:, None, :]
     mask = mask | ~q_valid[:, :, None]  # padding queries see everything: no all-masked softmax row
-    return SdpaBucket(q_slots, k_slots, q_valid, mask[:, None], q_slots[q_valid])
+    if len(set(q_len[i] for i in segments) | set(k_len[i] for i in segments)) == 1:
+        mask = None  # equal square segments: SDPA's own causal kernel, no mask at all
+    return SdpaBucket(q_slots, k_slots, q_valid, None if mask is None else mask[:, None], q_slots[q_valid])
 
 
 @dataclass(frozen=True)
@@ -146,8 +149,10 @@ class GroupPlan:
             q_len = [b - a for a, b in zip(bounds_q, bounds_q[1:])]
             k_len = [b - a for a, b in zip(bounds_k, bounds_k[1:])]
             by_shape: dict[tuple, list[int]] = {}
-            for i, (a, b) in enumerate(zip(q_len, k_len)):  # queries = keys, or fewer; sizes within 2x
-                by_shape.setdefault((a == b, (a - 1).bit_length(), (b - 1).bit_length()), []).append(i)
+            for i, (a, b) in enumerate(zip(q_len, k_len)):
+                # [prompt | response 1] segments by exact length (causal, unpadded); the others by sizes within 2x
+                key = ("causal", a) if a == b else ("within", (a - 1).bit_length(), (b - 1).bit_length())
+                by_shape.setdefault(key, []).append(i)
             buckets = tuple(_bucket(cu_q, cu_k, seg, q_len, k_len) for seg in by_shape.values())
         return cls(q_index=batch["attn_q_index"], k_index=batch["attn_k_index"], cu_q=cu_q, cu_k=cu_k,
                    max_q=max_q, max_k=max_k, kernel=kernel, buckets=buckets)
@@ -162,7 +167,7 @@ def _segments_sdpa(plan: GroupPlan, q, k, v, scaling):
     out = q.new_zeros(q.shape)
     for b in plan.buckets:
         res = F.scaled_dot_product_attention(pad(q, b.q_slots), pad(k, b.k_slots), pad(v, b.k_slots),
-                                             attn_mask=b.mask, scale=scaling)  # (S, H, Lq, D)
+                                             attn_mask=b.mask, is_causal=b.mask is None, scale=scaling)
         out = out.index_copy(0, b.q_out, res.transpose(1, 2)[b.q_valid])
     return out
 
