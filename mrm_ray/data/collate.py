@@ -36,14 +36,17 @@ def rows_from_columns(batch: dict[str, np.ndarray]) -> list[dict]:
     return rows
 
 
+def _is_ranked(row: dict) -> bool:
+    return row.get("scores") is not None and len(row["scores"]) > 0
+
+
 def record_group(row: dict) -> dict:
     """An encoded record as the group it trains: a pair's two responses and its one pair, or a ranked
     record's responses (chosen, rejected, then the rest) with every pair `ranked_pairs` names, each
     with its score difference as margin when the record has a margin."""
-    more, lengths = row.get("more_ids"), row.get("more_lengths")
-    scores = row.get("scores")
-    if scores is None or not len(scores):
+    if not _is_ranked(row):
         return pair_group(row)
+    more, lengths, scores = row["more_ids"], row["more_lengths"], row["scores"]
     others = np.split(np.asarray(more), np.cumsum(lengths)[:-1]) if len(lengths) else []
     responses = [row["chosen_ids"], row["rejected_ids"], *others]
     pairs = ranked_pairs(responses, list(scores))
@@ -68,21 +71,26 @@ class PairCollate(NumpyBatchCollateFn):
         self.sources = list(sources or [])
         self.row_tokens = row_tokens
 
+    def _batch(self, rows: Sequence[dict]) -> tuple[dict, list[int]]:
+        """(the batch, the pairs each record contributes to it)."""
+        if not self.packed:
+            if any(_is_ranked(r) for r in rows):
+                raise ValueError("ranked records need the packed forward (model.pair_forward=packed)")
+            batch = collate_two_sequence(rows, pad_token_id=self.pad_token_id, padding_side=self.padding_side)
+            return batch, [1] * len(rows)
+        groups = [record_group(r) for r in rows]
+        batch = collate_groups(groups, pad_token_id=self.pad_token_id, padding_side=self.padding_side,
+                               row_tokens=self.row_tokens)
+        return batch, [len(g["pairs"]) for g in groups]
+
     def pairs(self, rows: Sequence[dict]) -> dict:
         """Encoded records -> one batch; a ranked record trains all its pairs with its prompt once."""
-        if not self.packed:
-            if any(len(r.get("scores") if r.get("scores") is not None else ()) for r in rows):
-                raise ValueError("ranked records need the packed forward (model.pair_forward=packed)")
-            return collate_two_sequence(rows, pad_token_id=self.pad_token_id, padding_side=self.padding_side)
-        return collate_groups([record_group(r) for r in rows], pad_token_id=self.pad_token_id,
-                              padding_side=self.padding_side, row_tokens=self.row_tokens)
+        return self._batch(rows)[0]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
-        rows = rows_from_columns(batch)
-        out = self.pairs(rows)
+        out, per_record = self._batch(rows_from_columns(batch))
         if self.sources:  # per pair: a ranked record's pairs all count for its source
-            per_row = [len(record_group(r).get("pairs", ())) if self.packed else 1 for r in rows]
-            out["source_index"] = torch.tensor([self.sources.index(str(s)) for s, n in zip(batch["source"], per_row)
+            out["source_index"] = torch.tensor([self.sources.index(str(s)) for s, n in zip(batch["source"], per_record)
                                                 for _ in range(n)])
         return out
 

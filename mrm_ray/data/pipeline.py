@@ -116,8 +116,7 @@ class CheckPairs:
         ids = [self._ids(t + END_OF_TURN) for t in texts]
         keep = fit_responses(prompt, [len(r) for r in ids], self.config)
         kept = [cut_response(r, k) for r, k in zip(ids, keep)]
-        if not ranked_pairs(kept, row.get("scores")) or (
-                not row.get("scores") and np.array_equal(kept[0], kept[1])):
+        if not ranked_pairs(kept, row.get("scores")):
             raise BadRecord(f"identical after truncation: the responses keep the same first {keep[0] - 1} tokens")
         return {"images": images, "image_sizes": sizes, "prompt_tokens": prompt, "chosen_tokens": len(ids[0]),
                 "rejected_tokens": len(ids[1]), "more_tokens": [len(r) for r in ids[2:]]}

@@ -120,11 +120,12 @@ def _ranking(texts: list[str], scores: Sequence[Any] | None) -> list[float] | No
 
 def ranked_pairs(texts: Sequence[Any], scores: Sequence[float] | None) -> list[tuple[int, int]]:
     """(better, worse) response indices of every pair a record trains on: (0, 1) for a plain pair;
-    for a ranked record every two responses whose scores differ and whose contents do not."""
-    if not scores:
-        return [(0, 1)]
+    for a ranked record every two responses whose scores differ. Responses with the same contents
+    (texts, or token ids after truncation) never make a pair."""
     def same(a, b):
         return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) else a == b
+    if not scores:
+        return [] if same(texts[0], texts[1]) else [(0, 1)]
     return [(a, b) if scores[a] > scores[b] else (b, a) for a in range(len(texts)) for b in range(a + 1, len(texts))
             if scores[a] != scores[b] and not same(texts[a], texts[b])]
 
