@@ -208,7 +208,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from mrm_ray.config import ConfigError
     from mrm_ray.ensemble import load_ensemble
     from mrm_ray.eval.benchmarks import parse_named
-    from mrm_ray.eval.report import EvalOptions, evaluate, markdown, write_report
+    from mrm_ray.eval.markdown import summary
+    from mrm_ray.eval.report import EvalOptions, evaluate, write_report
 
     ensemble = load_ensemble(args.ensemble) if args.ensemble else None
     members = dict(parse_named(m) for m in args.models)
@@ -225,9 +226,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     connect()
     report, pairs = evaluate([parse_named(b) for b in args.bench], members, options=options, ensemble=ensemble)
-    json_path, md_path = write_report(report, args.out, pairs=pairs)
-    print(markdown(report))
-    print(f"report: {json_path} and {md_path}")
+    written = write_report(report, args.out, pairs=pairs)
+    print(summary(report))
+    print("report: " + ", ".join(written.values()))
+    if empty := [name for name, bench in report["benchmarks"].items() if "message" in bench]:
+        print(f"nothing scored on {', '.join(empty)} (see above); the other benchmarks are in the report",
+              file=sys.stderr)
+        return 1
     return 0
 
 

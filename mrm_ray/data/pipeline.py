@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from mrm_ray.config import DataConfig, to_dict, validate
 from mrm_ray.data.mixture import MixtureConfig, is_held_out, plan_counts, unit_hash
-from mrm_ray.data.quarantine import (BadRecord, Rejected, check_bad_fraction, summarize,
+from mrm_ray.data.quarantine import (BadRecord, NotSupported, Rejected, check_bad_fraction, summarize,
                                      write_quarantine)
 from mrm_ray.data.schema import PAIR_SCHEMA, to_chat_messages
 
@@ -47,7 +47,7 @@ def _row(record: dict | Rejected) -> dict:
     if isinstance(record, Rejected):
         return {"id": record.id or record.position, "source": record.source, "position": record.position,
                 "prompt": [], "images": [], "chosen": "", "rejected": "", "margin": None, "more_responses": [],
-                "scores": None,
+                "scores": None, "chosen_images": [], "rejected_images": [],
                 "reject_reason": record.reason, "reject_stage": record.stage}
     return {**{k: record.get(k) for k in PAIR_SCHEMA.names}, "reject_reason": None, "reject_stage": None}
 
@@ -101,6 +101,9 @@ class CheckPairs:
         from mrm_ray.data.truncation import cut_response, fit_responses
         from mrm_ray.model.images import BadImage, check_image
 
+        if row.get("chosen_images") or row.get("rejected_images"):
+            raise NotSupported("images inside responses (training reads text responses; `mrm-ray evaluate` and "
+                               "the scorer take them)")
         images, sizes = [], []
         for data in row["images"]:
             try:
@@ -130,7 +133,8 @@ class CheckPairs:
                 row.update(self.check(row))
             except BadRecord as exc:
                 stage = "image" if "image" in exc.reason else "encode"
-                row.update({"reject_reason": exc.reason, "reject_stage": stage, "images": []})
+                row.update({"reject_reason": exc.reason, "reject_stage": stage, "images": [], "chosen_images": [],
+                            "rejected_images": []})
         return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
 
 

@@ -28,6 +28,21 @@ class BadRecord(ValueError):
         self.reason = reason
 
 
+NOT_SUPPORTED = "not supported"
+
+
+class NotSupported(BadRecord):
+    """A well-formed record of a kind this tool cannot score (a video pair, a generation task):
+    reported apart from bad data, with what it is and why."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{NOT_SUPPORTED}: {what}")
+
+
+def is_not_supported(reason: str) -> bool:
+    return reason.startswith(f"{NOT_SUPPORTED}:")
+
+
 @dataclass(frozen=True)
 class Rejected:
     """One quarantined record: its source, its position there (file:line or file:row), why."""

@@ -10,6 +10,8 @@
     margin    double?       optional preference strength (subtracted in the BT loss)
     more_responses list<string>  a ranked record's further responses to the same prompt (else empty)
     scores    list<double>? a ranked record's score per response, [chosen, rejected, *more_responses]
+    chosen_images, rejected_images  list<binary>  images inside a response (MMRB2's "thinking with
+              images"), one per `<image>` mark in its text, in order (else empty)
 
 A ranked record (UltraFeedback-style: several scored responses to one prompt) keeps its best
 response as `chosen` and its worst as `rejected`, so everything that reads pairs reads its
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mrm_ray.model.inputs import response_text
+from mrm_ray.model.inputs import RESPONSE_IMAGE, response_text
 from mrm_ray.data.quarantine import BadRecord
 
 PART = pa.struct([("type", pa.string()), ("text", pa.string())])
@@ -46,6 +48,8 @@ PAIR_SCHEMA = pa.schema([
     ("margin", pa.float64()),
     ("more_responses", pa.list_(pa.string())),
     ("scores", pa.list_(pa.float64())),
+    ("chosen_images", pa.list_(pa.binary())),
+    ("rejected_images", pa.list_(pa.binary())),
 ])
 ROLES = ("system", "user", "assistant")
 _IMAGE_TYPES = ("image", "image_url")
@@ -132,7 +136,8 @@ def ranked_pairs(texts: Sequence[Any], scores: Sequence[float] | None) -> list[t
 
 def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: Any, rejected: Any,
                    images: Sequence[bytes] = (), margin: float | None = None, more_responses: Sequence[Any] = (),
-                   scores: Sequence[Any] | None = None) -> dict:
+                   scores: Sequence[Any] | None = None, chosen_images: Sequence[bytes] = (),
+                   rejected_images: Sequence[bytes] = ()) -> dict:
     """A validated canonical row; raises `BadRecord` with the reason when it cannot be one."""
     if prompt is None or (isinstance(prompt, str) and not prompt.strip() and not images):
         raise BadRecord("missing field: prompt" if prompt is None else "empty field: prompt")
@@ -146,7 +151,13 @@ def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: 
     chosen_text, rejected_text = _text_or_bad(chosen, "chosen"), _text_or_bad(rejected, "rejected")
     more = [_text_or_bad(r, f"more_responses[{i}]") for i, r in enumerate(more_responses or ())]
     ranking = _ranking([chosen_text, rejected_text, *more], scores)
-    if chosen_text.strip() == rejected_text.strip() and ranking is None:
+    for field, text, shown in (("chosen", chosen_text, chosen_images), ("rejected", rejected_text, rejected_images)):
+        if shown and text.count(RESPONSE_IMAGE) != len(shown):
+            raise BadRecord(f"image mismatch: {field} has {text.count(RESPONSE_IMAGE)} {RESPONSE_IMAGE} marks, "
+                            f"{len(shown)} images")
+    if (more or ranking) and (chosen_images or rejected_images):
+        raise BadRecord("bad record: images inside responses are read for pairs only")
+    if chosen_text.strip() == rejected_text.strip() and ranking is None and not (chosen_images or rejected_images):
         raise BadRecord("chosen identical to rejected")
     if margin is not None:
         try:
@@ -155,7 +166,8 @@ def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: 
             raise BadRecord(f"bad field: margin {margin!r} is not a number") from None
     return {"id": str(id), "source": source, "position": position, "prompt": messages,
             "images": [bytes(b) for b in images], "chosen": chosen_text, "rejected": rejected_text,
-            "margin": margin, "more_responses": more, "scores": ranking}
+            "margin": margin, "more_responses": more, "scores": ranking,
+            "chosen_images": [bytes(b) for b in chosen_images], "rejected_images": [bytes(b) for b in rejected_images]}
 
 
 def to_chat_messages(prompt: list[dict]) -> list[dict]:

@@ -19,17 +19,24 @@ class Benchmark:
     reader: str
     headline: tuple[str, ...]  # the published figures, in the published order
     score: Callable[[Sequence[bool], Sequence[dict]], dict]
+    # published numbers to compare with: (label, {headline or category: fraction}), in the paper's order
+    reference: tuple[tuple[str, dict[str, float]], ...] = ()
 
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mm_rlhf": Benchmark("MM-RLHF-RewardBench", "mm_rlhf_rewardbench", ("Acc", "Acc+"),
                          lambda ok, rows: metrics.mm_rlhf(ok, [r["group_id"] for r in rows],
-                                                          [r["category"] for r in rows])),
+                                                          [r["category"] for r in rows]),
+                         reference=(("BaseReward", {"Acc": 0.9176, "Acc+": 0.8043}),
+                                    ("BaseReward ensemble", {"Acc": 0.9294, "Acc+": 0.8043}))),
     "vl_rewardbench": Benchmark("VL-RewardBench", "vl_rewardbench", ("Overall", "Macro"),
-                                lambda ok, rows: metrics.vl_rewardbench(ok, [r["category"] for r in rows])),
+                                lambda ok, rows: metrics.vl_rewardbench(ok, [r["category"] for r in rows]),
+                                reference=(("BaseReward", {"Overall": 0.8216, "Macro": 0.8085}),
+                                           ("BaseReward ensemble", {"Overall": 0.8441, "Macro": 0.8291}))),
     "multimodal_rewardbench": Benchmark(
         "Multimodal RewardBench", "multimodal_rewardbench", ("Overall",),
-        lambda ok, rows: metrics.multimodal_rewardbench(ok, [r["category"] for r in rows])),
+        lambda ok, rows: metrics.multimodal_rewardbench(ok, [r["category"] for r in rows]),
+        reference=(("BaseReward", {"Overall": 0.728}), ("BaseReward ensemble", {"Overall": 0.736}))),
 }
 
 

@@ -27,6 +27,8 @@ def fit_ensemble(members: Mapping[str, str], data: Sequence[tuple[str, str]], *,
     if unknown := set(text_members) - set(members):
         raise ValueError(f"text members {sorted(unknown)} are not among the members {sorted(members)}")
     per, rows = load_benchmarks(data, EvalOptions(image_root=image_root, limit=limit))
+    if errors := [f"{n} ({d['path']}): {d['error']}" for n, d in per.items() if d["error"]]:
+        raise ValueError("could not read the validation data: " + "; ".join(errors))
     if not rows:
         raise ValueError("no usable validation pairs: " + "; ".join(
             f"{n}: {len(d['bad'])} bad" for n, d in per.items()))

@@ -67,3 +67,27 @@ def multimodal_rewardbench(ok: Sequence[bool], categories: Sequence[str]) -> dic
 
 def percent(value: float) -> str:
     return "n/a" if value != value else f"{100 * value:.2f}"
+
+
+def reliability(margins: Sequence[float], bins: int = 10) -> dict:
+    """Calibration of `prob_chosen = sigmoid(margin)` (what `/v1/compare` returns) as a reliability diagram.
+
+    Each pair is counted in both orders, (p, chosen preferred) and (1 - p, not), so the diagram
+    is symmetric about 0.5 and a model that is always right but unsure shows as under-confident.
+    Per equal-width bin of probability: pairs counted, mean predicted probability, observed
+    frequency (None for an empty bin); `ece` is the count-weighted mean |observed - predicted|.
+    """
+    margins = np.asarray(margins, dtype=np.float64)
+    prob = 1.0 / (1.0 + np.exp(-np.clip(margins[np.isfinite(margins)], -50, 50)))
+    p = np.concatenate([prob, 1.0 - prob])
+    y = np.concatenate([np.ones(len(prob)), np.zeros(len(prob))])
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    out, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        mean_p, observed = (float(p[sel].mean()), float(y[sel].mean())) if n else (None, None)
+        if n:
+            ece += n * abs(observed - mean_p)
+        out.append({"lo": b / bins, "hi": (b + 1) / bins, "count": n, "mean_prob": mean_p, "observed": observed})
+    return {"bins": out, "ece": ece / len(p) if len(p) else float("nan"), "pairs": len(prob)}

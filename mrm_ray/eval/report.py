@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mrm_ray.data.quarantine import reason_kind
 from mrm_ray.ensemble import EnsembleConfig, aggregate, routing_mask
 from mrm_ray.eval import metrics
 from mrm_ray.eval.benchmarks import benchmark, read_benchmark
@@ -46,32 +47,55 @@ def member_stats(path: str) -> tuple[float, float]:
 
 
 def load_benchmarks(specs: Sequence[tuple[str, str]], options: EvalOptions) -> tuple[dict, list[dict]]:
-    """Per benchmark: good rows and bad entries; all good rows with globally unique ids."""
-    from mrm_ray.data.quarantine import Rejected
-
+    """Per benchmark: good rows, bad entries, rows of a kind not supported, and the read error that
+    stopped it (a missing file, say); all good rows with globally unique ids."""
+    from mrm_ray.data.quarantine import Rejected, is_not_supported
     from mrm_ray.storage import local_copy
 
+    for name, _ in specs:  # an unknown name fails before anything is read
+        benchmark(name)
     per: dict[str, dict] = {}
     every: list[dict] = []
     image_root = options.image_root and str(local_copy(options.image_root))  # s3:// folders: copied once
     stand_in = options.stand_in_images and str(local_copy(options.stand_in_images))
     for name, path in specs:
-        good, bad = [], []
-        for record in read_benchmark(name, local_copy(str(path)), image_root=image_root, stand_in_images=stand_in):
-            if isinstance(record, Rejected):
-                bad.append({"position": record.position, "reason": record.reason, "id": record.id})
-            elif options.limit is None or len(good) < options.limit:
-                good.append({**record, "id": f"{name}/{record['id']}"})
-        per[name] = {"path": str(path), "rows": good, "bad": bad}
+        good, bad, unsupported, error = [], [], [], None
+        try:
+            for record in read_benchmark(name, local_copy(str(path)), image_root=image_root,
+                                         stand_in_images=stand_in):
+                if isinstance(record, Rejected):
+                    entry = {"position": record.position, "reason": record.reason, "id": record.id}
+                    (unsupported if is_not_supported(record.reason) else bad).append(entry)
+                elif options.limit is None or len(good) < options.limit:
+                    good.append({**record, "id": f"{name}/{record['id']}"})
+        except (OSError, ValueError) as exc:  # the benchmark stops here; the others are still scored
+            error = f"{type(exc).__name__}: {exc}"
+        per[name] = {"path": str(path), "rows": good, "bad": bad, "unsupported": unsupported, "error": error}
         every += good
     return per, every
+
+
+def _nothing_scored(name: str, data: dict, unscorable: Counter) -> str:
+    """What to tell the user about a benchmark none of whose pairs could be scored."""
+    where = f"{name} ({data['path']})"
+    if data["error"]:
+        return f"{where}: could not be read: {data['error']}"
+    if not (data["bad"] or data["unsupported"] or unscorable):
+        return f"{where}: no records"
+    reasons = Counter(reason_kind(b["reason"]) for b in data["bad"])
+    reasons.update(b["reason"] for b in data["unsupported"])
+    reasons.update(unscorable)
+    listed = "; ".join(f"{r} ({n})" for r, n in reasons.most_common(5))
+    return (f"{where}: nothing readable: {len(data['bad'])} bad, {len(data['unsupported'])} not supported and "
+            f"{sum(unscorable.values())} unscorable records: {listed}")
 
 
 def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, options: EvalOptions = EvalOptions(),
              ensemble: EnsembleConfig | None = None) -> tuple[dict, "pa.Table"]:
     """Score every benchmark with every member on Ray Data.
 
-    Returns the report (metrics per member and ensemble method, counts, bad rows) and a
+    Returns the report (metrics and calibration per member and ensemble method, counts, bad
+    and unsupported rows, and for a benchmark with nothing scored the message why) and a
     per-pair table of every member's chosen/rejected scores, for error analysis.
     """
     import pyarrow as pa
@@ -83,7 +107,8 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
     names = list(members)
     per, every = load_benchmarks(specs, options)
     scores = score_pairs_on_ray(every, members, batch_size=options.batch_size, concurrency=options.concurrency,
-                                num_gpus=options.num_gpus, num_cpus=options.num_cpus)
+                                num_gpus=options.num_gpus, num_cpus=options.num_cpus) if every else {
+        n: {"chosen": np.zeros(0), "rejected": np.zeros(0), "errors": []} for n in names}
     stats = [member_stats(members[n]) for n in names]
     if ensemble is not None:  # the ensemble file's normalisation wins over the checkpoints'
         stats = [(m.score_mean if m.score_mean is not None else s[0], m.score_std if m.score_std is not None else s[1])
@@ -110,36 +135,57 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
                     keep[j] = False
                     failed[f"{n}: {scores[n]['errors'][i][:120]}"] += 1
         kept = [r for r, k in zip(rows, keep) if k]
-        chosen = np.stack([scores[n]["chosen"][idx[keep]] for n in names])
-        rejected = np.stack([scores[n]["rejected"][idx[keep]] for n in names])
-        results = {n: bench.score(metrics.correct(chosen[m], rejected[m]), kept) for m, n in enumerate(names)}
-        methods = [(f"ensemble: {method}", method, np.ones(len(names)), np.ones((len(names), len(kept)), bool))
-                   for method in options.methods]
-        if ensemble is not None:
-            has_image = [bool(r["images"]) for r in kept]
-            methods.append((f"ensemble.yaml ({ensemble.method})", ensemble.method,
-                            np.array([m.weight for m in ensemble.members]),
-                            routing_mask([m.modalities for m in ensemble.members], has_image)))
-        for label, method, weights, mask in methods:
-            means, stds = [s[0] for s in stats], [s[1] for s in stats]
-            c = aggregate(np.where(mask, chosen, np.nan), method=method, weights=weights, means=means, stds=stds)
-            r = aggregate(np.where(mask, rejected, np.nan), method=method, weights=weights, means=means, stds=stds)
-            results[label] = bench.score(metrics.correct(c.reward, r.reward), kept)
-        bad_reasons = Counter(b["reason"].split(":")[0] for b in data["bad"])
-        report["benchmarks"][name] = {
+        entry = {
             "title": bench.title, "path": data["path"], "headline": list(bench.headline),
-            "counts": {"read": len(rows) + len(data["bad"]), "scored": int(keep.sum()),
-                       "bad_rows": len(data["bad"]), "unscorable": int((~keep).sum()),
+            "reference": {label: dict(values) for label, values in bench.reference},
+            "counts": {"read": len(rows) + len(data["bad"]) + len(data["unsupported"]), "scored": int(keep.sum()),
+                       "bad_rows": len(data["bad"]), "not_supported": len(data["unsupported"]),
+                       "unscorable": int((~keep).sum()),
                        "stand_in_images": sum(bool(r.get("stand_in")) for r in kept)},
-            "bad_reasons": dict(bad_reasons), "unscorable_reasons": dict(failed),
-            "bad_examples": data["bad"][:20], "results": results}
+            "bad_reasons": dict(Counter(reason_kind(b["reason"]) for b in data["bad"])),
+            "not_supported_reasons": dict(Counter(b["reason"] for b in data["unsupported"])),
+            "unscorable_reasons": dict(failed), "bad_examples": data["bad"][:20],
+            "results": {}, "calibration": {}}
+        report["benchmarks"][name] = entry
+        if not kept:
+            entry["message"] = _nothing_scored(name, data, failed)
+            continue
+        for label, (c, r) in _rewards(names, stats, scores, idx[keep], kept, options, ensemble).items():
+            entry["results"][label] = bench.score(metrics.correct(c, r), kept)
+            entry["calibration"][label] = metrics.reliability(c - r)
     return report, pa.table(table)
 
 
-def write_report(report: dict, out_dir: str | Path, *, pairs: "pa.Table | None" = None) -> tuple[str, str]:
-    """report.json, report.md and (with `pairs`) scores.parquet, each written atomically (and uploaded when
-    `out_dir` is a URI); returns where report.json and report.md are."""
+def _rewards(names: list[str], stats: list[tuple[float, float]], scores: dict, idx: np.ndarray, kept: list[dict],
+             options: EvalOptions, ensemble: EnsembleConfig | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(chosen, rejected) rewards of the kept pairs per member and per ensemble method."""
+    chosen = np.stack([scores[n]["chosen"][idx] for n in names])
+    rejected = np.stack([scores[n]["rejected"][idx] for n in names])
+    out = {n: (chosen[m], rejected[m]) for m, n in enumerate(names)}
+    methods = [(f"ensemble: {method}", method, np.ones(len(names)), np.ones((len(names), len(kept)), bool))
+               for method in options.methods]
+    if ensemble is not None:
+        has_image = [bool(r["images"]) for r in kept]
+        methods.append((f"ensemble.yaml ({ensemble.method})", ensemble.method,
+                        np.array([m.weight for m in ensemble.members]),
+                        routing_mask([m.modalities for m in ensemble.members], has_image)))
+    means, stds = [s[0] for s in stats], [s[1] for s in stats]
+    for label, method, weights, mask in methods:
+        c = aggregate(np.where(mask, chosen, np.nan), method=method, weights=weights, means=means, stds=stds)
+        r = aggregate(np.where(mask, rejected, np.nan), method=method, weights=weights, means=means, stds=stds)
+        out[label] = (c.reward, r.reward)
+    return out
+
+
+REPORT_FILES = ("report.json", "report.md", "report.html", "scores.parquet")
+
+
+def write_report(report: dict, out_dir: str | Path, *, pairs: "pa.Table | None" = None) -> dict[str, str]:
+    """report.json, report.md, report.html (one self-contained page) and (with `pairs`) scores.parquet,
+    each written atomically (and uploaded when `out_dir` is a URI); returns where each file is."""
     from mrm_ray.atomic import atomic_file
+    from mrm_ray.eval.markdown import markdown
+    from mrm_ray.eval.page import html_page
     from mrm_ray.storage import RunFolder
 
     folder = RunFolder(out_dir)
@@ -154,37 +200,9 @@ def write_report(report: dict, out_dir: str | Path, *, pairs: "pa.Table | None" 
         f.write("\n")
     with atomic_file(out / "report.md") as f:
         f.write(markdown(report))
-    for name in ("scores.parquet", "report.json", "report.md"):
+    with atomic_file(out / "report.html") as f:
+        f.write(html_page(report))
+    written = [name for name in REPORT_FILES if name != "scores.parquet" or pairs is not None]
+    for name in written:
         folder.push(name)
-    return folder.uri("report.json"), folder.uri("report.md")
-
-
-def markdown(report: dict) -> str:
-    lines = ["# Reward model evaluation", ""]
-    lines += ["| member | path | score mean | score std |", "|---|---|---|---|"]
-    lines += [f"| {n} | `{m['path']}` | {m['score_mean']:.4f} | {m['score_std']:.4f} |"
-              for n, m in report["members"].items()]
-    for name, bench in report["benchmarks"].items():
-        counts = bench["counts"]
-        lines += ["", f"## {bench['title']} (`{name}`)", "",
-                  f"{counts['scored']} pairs scored of {counts['read']} read; {counts['bad_rows']} bad rows and "
-                  f"{counts['unscorable']} unscorable pairs left out of every denominator."]
-        if bench["bad_reasons"] or bench["unscorable_reasons"]:
-            reasons = {**bench["bad_reasons"], **bench["unscorable_reasons"]}
-            lines.append("Left out: " + "; ".join(f"{r} ({n})" for r, n in reasons.items()) + ".")
-        if counts["stand_in_images"]:
-            lines += ["", f"**{counts['stand_in_images']} pairs were scored with stand-in images** (the benchmark's "
-                          "own images were absent): the scoring path ran end to end, but these accuracies say "
-                          "nothing about the model."]
-        headline = bench["headline"]
-        categories = sorted({c for r in bench["results"].values() for c in r.get("per_category", r.get("per_source", {}))})
-        lines += ["", "| model | " + " | ".join(headline + categories) + " |",
-                  "|---" * (1 + len(headline) + len(categories)) + "|"]
-        for label, result in bench["results"].items():
-            per = result.get("per_category", result.get("per_source", {}))
-            cells = [metrics.percent(result[h]) for h in headline] + [metrics.percent(per.get(c, float("nan")))
-                                                                       for c in categories]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        sizes = {c: n for c, n in next(iter(bench["results"].values()))["counts"].items()}
-        lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + "."]
-    return "\n".join(lines) + "\n"
+    return {name: folder.uri(name) for name in written}

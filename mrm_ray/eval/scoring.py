@@ -16,7 +16,8 @@ import pyarrow as pa
 from mrm_ray.data.schema import MESSAGE
 
 SCORE_INPUT = pa.schema([("id", pa.string()), ("prompt", pa.list_(MESSAGE)), ("images", pa.list_(pa.binary())),
-                         ("chosen", pa.string()), ("rejected", pa.string())])
+                         ("chosen", pa.string()), ("rejected", pa.string()),
+                         ("chosen_images", pa.list_(pa.binary())), ("rejected_images", pa.list_(pa.binary()))])
 
 
 class PairScoring:
@@ -32,7 +33,9 @@ class PairScoring:
 
         rows = batch.to_pylist()
         out = self.scorer.score_pairs([{"prompt": to_chat_messages(r["prompt"]), "images": r["images"],
-                                        "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
+                                        "chosen": r["chosen"], "rejected": r["rejected"],
+                                        "chosen_images": r["chosen_images"], "rejected_images": r["rejected_images"]}
+                                       for r in rows])
         ok = [not isinstance(v, str) for v in out]
         return pa.table({"id": [r["id"] for r in rows],
                          "chosen_score": [v[0] if good else float("nan") for v, good in zip(out, ok)],
@@ -46,7 +49,8 @@ def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, str], *, b
     """Per member: `chosen`, `rejected` (pairs,) aligned with `rows`, and `errors` (message or None)."""
     import ray
 
-    table = pa.Table.from_pylist([{k: r[k] for k in SCORE_INPUT.names} for r in rows], schema=SCORE_INPUT)
+    table = pa.Table.from_pylist([{k: r.get(k) or ([] if k.endswith("images") else r[k]) for k in SCORE_INPUT.names}
+                                  for r in rows], schema=SCORE_INPUT)
     # blocks of a few batches each, so every actor of the pool gets work (one big block feeds one actor)
     step = batch_size * 4
     ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, max(len(table), 1), step)])

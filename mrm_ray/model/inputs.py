@@ -5,6 +5,12 @@ image placeholders expanded, `mm_token_type_ids`, `pixel_values` and `image_grid
 A response becomes its text tokens followed by `<|im_end|>`, the token the reward is read
 at. A group (one prompt, K responses; a pair is K = 2) keeps the prompt once: the packed
 forward (model/packing.py) runs it, and its images, once.
+
+A response with images inside it (`<image>` marks in its text, one image each) is its own
+group of one: the prompt, then the response up to and including its last image, form the
+group's prompt (images expanded by the processor, as in a prompt), and the text after the
+last image, with `<|im_end|>`, is the response. Its positions are then exactly those of the
+whole sequence, so the packed forward scores it unchanged; only the prompt is not shared.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 import numpy as np
 
 END_OF_TURN = "<|im_end|>"
+RESPONSE_IMAGE = "<image>"  # where an image sits inside a response's text (when the response has images)
 _IMAGE_KEYS = ("image", "image_url")
 
 
@@ -108,6 +115,58 @@ class PairEncoder:
         if margin is not None:
             out["margin"] = float(margin)
         return out
+
+    def _image_span(self) -> str:
+        """How the chat template writes one image (`<|vision_start|><|image_pad|><|vision_end|>` for Qwen)."""
+        if not hasattr(self, "_span"):
+            text = self.processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "text", "text": "\x01"}, {"type": "image"},
+                                              {"type": "text", "text": "\x02"}]}], tokenize=False)
+            self._span = text[text.index("\x01") + 1:text.index("\x02")]
+        return self._span
+
+    def encode_response_images(self, response: Any, images: Sequence[Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A response with images inside: (the part up to its last image, as prompt features to append;
+        the text after it with `<|im_end|>`, as ids)."""
+        segments = response_text(response).split(RESPONSE_IMAGE)
+        if len(segments) - 1 != len(images):
+            raise ValueError(f"response has {len(segments) - 1} {RESPONSE_IMAGE} marks but {len(images)} images")
+        ids, mm, pixels, grids = [], [], [], []
+        for segment, image in zip(segments, images):
+            ids.append(np.asarray(self.tokenizer(segment, add_special_tokens=False)["input_ids"], np.int64))
+            mm.append(np.zeros(len(ids[-1]), np.int64))
+            enc = self.processor(text=[self._image_span()], images=[load_image(image)], return_tensors="np")
+            ids.append(enc["input_ids"][0].astype(np.int64))
+            mm.append(enc["mm_token_type_ids"][0].astype(np.int64))
+            pixels.append(enc["pixel_values"].astype(np.float32))
+            grids.append(enc["image_grid_thw"].astype(np.int64))
+        prefix = {"prompt_ids": np.concatenate(ids), "prompt_mm_token_type_ids": np.concatenate(mm),
+                  "pixel_values": np.concatenate(pixels), "image_grid_thw": np.concatenate(grids)}
+        return prefix, self.encode_response(segments[-1])
+
+    def encode_groups(self, prompt, images, responses: Sequence[Any],
+                      response_images: Sequence[Sequence[Any]] | None = None
+                      ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+        """Groups for one prompt's responses, and where each response landed, (group, index in it): the
+        text responses share one group; each response with images inside is a group of its own."""
+        response_images = list(response_images or [()] * len(responses))
+        if len(response_images) != len(responses):
+            raise ValueError(f"{len(response_images)} response image lists for {len(responses)} responses")
+        text_only = [k for k, shown in enumerate(response_images) if not shown]
+        groups, where = [], [(0, 0)] * len(responses)
+        base = self.encode_prompt(prompt, images)
+        if text_only:
+            groups.append({**base, "responses": [self.encode_response(responses[k]) for k in text_only]})
+            for j, k in enumerate(text_only):
+                where[k] = (0, j)
+        for k, shown in enumerate(response_images):
+            if shown:
+                prefix, tail = self.encode_response_images(responses[k], shown)
+                group = {key: np.concatenate([base[key], prefix[key]]) if key in base else prefix[key]
+                         for key in prefix}
+                where[k] = (len(groups), 0)
+                groups.append({**group, "responses": [tail]})
+        return groups, where
 
     def encode_group(self, prompt, images, responses: Sequence[Any]) -> dict[str, Any]:
         """One prompt with K >= 1 responses: prompt features once, `responses` a list of id arrays."""

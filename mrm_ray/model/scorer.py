@@ -110,25 +110,29 @@ class Scorer:
         self.model.train(was_training)
         return results
 
-    def _score(self, inputs: Sequence[dict], encode: Callable[[dict], dict], *, progress: bool = False
-               ) -> list[list[float] | str]:
+    def _score(self, inputs: Sequence[dict], *, progress: bool = False) -> list[list[float] | str]:
+        """Rewards per `{prompt, images, responses[, response_images]}`, or an error message for that input."""
         results: list[list[float] | str] = [""] * len(inputs)
         encoded, where = [], []
         for i, x in enumerate(inputs):
             try:
-                encoded.append(encode(x))
-                where.append(i)
+                groups, landed = self.encoder.encode_groups(x["prompt"], x.get("images") or [], x["responses"],
+                                                            x.get("response_images"))
             except Exception as exc:  # this input only: a message for its request, the batch goes on
                 results[i] = f"cannot encode: {type(exc).__name__}: {str(exc)[:200]}"
-        for i, rewards in zip(where, self.score_encoded(encoded, progress=progress)):
-            results[i] = rewards
+                continue
+            where.append((i, len(encoded), landed))
+            encoded += groups
+        rewards = self.score_encoded(encoded, progress=progress)
+        for i, first, landed in where:
+            results[i] = [rewards[first + g][j] for g, j in landed]
         return results
 
     def score_groups(self, groups: Sequence[dict], *, progress: bool = False) -> list[list[float] | str]:
         """Raw rewards per `{prompt, images, responses}` group (one per response, in order), or an
-        error message for that group. The prompt and its images run once per group."""
-        return self._score(groups, lambda x: self.encoder.encode_group(x["prompt"], x.get("images") or [],
-                                                                        x["responses"]), progress=progress)
+        error message for that group. The prompt and its images run once per group (a response with
+        images inside, `response_images`, runs with its own copy)."""
+        return self._score(groups, progress=progress)
 
     def score_items(self, items: Sequence[dict]) -> list[float | str]:
         """Raw reward per `{prompt, images, response}`, or an error message for that item."""
@@ -136,7 +140,9 @@ class Scorer:
         return [out if isinstance(out, str) else out[0] for out in self.score_groups(groups)]
 
     def score_pairs(self, pairs: Sequence[dict], *, progress: bool = False) -> list[tuple[float, float] | str]:
-        """(chosen, rejected) raw rewards per `{prompt, images, chosen, rejected}`, or an error message."""
-        groups = [{**p, "responses": [p["chosen"], p["rejected"]]} for p in pairs]
+        """(chosen, rejected) raw rewards per `{prompt, images, chosen, rejected[, chosen_images,
+        rejected_images]}`, or an error message."""
+        groups = [{**p, "responses": [p["chosen"], p["rejected"]],
+                   "response_images": [p.get("chosen_images") or [], p.get("rejected_images") or []]} for p in pairs]
         return [out if isinstance(out, str) else (out[0], out[1])
                 for out in self.score_groups(groups, progress=progress)]

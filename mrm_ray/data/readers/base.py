@@ -87,8 +87,9 @@ def iter_json_records(path: Path, source: str) -> Iterator[tuple[str, dict | Rej
         except json.JSONDecodeError as exc:
             yield f"{path.name}", Rejected(source, path.name, f"malformed JSON: {exc.msg} (whole file)")
             return
-        if isinstance(rows, dict):
-            rows = [rows]
+        if isinstance(rows, dict):  # one record, or records under a single key (`{"pairs": [...]}`)
+            (only,) = rows.values() if len(rows) == 1 else (None,)
+            rows = only if isinstance(only, list) else [rows]
         for i, row in enumerate(rows):
             position = f"{path.name}:{i}"
             yield position, row if isinstance(row, dict) else Rejected(
@@ -154,3 +155,56 @@ def image_bytes(image: Any, root: Path) -> bytes:
     if isinstance(image, str):
         return read_image_file(root, image)
     raise BadRecord(f"missing image: no bytes or file name in {type(image).__name__}")
+
+
+# ---------------------------------------------------------------------------- containers
+# A Hugging Face `save_to_disk` folder is opened with `datasets.load_from_disk` (imported only then), its
+# image columns cast to `Image(decode=False)` so images stay encoded bytes. Parquet / JSON(L): a file, or
+# the files of a directory whose file or folder name is the split (`test-00000-of-00001.parquet`), all of
+# them where none is (RLAIF-V's hub layout has no split names).
+TABLE_PATTERNS = ("*.parquet", "*.jsonl")
+
+
+def iter_saved_rows(path: Path, split: str) -> Iterator[tuple[str, dict]]:
+    """A `save_to_disk` folder (the `split` of a DatasetDict), image columns kept as encoded bytes."""
+    import datasets
+
+    data = datasets.load_from_disk(str(path))
+    where = path.name
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise ValueError(f"split {split!r} is not in {path}; it has {sorted(data)}")
+        data, where = data[split], f"{path.name}/{split}"
+    def undecoded(feature):
+        if isinstance(feature, datasets.Image):
+            return datasets.Image(decode=False)
+        if isinstance(feature, (datasets.List, datasets.LargeList)):
+            return type(feature)(undecoded(feature.feature))
+        if isinstance(feature, dict):
+            return {k: undecoded(v) for k, v in feature.items()}
+        return feature
+    data = data.cast(datasets.Features({k: undecoded(v) for k, v in data.features.items()}))
+    for i, row in enumerate(data):
+        yield f"{where}:{i}", row
+
+
+def table_files(path: Path, split: str, patterns: tuple[str, ...] = TABLE_PATTERNS) -> list[Path]:
+    """A file, or a directory's table files named for the split (all of them where none is)."""
+    files = expand_files(path, patterns)
+    if path.is_file():
+        return files
+    named = [f for f in files if f.stem == split or f.stem.startswith(f"{split}-")
+             or split in f.relative_to(path).parts[:-1]]
+    return named or files
+
+
+def iter_dataset_rows(path: str | Path, split: str, name: str, patterns: tuple[str, ...] = TABLE_PATTERNS
+                      ) -> Iterator[tuple[str, dict | Rejected]]:
+    """(position, row) of a dataset in any of its published containers: a `save_to_disk` folder, Parquet
+    files (images as `{bytes, path}`), JSONL or JSON files."""
+    path = Path(path)
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        yield from iter_saved_rows(path, split)
+        return
+    for file in table_files(path, split, patterns):
+        yield from iter_table_records(file, name)

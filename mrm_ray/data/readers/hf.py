@@ -7,11 +7,8 @@ Two published layouts (Parquet, or JSONL where a set publishes its annotations t
   `rejected` as whole conversations (the response is the last assistant message),
   `score_chosen` / `score_rejected`, and `prompt_id` as the id.
 
-A `save_to_disk` folder is opened with `datasets.load_from_disk` (the `split` of a
-DatasetDict), its image columns cast to `Image(decode=False)` so images stay encoded
-bytes. Parquet: a file, or the `*.parquet` files of a directory whose file or folder name
-is the split (`train_prefs-00000-of-00001.parquet`), all of them where none is (RLAIF-V's
-hub layout has no split names). `datasets` is imported only when a folder is read.
+The container (a `save_to_disk` folder, Parquet or JSONL files) is read by
+`base.iter_dataset_rows`.
 """
 
 from __future__ import annotations
@@ -21,49 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from mrm_ray.data.quarantine import BadRecord, Rejected
-from mrm_ray.data.readers.base import build_each, expand_files, image_bytes, iter_table_records
+from mrm_ray.data.readers.base import build_each, image_bytes, iter_dataset_rows
 from mrm_ray.data.readers.ultrafeedback import score
 from mrm_ray.data.schema import canonical_pair
-
-
-def _saved_rows(path: Path, split: str) -> Iterator[tuple[str, dict]]:
-    import datasets
-
-    data = datasets.load_from_disk(str(path))
-    where = path.name
-    if isinstance(data, datasets.DatasetDict):
-        if split not in data:
-            raise ValueError(f"split {split!r} is not in {path}; it has {sorted(data)}")
-        data, where = data[split], f"{path.name}/{split}"
-    for column, feature in data.features.items():
-        if isinstance(feature, datasets.Image):
-            data = data.cast_column(column, datasets.Image(decode=False))
-    for i, row in enumerate(data):
-        yield f"{where}:{i}", row
-
-
-def _table_files(path: Path, split: str) -> list[Path]:
-    files = expand_files(path, ("*.parquet", "*.jsonl"))
-    if path.is_file():
-        return files
-    named = [f for f in files if f.stem == split or f.stem.startswith(f"{split}-")
-             or split in f.relative_to(path).parts[:-1]]
-    return named or files
-
-
-def _rows(path: str | Path, split: str, name: str) -> Iterator[tuple[str, dict | Rejected]]:
-    path = Path(path)
-    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
-        yield from _saved_rows(path, split)
-        return
-    for file in _table_files(path, split):
-        yield from iter_table_records(file, name)
 
 
 def _read(path: str | Path, *, source: str | None, split: str,
           build: Callable[[dict, str, str], dict]) -> Iterator[dict | Rejected]:
     name = source or Path(path).stem
-    yield from build_each(_rows(path, split, name), source=name, id_keys=("id", "prompt_id"),
+    yield from build_each(iter_dataset_rows(path, split, name), source=name, id_keys=("id", "prompt_id"),
                           build=lambda row, pos: build(row, name, pos))
 
 

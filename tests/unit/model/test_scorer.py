@@ -93,3 +93,52 @@ def test_encoded_groups_that_name_their_pairs_still_score_per_response(reward_ch
     encoded = [scorer.encoder.encode_pair(r["prompt"], r["images"], r["chosen"], r["rejected"]) for r in rows]
     got = torch.tensor(scorer.score_encoded([pair_group(p) for p in encoded]))
     assert torch.allclose(got, torch.tensor(scorer.score_pairs(rows)), atol=1e-5)
+
+
+def _whole_conversation(scorer, prompt, images, parts, response_images):
+    """The reference for a response with images inside: the processor's own rendering of the whole
+    conversation (chat template, images expanded), run by the model as one sequence."""
+    from mrm_ray.model.inputs import as_messages, load_image
+
+    messages = as_messages(prompt, len(images)) + [{"role": "assistant", "content": parts}]
+    text = scorer.encoder.processor.apply_chat_template(messages, tokenize=False).rstrip("\n")
+    pil = [load_image(im) for im in [*images, *response_images]]
+    enc = scorer.encoder.processor(text=[text], images=pil or None, return_tensors="np")
+    ids, mm = enc["input_ids"][0], enc["mm_token_type_ids"][0]
+    item = {"prompt_ids": ids[:-1], "prompt_mm_token_type_ids": mm[:-1], "response_ids": ids[-1:],
+            "pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"]}
+    with torch.no_grad():
+        reward = float(scorer.model(**collate_sequences([item], pad_token_id=scorer.encoder.pad_token_id))[0])
+    return ids, reward
+
+
+@pytest.mark.parametrize("with_prompt_image", [True, False])
+def test_responses_with_images_inside_score_as_the_whole_conversation(reward_checkpoints, rows, with_prompt_image):
+    """MMRB2-style responses ("thinking with images"): text and images interleaved, one `<image>` mark per image;
+    a pair may mix such a response with a text-only one."""
+    from mrm_ray.model.inputs import RESPONSE_IMAGE
+
+    scorer = Scorer(str(reward_checkpoints[0]), max_batch_tokens=64)  # several forwards: order must hold
+    prompt, images = rows[0]["prompt"], rows[0]["images"] if with_prompt_image else []
+    drawn = [rows[1]["images"][0], rows[2]["images"][0]]
+    chosen = f"I zoom in. {RESPONSE_IMAGE} The crop shows red. {RESPONSE_IMAGE} So: red."
+    ends_on_image = f"Here is my sketch: {RESPONSE_IMAGE}"
+    pairs = [{"prompt": prompt, "images": images, "chosen": chosen, "rejected": "It is blue.",
+              "chosen_images": drawn, "rejected_images": []},
+             {"prompt": prompt, "images": images, "chosen": "Plain text.", "rejected": ends_on_image,
+              "chosen_images": [], "rejected_images": drawn[1:]}]
+    got = scorer.score_pairs(pairs)
+    parts = [{"type": "text", "text": "I zoom in. "}, {"type": "image"}, {"type": "text", "text": " The crop shows red. "},
+             {"type": "image"}, {"type": "text", "text": " So: red."}]
+    ids, expected = _whole_conversation(scorer, prompt, images, parts, drawn)
+    groups, _ = scorer.encoder.encode_groups(prompt, images, [chosen], [drawn])
+    assert (groups[0]["prompt_ids"].tolist() + groups[0]["responses"][0].tolist()) == ids.tolist()  # same tokens
+    assert got[0][0] == pytest.approx(expected, abs=1e-4)
+    text_only = scorer.score_items([{"prompt": prompt, "images": images, "response": "It is blue."}])[0]
+    assert got[0][1] == pytest.approx(text_only, abs=1e-4)
+    _, expected_end = _whole_conversation(scorer, prompt, images, [{"type": "text", "text": "Here is my sketch: "},
+                                                                   {"type": "image"}], drawn[1:])
+    assert got[1][1] == pytest.approx(expected_end, abs=1e-4)
+    # a mark without its image is this pair's error only
+    bad = scorer.score_pairs([{**pairs[0], "chosen_images": drawn[:1]}, pairs[1]])
+    assert "2 <image> marks but 1 images" in bad[0] and bad[1] == pytest.approx(got[1], abs=1e-4)
