@@ -189,7 +189,7 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble", help="ensemble.yaml: its members (instead of --models), and its method, "
                                            "weights and routing as one more row")
     parser.add_argument("--bench", action="append", required=True, metavar="NAME=PATH",
-                        help="a benchmark (mm_rlhf, vl_rewardbench, multimodal_rewardbench) or reader name = "
+                        help="a benchmark (mm_rlhf, vl_rewardbench, multimodal_rewardbench, mmrb2) or reader name = "
                              "its file (a path or s3:// URI)")
     parser.add_argument("--image-root", help="folder the benchmark image paths are relative to")
     parser.add_argument("--stand-in-images", help="use these photos where a benchmark image is missing (smoke runs)")

@@ -37,6 +37,11 @@ BENCHMARKS: dict[str, Benchmark] = {
         "Multimodal RewardBench", "multimodal_rewardbench", ("Overall",),
         lambda ok, rows: metrics.multimodal_rewardbench(ok, [r["category"] for r in rows]),
         reference=(("BaseReward", {"Overall": 0.728}), ("BaseReward ensemble", {"Overall": 0.736}))),
+    # the reasoning task; reference = judges in the MMRB2 README (arXiv 2512.16899): no reward model is reported there
+    "mmrb2": Benchmark("Multimodal RewardBench 2 (reasoning)", "mmrb2", ("Reasoning",),
+                       lambda ok, rows: metrics.mmrb2(ok, [r["category"] for r in rows]),
+                       reference=(("GPT-5 (judge)", {"Reasoning": 0.702}), ("Gemini 2.5 Pro (judge)", {"Reasoning": 0.666}),
+                                  ("Qwen3-VL-32B (judge)", {"Reasoning": 0.566}))),
 }
 
 

@@ -65,6 +65,15 @@ def multimodal_rewardbench(ok: Sequence[bool], categories: Sequence[str]) -> dic
     return {"Overall": float(ok.mean()), "per_category": per, "counts": {"pairs": len(ok), **counts}}
 
 
+def mmrb2(ok: Sequence[bool], categories: Sequence[str]) -> dict:
+    """Multimodal RewardBench 2's accuracy (its `compute_accuracy.py`): every pair judged in both orders,
+    each order counted. A reward model scores each response alone, so both orders agree and the
+    figure is the share of pairs with reward(chosen) > reward(other); per category = `prompt_source`."""
+    ok = np.asarray(ok, dtype=bool)
+    per, counts = _by(categories, ok)
+    return {"Reasoning": float(ok.mean()), "per_category": per, "counts": {"pairs": len(ok), **counts}}
+
+
 def percent(value: float) -> str:
     return "n/a" if value != value else f"{100 * value:.2f}"
 

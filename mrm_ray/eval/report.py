@@ -1,9 +1,12 @@
-"""Evaluate reward models and their ensembles on benchmarks; write the JSON and Markdown report.
+"""Evaluate reward models and their ensembles on benchmarks; write the report (JSON, Markdown, HTML).
 
 Bad rows (a missing image, a malformed line, a pair a member cannot encode) are listed per
 benchmark with their reasons and left out of every denominator, so all members and
-ensembles are compared on the same pairs. Rows scored with stand-in images are counted and
-the report says their accuracy means nothing about the model.
+ensembles are compared on the same pairs; rows of a kind not supported (a video pair) are
+counted apart with theirs. Rows scored with stand-in images are counted and the report says
+their accuracy means nothing about the model. A benchmark with nothing scored (a path that
+does not exist, every record bad) gets a `message` saying so, with the file and the reasons,
+and the other benchmarks are scored as usual.
 """
 
 from __future__ import annotations

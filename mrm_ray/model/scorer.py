@@ -11,7 +11,7 @@ row, no padding between them), so each prompt and its images run once per group.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from mrm_ray.data.quarantine import Rejected
+from mrm_ray.data.readers.benchmarks import VIDEO
 from mrm_ray.data.schema import PAIR_SCHEMA, to_chat_messages
 from mrm_ray.eval import metrics
 from mrm_ray.eval.benchmarks import read_benchmark
@@ -74,13 +75,16 @@ def test_evaluate_job_on_real_benchmarks_with_stand_in_images(ray_head, fitted, 
         "--limit", "150", timeout=900)  # all of MM-RLHF's 145 image pairs, VL-RewardBench's first 150 (CI time)
     log = result.stdout + result.stderr
     assert job_status(log) == "SUCCEEDED", log[-4000:]
-    assert f"report: {bucket}/report/report.json and {bucket}/report/report.md" in log
+    assert f"report: {bucket}/report/report.json, {bucket}/report/report.md, {bucket}/report/report.html, " in log
+    assert "MM-RLHF-RewardBench (mm_rlhf): 145 of 170 pairs scored, 145 with stand-in images" in log
+    assert "  paper: BaseReward ensemble" in log  # the headline summary, next to the paper's numbers
     out = storage.local_copy(f"{bucket}/report")
     report = json.loads((out / "report.json").read_text())
     mm, vl = report["benchmarks"]["mm_rlhf"], report["benchmarks"]["vl_rewardbench"]
-    # MM-RLHF: the 25 video rows are bad rows, visibly out of the denominators
-    assert mm["counts"] == {"read": 170, "scored": 145, "bad_rows": 25, "unscorable": 0, "stand_in_images": 145}
-    assert mm["bad_reasons"] == {"unsupported media": 25}
+    # MM-RLHF: the 25 video rows are not supported, visibly out of the denominators
+    assert mm["counts"] == {"read": 170, "scored": 145, "bad_rows": 0, "not_supported": 25, "unscorable": 0,
+                            "stand_in_images": 145}
+    assert mm["bad_reasons"] == {} and mm["not_supported_reasons"] == {f"not supported: {VIDEO}": 25}
     assert vl["counts"]["scored"] == 150 and vl["results"]["a"]["published_sizes_met"] is False  # a subset
     assert sum(vl["results"]["a"]["counts"].get(c, 0) for c in ("general", "hallucination", "reasoning")) == 150
     assert set(vl["results"]) == {"a", "b", "ensemble: mean", "ensemble: z_mean", "ensemble.yaml (accuracy_weighted)"}
@@ -107,3 +111,93 @@ def test_evaluate_job_on_real_benchmarks_with_stand_in_images(ray_head, fitted, 
     for row, (c, r) in zip(rows, offline):
         assert math.isclose(by_id.loc[row["id"], "b/chosen"], c, abs_tol=1e-4)
         assert math.isclose(by_id.loc[row["id"], "b/rejected"], r, abs_tol=1e-4)
+
+
+def _mmrb2_file(folder):
+    """A small reasoning.json in MMRB2's released layout; half the chosen responses draw an image
+    (synthetic pictures: the tiny models are random, so only the arithmetic of the scores is checked)."""
+    from mrm_ray.data.synthetic import image_grounded_pairs
+
+    pairs = []
+    for i, p in enumerate(image_grounded_pairs(8, seed=5, size=56)):
+        for name, data in ((f"input_images/{i}.png", p["images"][0]), (f"images/{i}_a.png", p["images"][0])):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        drawn = [["text", p["chosen"]], ["image", f"images/{i}_a.png"], ["text", " That is my answer."]]
+        good = {"model_name": "agent", "response_content": drawn if i % 2 == 0 else [["text", p["chosen"]]]}
+        bad = {"model_name": "gpt-4o", "response_content": [["text", p["rejected"]]]}
+        pairs.append({"id": f"pair-{i}", "prompt_source": ("blink", "vstar")[i % 2],
+                      "prompt_content": [["image", f"input_images/{i}.png"], ["text", p["prompt"]]],
+                      "response_a": good if i % 3 else bad, "response_b": bad if i % 3 else good,
+                      "chosen": "A" if i % 3 else "B", "human_annotations": {}})
+    (folder / "reasoning.json").write_text(json.dumps({"pairs": pairs}))
+    return folder / "reasoning.json"
+
+
+def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, reward_checkpoints, shared_data,
+                                                               tmp_path):
+    """One run: MM-RLHF (stand-in images, video rows not supported), MMRB2 (images inside responses), a file
+    whose every record is bad and a path that does not exist. The page is rendered in a real headless
+    browser and the numbers it shows are read back."""
+    from PIL import Image
+
+    from helpers.browser import render, shown
+    from mrm_ray.eval.markdown import summary
+    from mrm_ray.eval.report import EvalOptions, evaluate, write_report
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "a"}\n{"id": "b", "prompt": "p", "chosen": "c"}\n{not json\n')
+    specs = [("mm_rlhf", str(shared_data / "benchmarks" / "mm_rlhf_reward_bench.jsonl")),
+             ("mmrb2", str(_mmrb2_file(tmp_path / "mmrb2"))), ("vl_rewardbench", str(broken)),
+             ("multimodal_rewardbench", str(tmp_path / "absent" / "all_data.json"))]
+    members = {"a": str(reward_checkpoints[0]), "b": str(reward_checkpoints[1])}
+    report, table = evaluate(specs, members, options=EvalOptions(stand_in_images=str(shared_data / "real-images"),
+                                                                 limit=12))
+    benches = report["benchmarks"]
+    assert benches["mm_rlhf"]["counts"] == {"read": 12 + 25, "scored": 12, "bad_rows": 0, "not_supported": 25,
+                                            "unscorable": 0, "stand_in_images": 12}
+    assert "message" not in benches["mm_rlhf"] and "message" not in benches["mmrb2"]
+    assert benches["vl_rewardbench"]["results"] == {} and benches["vl_rewardbench"]["message"] == (
+        f"vl_rewardbench ({broken}): nothing readable: 3 bad, 0 not supported and 0 unscorable records: "
+        "missing image (2); malformed JSON (1)")
+    assert benches["multimodal_rewardbench"]["message"].startswith(
+        f"multimodal_rewardbench ({tmp_path / 'absent' / 'all_data.json'}): could not be read: FileNotFoundError")
+
+    # MMRB2 with images inside responses: every figure follows from the members scored in this process
+    rows = [r for r in read_benchmark("mmrb2", specs[1][1]) if not isinstance(r, Rejected)]
+    assert sum(bool(r["chosen_images"]) for r in rows) == 4
+    for name, path in members.items():
+        offline = np.array(Scorer(path).score_pairs([{**r, "prompt": to_chat_messages(r["prompt"])} for r in rows]))
+        expected = metrics.mmrb2(metrics.correct(offline[:, 0], offline[:, 1]), [r["category"] for r in rows])
+        result = benches["mmrb2"]["results"][name]
+        assert result["Reasoning"] == pytest.approx(expected["Reasoning"]) and result["per_category"] == pytest.approx(
+            expected["per_category"])
+        got, want = benches["mmrb2"]["calibration"][name], metrics.reliability(offline[:, 0] - offline[:, 1])
+        assert got["ece"] == pytest.approx(want["ece"], abs=1e-4)
+        assert [(b["count"], b["observed"]) for b in got["bins"]] == [(b["count"], b["observed"]) for b in want["bins"]]
+
+    written = write_report(report, tmp_path / "report", pairs=table)
+    assert sorted(written) == ["report.html", "report.json", "report.md", "scores.parquet"]
+    dom, screenshot = render(tmp_path / "report" / "report.html", tmp_path)
+    page = shown(dom)
+    expected_shown = {}
+    for name, bench in benches.items():
+        for label, result in bench["results"].items():
+            for key in bench["headline"]:
+                expected_shown[("text", "value", name, label, key)] = metrics.percent(result[key])
+                expected_shown[("td", "number", name, label, key)] = metrics.percent(result[key])
+            for category, value in result["per_category"].items():
+                expected_shown[("text", "value", name, label, category)] = metrics.percent(value)
+            expected_shown[("b", "ece", name, label, None)] = metrics.percent(bench["calibration"][label]["ece"])
+        for label, ref in bench["reference"].items() if bench["results"] else ():  # no chart without results
+            for key, value in ref.items():
+                expected_shown[("text", "value reference", name, f"paper: {label}", key)] = metrics.percent(value)
+    assert {k: page.values.get(k) for k in expected_shown} == expected_shown
+    assert page.values[("td", "number", "mm_rlhf", "paper: BaseReward", "Acc")] == "91.76"
+    assert page.classes.count("stand-in") == 1  # MM-RLHF's flag (MMRB2's images are all there)
+    assert page.classes.count("nothing") == 2 and page.classes.count("not-supported") == 1
+    picture = Image.open(screenshot).convert("RGB")
+    assert len(picture.getcolors(1 << 20)) > 50  # drawn, not a blank page
+
+    text = summary(report)
+    assert "  paper: BaseReward" in text and "91.76" in text and "NOTHING SCORED: vl_rewardbench" in text

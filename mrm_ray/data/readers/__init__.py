@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mrm_ray.data.readers.benchmarks import read_mm_rlhf_rewardbench, read_multimodal_rewardbench, read_vl_rewardbench
+from mrm_ray.data.readers.benchmarks import (read_mm_rlhf_rewardbench, read_mmrb2, read_multimodal_rewardbench,
+                                             read_vl_rewardbench)
 from mrm_ray.data.readers.canonical import read_canonical
 from mrm_ray.data.readers.chat_messages import read_chat_messages
 from mrm_ray.data.readers.hf import read_hf_rlaif_v, read_hf_ultrafeedback_binarized
@@ -19,6 +20,7 @@ READERS: dict[str, Callable] = {
     "mm_rlhf_rewardbench": read_mm_rlhf_rewardbench,
     "vl_rewardbench": read_vl_rewardbench,
     "multimodal_rewardbench": read_multimodal_rewardbench,
+    "mmrb2": read_mmrb2,
     "hf_rlaif_v": read_hf_rlaif_v,
     "hf_ultrafeedback_binarized": read_hf_ultrafeedback_binarized,
     "ultrafeedback_ultra_hard": read_ultrafeedback_ultra_hard,

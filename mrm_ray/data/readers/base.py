@@ -104,7 +104,7 @@ def expand_files(path: str | Path, patterns: tuple[str, ...]) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.exists():
-        raise FileNotFoundError(f"data path {path} does not exist; check the mixture's path for this source")
+        raise FileNotFoundError(f"data path {path} does not exist; check the path given for this source")
     files = sorted(p for pattern in patterns for p in path.rglob(pattern))
     if not files:
         raise FileNotFoundError(f"no {' or '.join(patterns)} files under {path}")

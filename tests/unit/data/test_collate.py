@@ -89,3 +89,20 @@ def test_a_ranked_record_trains_all_its_pairs_with_its_prompt_once(encoder, tiny
     assert len(batch["chosen_index"]) == 6 and batch["rejected_index"].tolist()[-1] == 5  # 5 ranked, 1 plain
     assert batch["source_index"].tolist() == [1] * 5 + [0]
     assert int((batch["segment_ids"] == 1).sum()) == len(rows[0]["prompt_ids"]) + len(rows[1]["prompt_ids"])
+
+
+def test_training_quarantines_a_pair_with_images_inside_responses(tiny_checkpoint):
+    """MMRB2-style pairs read into a training mixture are set aside with the reason, not trained on as text
+    with `<image>` marks; the pair beside them is kept."""
+    from helpers.images import png
+    from mrm_ray.config import DataConfig, to_dict
+    from mrm_ray.data.pipeline import CheckPairs, _row, _table
+    from mrm_ray.data.schema import canonical_pair
+
+    drawn = canonical_pair(id="d", source="mmrb2", position="r.json:0", prompt="Which?", chosen="Look: <image>",
+                           rejected="No.", chosen_images=[png()])
+    plain = canonical_pair(id="p", source="b", position="b:1", prompt="Hi?", chosen="Hello!", rejected="Go.")
+    checked = CheckPairs(str(tiny_checkpoint), to_dict(DataConfig()))(_table([_row(drawn), _row(plain)]))
+    reasons = checked["reject_reason"].to_pylist()
+    assert reasons[0].startswith("not supported: images inside responses") and reasons[1] is None
+    assert checked["chosen_images"].to_pylist()[0] == []  # the bytes are not carried on

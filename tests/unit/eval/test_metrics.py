@@ -47,3 +47,22 @@ def test_multimodal_rewardbench_and_pairwise():
     assert out["Overall"] == 0.75 and out["per_category"] == {"knowledge": 1.0, "safety/bias": 1.0, "vqa": 0.5}
     pw = metrics.pairwise([True, False, False], ["a", "a", "b"])
     assert pw["accuracy"] == pytest.approx(1 / 3) and pw["per_source"] == {"a": 0.5, "b": 0.0}
+
+
+def test_reliability_counts_each_pair_in_both_orders():
+    # margins 0 and ln 3: prob_chosen 0.5 and 0.75; both orders give (0.5, 1), (0.75, 1), (0.5, 0), (0.25, 0)
+    out = metrics.reliability([0.0, np.log(3.0), float("nan")], bins=10)
+    assert out["pairs"] == 2
+    filled = {i: (b["count"], b["mean_prob"], b["observed"]) for i, b in enumerate(out["bins"]) if b["count"]}
+    assert filled == {2: (1, pytest.approx(0.25), 0.0), 5: (2, pytest.approx(0.5), 0.5),
+                      7: (1, pytest.approx(0.75), 1.0)}
+    assert out["ece"] == pytest.approx((2 * 0 + 0.25 + 0.25) / 4)
+    assert out["bins"][0] == {"lo": 0.0, "hi": 0.1, "count": 0, "mean_prob": None, "observed": None}
+    # always right and sure: perfectly calibrated at the ends
+    assert metrics.reliability([50.0, 60.0])["ece"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_mmrb2_is_pairwise_accuracy_per_prompt_source():
+    out = metrics.mmrb2([True, False, True, True], ["blink", "blink", "vstar", "mindcube"])
+    assert out["Reasoning"] == 0.75 and out["per_category"] == {"blink": 0.5, "mindcube": 1.0, "vstar": 1.0}
+    assert out["counts"] == {"pairs": 4, "blink": 2, "mindcube": 1, "vstar": 1}
