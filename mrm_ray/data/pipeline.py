@@ -1,78 +1,43 @@
-"""Ray Data pipeline: sources -> checked canonical pairs -> mixture -> model-ready rows.
+"""Ray Data pipeline: sources -> checked canonical pairs -> mixture -> model-ready rows, streaming.
 
-    read (one task per source, reader generator)   canonical rows + rejected rows
-      -> CheckPairs (map_batches actors)            image checks, token counts, fit
-      -> materialize                                quarantine file, bad-fraction stop
-      -> mixture counts, held-out split, seeded shuffle
-      -> EncodePairs (map_batches actors, lazy)     processor + chat template -> ids, pixels
+    light pass (once, before training)
+      read parts (data/parts.py: many read tasks per source)   canonical rows + rejected rows
+        -> CheckPairs (map_batches actors)         image checks, token counts, fit
+        -> the light index (materialised)          id, source, position, part/row, reason, lengths,
+                                                   mixture rank, held-out flag: never the images
+      -> quarantine file, bad-fraction stop, per-source counts, the mixture's rows and copies,
+         the held-out split, steps per epoch: all from the index, on the driver
+    heavy pass (streaming, every epoch)
+      read the selected rows of the parts (train: parts and their rows in a seeded order)
+        -> image conversion (tasks)                as the check converted them
+        -> EncodePairs (map_batches actors)        processor + chat template -> ids, pixels
+        -> the trainers (streaming_split)
 
-The checked canonical set is materialised (images stay encoded bytes, so it is the size
-of the data on disk) because the mixture needs exact per-source counts and training needs
-the exact number of steps; pixel tensors are only ever produced streaming.
+Nothing but the light index is ever held whole, so memory stays bounded whatever the size
+of the images. Training rows are shuffled by part order and within each part (seeded), plus the
+trainers' local shuffle buffer, not by an all-to-all shuffle of the heavy rows.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from mrm_ray.config import DataConfig, to_dict, validate
 from mrm_ray.data.mixture import MixtureConfig, is_held_out, plan_counts, unit_hash
 from mrm_ray.data.quarantine import (BadRecord, NotSupported, Rejected, check_bad_fraction, summarize,
                                      write_quarantine)
-from mrm_ray.data.schema import PAIR_SCHEMA, to_chat_messages
+from mrm_ray.data.parts import CHECKED_SCHEMA, PLACE, parts_dataset, plan_parts, selection
+from mrm_ray.data.schema import to_chat_messages
 
 logger = logging.getLogger(__name__)
 
-CHECKED_SCHEMA = (PAIR_SCHEMA
-                  .append(pa.field("reject_reason", pa.string()))
-                  .append(pa.field("reject_stage", pa.string()))
-                  .append(pa.field("prompt_tokens", pa.int64()))
-                  .append(pa.field("chosen_tokens", pa.int64()))
-                  .append(pa.field("rejected_tokens", pa.int64()))
-                  .append(pa.field("more_tokens", pa.list_(pa.int64())))
-                  .append(pa.field("image_sizes", pa.list_(pa.list_(pa.int64())))))
-_READ_CHUNK = 128
 SPLIT = "_split"  # a column EncodePairs passes through, when present
-
-
-# ---------------------------------------------------------------------------- reading
-def _row(record: dict | Rejected) -> dict:
-    if isinstance(record, Rejected):
-        return {"id": record.id or record.position, "source": record.source, "position": record.position,
-                "prompt": [], "images": [], "chosen": "", "rejected": "", "margin": None, "more_responses": [],
-                "scores": None, "chosen_images": [], "rejected_images": [],
-                "reject_reason": record.reason, "reject_stage": record.stage}
-    return {**{k: record.get(k) for k in PAIR_SCHEMA.names}, "reject_reason": None, "reject_stage": None}
-
-
-def _table(rows: list[dict]) -> pa.Table:
-    for row in rows:
-        row.update({"prompt_tokens": None, "chosen_tokens": None, "rejected_tokens": None, "more_tokens": [],
-                    "image_sizes": []})
-    return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
-
-
-def read_source_batch(tasks: dict) -> Iterator[pa.Table]:
-    """map_batches UDF: each task row names a source; yields its records in chunks."""
-    from mrm_ray.data.readers import get_reader
-
-    for name, reader, path, options in zip(tasks["name"], tasks["reader"], tasks["path"], tasks["options"]):
-        records = get_reader(str(reader))(str(path), source=str(name), **json.loads(str(options)))
-        chunk: list[dict] = []
-        for record in records:
-            chunk.append(_row(record))
-            if len(chunk) == _READ_CHUNK:
-                yield _table(chunk)
-                chunk = []
-        if chunk:
-            yield _table(chunk)
 
 
 # ---------------------------------------------------------------------------- checking
@@ -193,16 +158,26 @@ class EncodePairs:
 # ---------------------------------------------------------------------------- the whole
 @dataclass
 class PreparedData:
-    """The checked, mixed and split canonical pairs, ready to encode."""
+    """The checked, mixed and split canonical pairs, streaming (read again each time they are iterated)."""
 
-    train: "object"  # ray.data.Dataset of canonical rows (seeded shuffle)
+    train: "object"  # ray.data.Dataset of canonical rows (the train parts, and their rows, in a seeded order)
     held_out: "object"
     counts: dict[str, dict[str, int]]  # source -> {available, rejected, mixture, train, held_out}
     quarantine_path: Path | None
     quarantine_summary: dict[str, dict[str, int]] = field(default_factory=dict)
     processor_path: str = ""
     data_config: DataConfig = field(default_factory=DataConfig)
+    mixed: pa.Table | None = None  # the light columns of every mixed row (copies repeated): statistics
+    parts: int = 0  # read tasks per pass
     _encoded: dict = field(default_factory=dict, repr=False)  # split -> materialised encoded rows (cache)
+
+    @property
+    def n_train(self) -> int:
+        return sum(c["train"] for c in self.counts.values())
+
+    @property
+    def n_held_out(self) -> int:
+        return sum(c["held_out"] for c in self.counts.values())
 
     def encode(self, dataset, *, concurrency: int | tuple[int, int] = 1, batch_size: int = 16,
                num_cpus: float = 1.0):
@@ -242,81 +217,108 @@ def _actors(concurrency: int | tuple[int, int]):
     return ray.data.ActorPoolStrategy(size=concurrency)
 
 
-def _checked(mixture: MixtureConfig, processor_path: str, config: DataConfig, concurrency, num_cpus: float):
-    import ray
-
-    tasks = [{"name": s.name, "reader": s.reader, "path": s.path, "options": json.dumps(s.options)}
-             for s in mixture.sources]
-    return (ray.data.from_items(tasks, override_num_blocks=len(tasks))
-            .map_batches(read_source_batch, batch_size=1, batch_format="numpy")
-            .map_batches(CheckPairs, fn_constructor_kwargs={"processor_path": processor_path,
-                                                            "data_config": to_dict(config)},
-                         batch_size=32, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=num_cpus)
-            .materialize())
+LIGHT = ("id", "source", "position", "reject_reason", "reject_stage", "prompt_tokens", "chosen_tokens",
+         "rejected_tokens", "image_sizes", *PLACE)
 
 
-def _sample(dataset, n: int, *, seed: int, source: str):
-    """Exactly `n` rows chosen by a seeded hash of (id, position); repeats rows if n > size."""
-    size = dataset.count()
-    ranked = dataset.map_batches(
-        lambda t: t.append_column("_rank", pa.array([unit_hash("mix", seed, source, i, p) for i, p in
-                                                     zip(t["id"].to_pylist(), t["position"].to_pylist())])),
-        batch_format="pyarrow")
-    if size == 0 or n == 0:
-        return dataset.limit(0)
-    copies, rest = divmod(n, size)
-    parts = [dataset] * copies + ([ranked.sort("_rank").limit(rest).drop_columns(["_rank"])] if rest else [])
-    return _union(parts)
+def _light(table: pa.Table, *, seed: int, fraction: float) -> pa.Table:
+    """The light index of checked rows: small columns, each row's mixture rank and held-out flag (the
+    heavy columns are dropped here, as the rows stream past)."""
+    ids, positions, sources = (table[k].to_pylist() for k in ("id", "position", "source"))
+    rank = [unit_hash("mix", seed, s, i, p) for i, p, s in zip(ids, positions, sources)]
+    held = [is_held_out(f"{i}@{p}", s, fraction=fraction, seed=seed) for i, p, s in zip(ids, positions, sources)]
+    return (table.select(list(LIGHT)).append_column("_rank", pa.array(rank, pa.float64()))
+            .append_column("_held", pa.array(held, pa.bool_())))
 
 
-def _held_out_flag(table: pa.Table, *, fraction: float, seed: int) -> pa.Table:
-    flags = [is_held_out(f"{i}@{p}", src, fraction=fraction, seed=seed) for i, p, src in
-             zip(table["id"].to_pylist(), table["position"].to_pylist(), table["source"].to_pylist())]
-    return table.append_column("_held_out", pa.array(flags, pa.bool_()))
+def _convert_images(table: pa.Table, *, data_config: dict) -> pa.Table:
+    """The heavy pass's image step: each image converted as the check converted it (modes, alpha)."""
+    from mrm_ray.model.images import check_image
+
+    config = validate(DataConfig, data_config)
+    images = [[check_image(data, config)[0] for data in row] for row in table["images"].to_pylist()]
+    index = table.schema.get_field_index("images")
+    return table.set_column(index, "images", pa.array(images, pa.list_(pa.binary()))).drop_columns(list(PLACE))
+
+
+def _mix(index: pa.Table, mixture: MixtureConfig, counts: dict[str, int]) -> tuple[dict, dict, dict]:
+    """(train copies, held-out copies) per (part, row), and per-source split counts: every good row of a
+    source `n // size` times, plus the `n % size` of lowest mixture rank once more (repeated rows
+    share their held-out flag)."""
+    train: dict = {}
+    held: dict = {}
+    table: dict = {}
+    for s in mixture.sources:
+        rows = index.filter(pa.compute.equal(index["source"], s.name))
+        size, n = rows.num_rows, counts[s.name]
+        copies = np.zeros(size, np.int64)
+        if size and n:
+            whole, rest = divmod(n, size)
+            copies[:] = whole
+            copies[np.argsort(rows["_rank"].to_numpy(), kind="stable")[:rest]] += 1
+        flags = rows["_held"].to_numpy(zero_copy_only=False)
+        for part, row, c, h in zip(rows["_part"].to_pylist(), rows["_row"].to_pylist(), copies, flags):
+            (held if h else train)[(part, row)] = int(c)
+        table[s.name] = {"train": int(copies[~flags].sum()), "held_out": int(copies[flags].sum())}
+    return train, held, table
 
 
 def prepare_mixture(mixture: MixtureConfig, *, processor_path: str | Path, data_config: DataConfig = DataConfig(),
                     run_dir: str | Path | None = None, concurrency: int | tuple[int, int] = 1,
                     num_cpus: float = 1.0) -> PreparedData:
-    """Read, check, quarantine, mix and split; raises TooManyBadRecords past the threshold.
+    """Read, check, quarantine, mix and split (the light pass); raises TooManyBadRecords past the threshold.
+    The returned splits stream the heavy rows.
 
     Sets this driver's Ray Data `preserve_order` from `data_config` (Ray Train's shards inherit it).
     """
+    import ray
     from ray.data import DataContext
-    from ray.data.expressions import col
 
     DataContext.get_current().execution_options.preserve_order = data_config.preserve_order
-
-    checked = _checked(mixture, str(processor_path), data_config, concurrency, num_cpus)
+    parts = plan_parts(mixture.sources, rows_per_part=data_config.rows_per_part)
+    index_refs = (parts_dataset(parts, num_cpus=num_cpus)
+                  .map_batches(CheckPairs, fn_constructor_kwargs={"processor_path": str(processor_path),
+                                                                  "data_config": to_dict(data_config)},
+                               batch_size=32, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=num_cpus)
+                  .map_batches(_light, fn_kwargs={"seed": mixture.seed, "fraction": mixture.held_out_fraction},
+                               batch_format="pyarrow", num_cpus=num_cpus)
+                  .to_arrow_refs())
+    index = pa.concat_tables(ray.get(index_refs)) if index_refs else pa.table(
+        {k: pa.array([], CHECKED_SCHEMA.field(k).type) for k in LIGHT})
+    if index.num_rows:  # the order the records were read in (parts in order): quarantine and sampling are exact
+        index = index.sort_by([("_part", "ascending"), ("_row", "ascending")])
+    bad_rows = index.filter(pa.compute.is_valid(index["reject_reason"]))
     rejected = [Rejected(r["source"], r["position"], r["reject_reason"], r["id"], r["reject_stage"])
-                for r in checked.filter(expr=col("reject_reason").is_not_null())
-                .select_columns(["source", "position", "reject_reason", "id", "reject_stage"]).take_all()]
-    good = checked.filter(expr=col("reject_reason").is_null()).materialize()
+                for r in bad_rows.select(["source", "position", "reject_reason", "id", "reject_stage"]).to_pylist()]
+    good = index.filter(pa.compute.is_null(index["reject_reason"]))
     quarantine_path = write_quarantine(rejected, run_dir) if run_dir is not None else None
-    by_source = {s.name: good.filter(expr=col("source") == s.name).materialize() for s in mixture.sources}
-    available = {name: ds.count() for name, ds in by_source.items()}
+    available = {s.name: int(pa.compute.sum(pa.compute.equal(good["source"], s.name)).as_py() or 0)
+                 for s in mixture.sources}
     rejected_by = {s.name: sum(r.source == s.name for r in rejected) for s in mixture.sources}
     for name, n_bad in rejected_by.items():
         if n_bad:
             logger.warning("source %s: %d bad records quarantined", name, n_bad)
-    check_bad_fraction(len(rejected), checked.count(), max_fraction=data_config.max_bad_fraction,
+    check_bad_fraction(len(rejected), index.num_rows, max_fraction=data_config.max_bad_fraction,
                        where=f"mixture {mixture.name!r}" + (f" (see {quarantine_path})" if quarantine_path else ""))
     counts = plan_counts(mixture, available)
-    train_parts, held_parts, table = [], [], {}
-    for s in mixture.sources:
-        mixed = _sample(by_source[s.name], counts[s.name], seed=mixture.seed, source=s.name).map_batches(
-            _held_out_flag, fn_kwargs={"fraction": mixture.held_out_fraction, "seed": mixture.seed},
-            batch_format="pyarrow").materialize()
-        held = mixed.filter(expr=col("_held_out")).drop_columns(["_held_out"]).materialize()
-        train = mixed.filter(expr=~col("_held_out")).drop_columns(["_held_out"]).materialize()
-        train_parts.append(train)
-        held_parts.append(held)
-        table[s.name] = {"available": available[s.name], "rejected": rejected_by[s.name],
-                         "mixture": counts[s.name], "train": train.count(), "held_out": held.count()}
-    train = _union(train_parts).random_shuffle(seed=data_config.shuffle_seed).materialize()
-    return PreparedData(train=train, held_out=_union(held_parts).materialize(), counts=table,
-                        quarantine_path=quarantine_path, quarantine_summary=summarize(rejected),
-                        processor_path=str(processor_path), data_config=data_config)
+    train_copies, held_copies, splits = _mix(good, mixture, counts)
+    table = {s.name: {"available": available[s.name], "rejected": rejected_by[s.name], "mixture": counts[s.name],
+                      **splits[s.name]} for s in mixture.sources}
+    convert = dict(fn_kwargs={"data_config": to_dict(data_config)}, batch_format="pyarrow", num_cpus=num_cpus)
+    train = parts_dataset(parts, selection(train_copies), num_cpus=num_cpus,
+                          shuffle_seed=data_config.shuffle_seed).map_batches(_convert_images, **convert)
+    held_out = parts_dataset(parts, selection(held_copies), num_cpus=num_cpus).map_batches(_convert_images, **convert)
+    return PreparedData(train=train, held_out=held_out, counts=table, quarantine_path=quarantine_path,
+                        quarantine_summary=summarize(rejected), processor_path=str(processor_path),
+                        data_config=data_config, mixed=_mixed_rows(good, train_copies, held_copies),
+                        parts=len(parts))
+
+
+def _mixed_rows(good: pa.Table, train: dict, held: dict) -> pa.Table:
+    """The light columns of every mixed row, each repeated as many times as the mixture takes it."""
+    repeat = [train.get((p, r), 0) + held.get((p, r), 0) for p, r in zip(good["_part"].to_pylist(),
+                                                                       good["_row"].to_pylist())]
+    return good.take(pa.array(np.repeat(np.arange(good.num_rows), repeat), pa.int64()))
 
 
 def _union(parts: list):

@@ -14,27 +14,19 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {f"p{p}": float(np.percentile(arr, p)) for p in PERCENTILES}
 
 
-def mixture_stats(prepared, *, progress: bool = True) -> dict:
-    """Percentiles over the mixed pairs (train and held-out), per source and overall."""
-    from tqdm.auto import tqdm
-
-    columns = ["source", "prompt_tokens", "chosen_tokens", "rejected_tokens", "image_sizes"]
+def mixture_stats(prepared) -> dict:
+    """Percentiles over the mixed pairs (train and held-out, repeated rows as often as mixed), per source
+    and overall, from the light index (no image is read again)."""
     values: dict[str, dict[str, list]] = {}
-    total = prepared.train.count() + prepared.held_out.count()
-    bar = tqdm(total=total, desc="statistics", unit="pair", disable=not progress)
-    for dataset in (prepared.train, prepared.held_out):
-        for batch in dataset.select_columns(columns).iter_batches(batch_size=1024, batch_format="pyarrow"):
-            for row in batch.to_pylist():
-                for key in (row["source"], "all"):
-                    v = values.setdefault(key, {"prompt": [], "response": [], "packed": [], "megapixels": [],
-                                                "images": []})
-                    v["prompt"].append(row["prompt_tokens"])
-                    v["response"] += [row["chosen_tokens"], row["rejected_tokens"]]
-                    v["packed"].append(row["prompt_tokens"] + row["chosen_tokens"] + row["rejected_tokens"])
-                    v["megapixels"] += [w * h / 1e6 for w, h in row["image_sizes"]]
-                    v["images"].append(len(row["image_sizes"]))
-            bar.update(batch.num_rows)
-    bar.close()
+    for row in prepared.mixed.select(["source", "prompt_tokens", "chosen_tokens", "rejected_tokens",
+                                      "image_sizes"]).to_pylist():
+        for key in (row["source"], "all"):
+            v = values.setdefault(key, {"prompt": [], "response": [], "packed": [], "megapixels": [], "images": []})
+            v["prompt"].append(row["prompt_tokens"])
+            v["response"] += [row["chosen_tokens"], row["rejected_tokens"]]
+            v["packed"].append(row["prompt_tokens"] + row["chosen_tokens"] + row["rejected_tokens"])
+            v["megapixels"] += [w * h / 1e6 for w, h in row["image_sizes"]]
+            v["images"].append(len(row["image_sizes"]))
     order = [name for name in prepared.counts if name in values] + ["all"]
     return {key: {name: _percentiles(vals) for name, vals in values[key].items()} for key in order if key in values}
 

@@ -102,7 +102,7 @@ def build_trainer(run: RunConfig, data):
     from mrm_ray.train.loop import train_loop_per_worker
 
     t = run.train
-    n_train, n_held = data.train.count(), data.held_out.count()
+    n_train, n_held = data.n_train, data.n_held_out
     micro = steps_per_epoch(n_train, world_size=t.num_workers, batch_size=t.micro_batch_size)
     if micro < t.accumulation_steps:
         raise ValueError(f"{n_train} training pairs give {micro} micro-batches per worker per epoch, fewer than "

@@ -257,7 +257,8 @@ def train_loop_per_worker(cfg: dict) -> None:
     while state["step"] < stop_step:
         epoch, skip = divmod(state["micro_step"], micro_per_epoch)
         batches = pair_batches(train_shard, steps=micro_per_epoch, batch_size=run.train.micro_batch_size,
-                               collate=None if budget else collate, epoch_seed=run.data.shuffle_seed + epoch)
+                               collate=None if budget else collate, epoch_seed=run.data.shuffle_seed + epoch,
+                               shuffle_buffer=run.data.shuffle_buffer)
         for i, batch in enumerate(batches):
             if i < skip:  # resuming mid-epoch: these pairs were already trained on
                 continue

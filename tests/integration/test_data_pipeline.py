@@ -137,3 +137,22 @@ def test_ranked_records_stream_through_ray_data_as_groups(ray_cluster, corpus, t
     ranked = [g for i, g in groups.items() if not i.startswith("text-")]
     assert len(ranked) == 6 and all(len(g["responses"]) == 4 and len(g["pairs"]) == 6 for g in ranked)
     assert all(len(g["pairs"]) == 1 for i, g in groups.items() if i.startswith("text-"))
+
+
+def test_many_read_tasks_give_the_same_quarantine_counts_and_splits(ray_cluster, corpus, tiny_checkpoint, tmp_path):
+    """A source cut into many parts (read in parallel) gives exactly what one read task gives: the same
+    quarantine file, counts, train and held-out rows; only an index of small columns is held."""
+    runs = {}
+    for name, rows in (("one", 10_000), ("many", 3)):
+        config = DataConfig(**{**CONFIG.__dict__, "rows_per_part": rows})
+        runs[name] = prepare_mixture(_mixture(corpus, image_weight=30, text_weight=30, held_out=0.2),
+                                     processor_path=tiny_checkpoint, data_config=config, run_dir=tmp_path / name)
+    one, many = runs["one"], runs["many"]
+    assert (one.parts, many.parts) == (2, 19 + 7)  # 55 image lines + 20 text lines, 3 a part
+    assert many.quarantine_path.read_text() == one.quarantine_path.read_text()
+    assert many.counts == one.counts
+    for split in ("train", "held_out"):
+        assert sorted(r["id"] for r in getattr(many, split).take_all()) == sorted(
+            r["id"] for r in getattr(one, split).take_all())
+    assert many.n_train == len(many.train.take_all()) and many.n_held_out == len(many.held_out.take_all())
+    assert "images" not in many.mixed.column_names and many.mixed.num_rows == many.n_train + many.n_held_out

@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import torch
@@ -203,7 +204,9 @@ def test_zero_stages_give_the_reference_losses(reference, out, stage):
     assert summary.final_step == STEPS
     losses = {s: v[0] for s, v in _losses(events).items()}
     assert losses == pytest.approx(reference["losses"], abs=ACROSS_STAGES)
-    assert losses[STEPS] < losses[1]  # and they do go down
+    # and they do go down: the second epoch's pairs (the same pairs, seen again) score better on average
+    # (one step's loss is one batch's: too noisy to compare at 12 steps)
+    assert np.mean([losses[s] for s in range(7, 13)]) < np.mean([losses[s] for s in range(1, 7)])
     _assert_same_weights(_weights(_last_checkpoint(out, f"zero{stage}")), reference["weights"], atol=1e-4)
 
 

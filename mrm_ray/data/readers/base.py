@@ -1,13 +1,23 @@
-"""What every reader shares: line-by-line JSON, guarded record building, image files.
+"""What every reader shares: line-by-line JSON, guarded record building, image files, parts.
 
 A reader is a generator `read(path, *, source, **options)` yielding canonical rows (dicts
 from `canonical_pair`) or `Rejected` entries, never raising for one bad record.
+
+Parts: a source is read by many tasks, each a `FilePart` of it (a range of a JSONL file's
+lines, a range of a Parquet file's row groups, or a whole file). The readers do not know:
+the record iterators below (`iter_json_lines`, `iter_parquet_rows`, `iter_json_records`,
+`iter_saved_rows`) consult the part being read (`reading(part)`) and yield only its records,
+with their positions as in the whole file; under `planning()` they yield nothing and note
+each file they would read, so `data/parts.py` can cut it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +25,56 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrm_ray.data.quarantine import BadRecord, Rejected
+
+
+# ---------------------------------------------------------------------------- parts
+@dataclass(frozen=True)
+class FilePart:
+    """One read task's share of a file: `kind` lines (JSONL bytes [start, stop), its first line numbered
+    `first + 1`), rows (Parquet row groups [start, stop), its first row numbered `first`), or whole."""
+
+    file: str
+    kind: str = "whole"
+    start: int = 0
+    stop: int | None = None
+    first: int = 0
+
+
+_PART: ContextVar[FilePart | None] = ContextVar("mrm_ray_part", default=None)
+_PLAN: ContextVar[list | None] = ContextVar("mrm_ray_plan", default=None)
+
+
+@contextlib.contextmanager
+def reading(part: FilePart):
+    """Within: the record iterators yield only `part`'s records (nothing from other files)."""
+    token = _PART.set(part)
+    try:
+        yield
+    finally:
+        _PART.reset(token)
+
+
+@contextlib.contextmanager
+def planning():
+    """Within: the record iterators yield nothing and note (kind, file) for each file they would read."""
+    files: list[tuple[str, str]] = []
+    token = _PLAN.set(files)
+    try:
+        yield files
+    finally:
+        _PLAN.reset(token)
+
+
+def _share(path: Path, kind: str) -> FilePart | None:
+    """The part of `path` to read now: the whole file (no part is active), the active part, or None
+    (planning, or another file's part)."""
+    if (plan := _PLAN.get()) is not None:
+        plan.append((kind, str(path)))
+        return None
+    part = _PART.get()
+    if part is None:
+        return FilePart(str(path), kind)
+    return part if part.file == str(path) else None
 
 
 def resolve_under(root: Path, name: str) -> Path:
@@ -62,9 +122,18 @@ def build_each(records: Iterator[tuple[str, dict | Rejected]], build: Callable[[
 
 
 def iter_json_lines(path: Path, source: str) -> Iterator[tuple[str, dict | Rejected]]:
-    """(position, parsed object) per non-blank line; malformed lines become `Rejected`."""
+    """(position, parsed object) per non-blank line (of the part being read); malformed lines become
+    `Rejected`."""
+    if (part := _share(path, "lines")) is None:
+        return
     with path.open("rb") as f:
-        for line_no, raw in enumerate(f, 1):
+        f.seek(part.start)
+        offset, line_no = part.start, part.first
+        while part.stop is None or offset < part.stop:
+            raw = f.readline()
+            if not raw:
+                break
+            offset, line_no = offset + len(raw), line_no + 1
             position = f"{path.name}:{line_no}"
             if not raw.strip():
                 continue
@@ -80,8 +149,10 @@ def iter_json_lines(path: Path, source: str) -> Iterator[tuple[str, dict | Rejec
 
 
 def iter_json_records(path: Path, source: str) -> Iterator[tuple[str, dict | Rejected]]:
-    """JSONL, or a JSON array file (`.json`), as (position, object) pairs."""
+    """JSONL, or a JSON array file (`.json`, read whole), as (position, object) pairs."""
     if path.suffix == ".json":
+        if _share(path, "whole") is None:
+            return
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -115,10 +186,15 @@ PARQUET_BATCH_ROWS = 256
 
 
 def iter_parquet_rows(file: Path, source: str) -> Iterator[tuple[str, dict | Rejected]]:
-    """(`file:row`, row dict) per row, read batch by batch; an unreadable file is one `Rejected`."""
-    row_no = 0
+    """(`file:row`, row dict) per row (of the part being read), batch by batch; an unreadable file is
+    one `Rejected`."""
+    if (part := _share(file, "rows")) is None:
+        return
+    row_no = part.first
     try:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        parquet = pq.ParquetFile(file)
+        groups = range(part.start, parquet.num_row_groups if part.stop is None else part.stop)
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=list(groups)):
             for row in batch.to_pylist():
                 yield f"{file.name}:{row_no}", row
                 row_no += 1
@@ -169,6 +245,8 @@ def iter_saved_rows(path: Path, split: str) -> Iterator[tuple[str, dict]]:
     """A `save_to_disk` folder (the `split` of a DatasetDict), image columns kept as encoded bytes."""
     import datasets
 
+    if _share(path, "whole") is None:
+        return
     data = datasets.load_from_disk(str(path))
     where = path.name
     if isinstance(data, datasets.DatasetDict):

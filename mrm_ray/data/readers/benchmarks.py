@@ -301,3 +301,8 @@ def read_mmrb2(path: str | Path, *, source: str | None = None, image_root: str |
     """
     return _rows(path, source=source, split=split, patterns=("*.json", "*.jsonl", "*.parquet"),
                  build=_mmrb2_pair(Path(path)), media=Media(image_root, stand_in_images))
+
+
+# the benchmark readers number repeated ids across the whole source, so each source is read as one part
+for _reader in (read_vl_rewardbench, read_mm_rlhf_rewardbench, read_multimodal_rewardbench, read_mmrb2):
+    _reader.splittable = False

@@ -69,7 +69,8 @@ def test_a_ranked_record_trains_all_its_pairs_with_its_prompt_once(encoder, tiny
     (two responses tie), the pair one group with one; sources count per pair."""
     from mrm_ray.config import DataConfig, to_dict
     from mrm_ray.data.collate import record_group
-    from mrm_ray.data.pipeline import CheckPairs, EncodePairs, _row, _table
+    from mrm_ray.data.parts import record_row as _row, rows_table as _table
+    from mrm_ray.data.pipeline import CheckPairs, EncodePairs
     from mrm_ray.data.schema import canonical_pair
 
     ranked = canonical_pair(id="r", source="uf", position="uf:1", prompt="Which is best?", chosen="four",
@@ -96,7 +97,8 @@ def test_training_quarantines_a_pair_with_images_inside_responses(tiny_checkpoin
     with `<image>` marks; the pair beside them is kept."""
     from helpers.images import png
     from mrm_ray.config import DataConfig, to_dict
-    from mrm_ray.data.pipeline import CheckPairs, _row, _table
+    from mrm_ray.data.parts import record_row as _row, rows_table as _table
+    from mrm_ray.data.pipeline import CheckPairs
     from mrm_ray.data.schema import canonical_pair
 
     drawn = canonical_pair(id="d", source="mmrb2", position="r.json:0", prompt="Which?", chosen="Look: <image>",
