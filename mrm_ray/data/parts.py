@@ -58,6 +58,20 @@ class SourcePart:
         return f"{self.source}: {Path(fp.file).name} {fp.kind} {fp.start}..{'end' if fp.stop is None else fp.stop}"
 
 
+def part_json(part: SourcePart) -> str:
+    """A part as a string a Ray Dataset row can carry."""
+    fp = part.file_part
+    return json.dumps({"id": part.id, "source": part.source, "reader": part.reader, "path": part.path,
+                       "options": part.options, "file_part": None if fp is None else
+                       [fp.file, fp.kind, fp.start, fp.stop, fp.first]})
+
+
+def part_from_json(text: str) -> SourcePart:
+    data = json.loads(text)
+    fp = data.pop("file_part")
+    return SourcePart(**data, file_part=None if fp is None else FilePart(*fp))
+
+
 def _line_parts(file: str, rows: int) -> list[FilePart]:
     """Byte ranges of `rows` lines each, found by one scan of the file's line ends."""
     parts, start, first, lines, offset = [], 0, 0, 0, 0
@@ -171,7 +185,7 @@ def parts_dataset(parts: Sequence[SourcePart], copies: Mapping[int, Mapping[int,
     if shuffle_seed is not None:
         parts = [parts[i] for i in np.random.default_rng(shuffle_seed).permutation(len(parts))]
     return ray.data.read_datasource(PartsDatasource(parts, copies, shuffle_seed),
-                                    override_num_blocks=max(1, len(parts)), ray_remote_args={"num_cpus": num_cpus})
+                                    override_num_blocks=max(1, len(parts)), num_cpus=num_cpus)
 
 
 def _parts_datasource_class():

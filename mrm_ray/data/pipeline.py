@@ -1,10 +1,10 @@
 """Ray Data pipeline: sources -> checked canonical pairs -> mixture -> model-ready rows, streaming.
 
     light pass (once, before training)
-      read parts (data/parts.py: many read tasks per source)   canonical rows + rejected rows
-        -> CheckPairs (map_batches actors)         image checks, token counts, fit
-        -> the light index (materialised)          id, source, position, part/row, reason, lengths,
-                                                   mixture rank, held-out flag: never the images
+      IndexParts (map_batches actors over the parts of data/parts.py, many per source): each reads
+        its parts, checks them (CheckPairs: images, token counts, fit) and keeps the light index:
+        id, source, position, part/row, reason, lengths, mixture rank, held-out flag; no image
+        byte of this pass enters the object store
       -> quarantine file, bad-fraction stop, per-source counts, the mixture's rows and copies,
          the held-out split, steps per epoch: all from the index, on the driver
     heavy pass (streaming, every epoch)
@@ -21,6 +21,7 @@ trainers' local shuffle buffer, not by an all-to-all shuffle of the heavy rows.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from mrm_ray.config import DataConfig, to_dict, validate
 from mrm_ray.data.mixture import MixtureConfig, is_held_out, plan_counts, unit_hash
 from mrm_ray.data.quarantine import (BadRecord, NotSupported, Rejected, check_bad_fraction, summarize,
                                      write_quarantine)
-from mrm_ray.data.parts import CHECKED_SCHEMA, PLACE, parts_dataset, plan_parts, selection
+from mrm_ray.data.parts import (CHECKED_SCHEMA, PLACE, part_from_json, part_json, parts_dataset, plan_parts,
+                                read_part, selection)
 from mrm_ray.data.schema import to_chat_messages
 
 logger = logging.getLogger(__name__)
@@ -231,6 +233,20 @@ def _light(table: pa.Table, *, seed: int, fraction: float) -> pa.Table:
             .append_column("_held", pa.array(held, pa.bool_())))
 
 
+class IndexParts(CheckPairs):
+    """map_batches actor of the light pass: reads its parts itself, checks them and keeps only the light index,
+    so no image byte of the light pass ever enters the object store."""
+
+    def __init__(self, processor_path: str, data_config: dict, seed: int, fraction: float) -> None:
+        super().__init__(processor_path, data_config)
+        self.seed, self.fraction = seed, fraction
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        for described in batch["part"].to_pylist():
+            for table in read_part(part_from_json(described)):
+                yield _light(super().__call__(table), seed=self.seed, fraction=self.fraction)
+
+
 def _convert_images(table: pa.Table, *, data_config: dict) -> pa.Table:
     """The heavy pass's image step: each image converted as the check converted it (modes, alpha)."""
     from mrm_ray.model.images import check_image
@@ -276,12 +292,11 @@ def prepare_mixture(mixture: MixtureConfig, *, processor_path: str | Path, data_
 
     DataContext.get_current().execution_options.preserve_order = data_config.preserve_order
     parts = plan_parts(mixture.sources, rows_per_part=data_config.rows_per_part)
-    index_refs = (parts_dataset(parts, num_cpus=num_cpus)
-                  .map_batches(CheckPairs, fn_constructor_kwargs={"processor_path": str(processor_path),
-                                                                  "data_config": to_dict(data_config)},
-                               batch_size=32, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=num_cpus)
-                  .map_batches(_light, fn_kwargs={"seed": mixture.seed, "fraction": mixture.held_out_fraction},
-                               batch_format="pyarrow", num_cpus=num_cpus)
+    index_refs = (ray.data.from_items([{"part": part_json(p)} for p in parts], override_num_blocks=len(parts))
+                  .map_batches(IndexParts, fn_constructor_kwargs={
+                      "processor_path": str(processor_path), "data_config": to_dict(data_config),
+                      "seed": mixture.seed, "fraction": mixture.held_out_fraction},
+                      batch_size=1, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=num_cpus)
                   .to_arrow_refs())
     index = pa.concat_tables(ray.get(index_refs)) if index_refs else pa.table(
         {k: pa.array([], CHECKED_SCHEMA.field(k).type) for k in LIGHT})
