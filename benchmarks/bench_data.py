@@ -225,7 +225,8 @@ def bench_scale(args, tiny: Path, work: Path) -> None:
         data = prepare_mixture(_mixture(source), processor_path=str(tiny), data_config=DataConfig(),
                                concurrency=1, num_cpus=0.5)
         light = time.perf_counter() - start
-        next(iter(data.encode(data.train, concurrency=1, num_cpus=0.5).iter_batches(batch_size=8)))
+        for _ in data.encode(data.train, concurrency=1, num_cpus=0.5).iter_batches(batch_size=8):
+            break  # leaving the loop closes the iterator, which stops the execution (an abandoned one runs on)
         first = time.perf_counter() - start
         trained = None
         if scale == 4:

@@ -206,7 +206,7 @@ class DataConfig:
     max_bad_fraction: float = 0.01  # stop when more records than this are bad
     shuffle_seed: int = 0  # the order the train parts are read in, and their rows
     rows_per_part: Positive = 256  # records per read task (JSONL lines; Parquet rounds to whole row groups)
-    shuffle_buffer: int = 256  # encoded rows each trainer shuffles locally (seeded per epoch); 0: none
+    shuffle_buffer: int = 64  # encoded rows each trainer shuffles locally (seeded per epoch); 0: none
     # the same rows in the same order on every rank on every run (Ray Data's preserve_order), so that a resumed
     # run trains on what an unbroken one would; false lets blocks go out as they finish (many actors: faster)
     preserve_order: bool = True
