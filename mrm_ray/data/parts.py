@@ -38,6 +38,7 @@ CHECKED_SCHEMA = (PAIR_SCHEMA
 PLACE = ("_part", "_row")  # a row's part and its index there
 ROWS_PER_PART = 256
 BLOCK_ROWS = 128
+BLOCK_BYTES = 4 << 20  # image bytes per block: blocks stay small beside a small object store
 
 
 @dataclass(frozen=True)
@@ -163,14 +164,24 @@ def read_part(part: SourcePart, copies: Mapping[int, int] | None = None, *,
                 continue
             row = {**record_row(record), "_part": part.id, "_row": i}
             rows += [row] + [dict(row) for _ in range(n - 1)]
-            if shuffle_seed is None and len(rows) >= BLOCK_ROWS:
+            if shuffle_seed is None and (len(rows) >= BLOCK_ROWS or _image_bytes(rows) >= BLOCK_BYTES):
                 yield rows_table(rows)
                 rows = []
     if shuffle_seed is not None:
         order = np.random.default_rng([shuffle_seed, part.id]).permutation(len(rows))
         rows = [rows[i] for i in order]
-    for start in range(0, len(rows), BLOCK_ROWS):
-        yield rows_table(rows[start:start + BLOCK_ROWS])
+    block: list[dict] = []
+    for row in rows:
+        block.append(row)
+        if len(block) >= BLOCK_ROWS or _image_bytes(block) >= BLOCK_BYTES:
+            yield rows_table(block)
+            block = []
+    if block:
+        yield rows_table(block)
+
+
+def _image_bytes(rows: list[dict]) -> int:
+    return sum(len(b) for r in rows for b in (r["images"] or ()))
 
 
 def parts_dataset(parts: Sequence[SourcePart], copies: Mapping[int, Mapping[int, int]] | None = None, *,
