@@ -298,8 +298,10 @@ def prepare_mixture(mixture: MixtureConfig, *, processor_path: str | Path, data_
                       "seed": mixture.seed, "fraction": mixture.held_out_fraction},
                       batch_size=1, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=num_cpus)
                   .to_arrow_refs())
-    index = pa.concat_tables(ray.get(index_refs)) if index_refs else pa.table(
-        {k: pa.array([], CHECKED_SCHEMA.field(k).type) for k in LIGHT})
+    tables = [t for t in ray.get(index_refs) if t.num_rows]
+    index = pa.concat_tables(tables) if tables else pa.table(  # every source empty: an empty index
+        {**{k: pa.array([], CHECKED_SCHEMA.field(k).type) for k in LIGHT},
+         "_rank": pa.array([], pa.float64()), "_held": pa.array([], pa.bool_())})
     if index.num_rows:  # the order the records were read in (parts in order): quarantine and sampling are exact
         index = index.sort_by([("_part", "ascending"), ("_row", "ascending")])
     bad_rows = index.filter(pa.compute.is_valid(index["reject_reason"]))

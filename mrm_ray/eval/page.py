@@ -97,7 +97,7 @@ def _reliability(name: str, bench: dict) -> str:
         points = [(b["mean_prob"], b["observed"], b["count"]) for b in cal["bins"] if b["count"]]
         path = " ".join("{:.1f},{:.1f}".format(*xy(p, o)) for p, o, _ in points)
         parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
-        biggest = max(n for _, _, n in points)
+        biggest = max((n for _, _, n in points), default=1)
         for p, o, n in points:
             x, yy = xy(p, o)
             parts.append(f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="{2 + 4 * (n / biggest) ** 0.5:.1f}" fill="{colour}" '

@@ -64,8 +64,10 @@ def test_vision_tower_matches_the_window_loop_on_published_windows():
         hidden = out.pooler_output if getattr(out, "pooler_output", None) is not None else out.last_hidden_state
         hidden.pow(2).sum().backward()
         results.append((hidden.detach(), model.blocks[1].attn.qkv.weight.grad.clone()))
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-10)
-    torch.testing.assert_close(results[1][1], results[0][1], rtol=0, atol=1e-9)
+    # float64: summation order alone (BLAS blocking differs with the batched shapes and the threads) moved
+    # the outputs by up to 9e-9 once in CI; a wrong window or mask moves them by > 1e-2
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-7)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=0, atol=1e-6)
 
 
 def test_reward_model_uses_it_by_default_and_scores_the_same(tiny_checkpoint, tmp_path):
