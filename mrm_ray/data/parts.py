@@ -122,9 +122,9 @@ def plan_parts(sources: Sequence, *, rows_per_part: int = ROWS_PER_PART) -> list
             for _ in reader(str(s.path), source=s.name, **s.options):
                 pass
         for kind, file in files:
-            cut = {"lines": lambda f: _line_parts(f, rows_per_part), "rows": lambda f: _row_group_parts(f, rows_per_part),
-                   }.get(kind, lambda f: [FilePart(f, "whole")])
-            out += [SourcePart(len(out) + i, **base, file_part=fp) for i, fp in enumerate(cut(file))]
+            cut = (_line_parts(file, rows_per_part) if kind == "lines" else
+                   _row_group_parts(file, rows_per_part) if kind == "rows" else [FilePart(file, "whole")])
+            out += [SourcePart(len(out) + i, **base, file_part=fp) for i, fp in enumerate(cut)]
     return out
 
 
@@ -155,33 +155,29 @@ def read_part(part: SourcePart, copies: Mapping[int, int] | None = None, *,
     all are read: one part, never the source)."""
     from mrm_ray.data.readers import get_reader
 
-    rows: list[dict] = []
-    with reading(part.file_part) if part.file_part is not None else nullcontext():
-        records = get_reader(part.reader)(part.path, source=part.source, **json.loads(part.options))
-        for i, record in enumerate(records):
-            n = 1 if copies is None else copies.get(i, 0)
-            if not n:
-                continue
-            row = {**record_row(record), "_part": part.id, "_row": i}
-            rows += [row] + [dict(row) for _ in range(n - 1)]
-            if shuffle_seed is None and (len(rows) >= BLOCK_ROWS or _image_bytes(rows) >= BLOCK_BYTES):
-                yield rows_table(rows)
-                rows = []
+    def selected() -> Iterator[dict]:
+        with reading(part.file_part) if part.file_part is not None else nullcontext():
+            records = get_reader(part.reader)(part.path, source=part.source, **json.loads(part.options))
+            for i, record in enumerate(records):
+                n = 1 if copies is None else copies.get(i, 0)
+                if n:
+                    row = {**record_row(record), "_part": part.id, "_row": i}
+                    yield from [row] + [dict(row) for _ in range(n - 1)]
+
+    rows: Iterator[dict] = selected()
     if shuffle_seed is not None:
-        order = np.random.default_rng([shuffle_seed, part.id]).permutation(len(rows))
-        rows = [rows[i] for i in order]
+        held = list(rows)
+        rows = iter([held[i] for i in np.random.default_rng([shuffle_seed, part.id]).permutation(len(held))])
     block: list[dict] = []
+    size = 0
     for row in rows:
         block.append(row)
-        if len(block) >= BLOCK_ROWS or _image_bytes(block) >= BLOCK_BYTES:
+        size += sum(len(b) for b in row["images"] or ())
+        if len(block) >= BLOCK_ROWS or size >= BLOCK_BYTES:
             yield rows_table(block)
-            block = []
+            block, size = [], 0
     if block:
         yield rows_table(block)
-
-
-def _image_bytes(rows: list[dict]) -> int:
-    return sum(len(b) for r in rows for b in (r["images"] or ()))
 
 
 def parts_dataset(parts: Sequence[SourcePart], copies: Mapping[int, Mapping[int, int]] | None = None, *,

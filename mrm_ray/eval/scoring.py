@@ -49,7 +49,7 @@ def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, str], *, b
     """Per member: `chosen`, `rejected` (pairs,) aligned with `rows`, and `errors` (message or None)."""
     import ray
 
-    table = pa.Table.from_pylist([{k: r.get(k) or ([] if k.endswith("images") else r[k]) for k in SCORE_INPUT.names}
+    table = pa.Table.from_pylist([{k: r.get(k, []) if k.endswith("_images") else r[k] for k in SCORE_INPUT.names}
                                   for r in rows], schema=SCORE_INPUT)
     # blocks of a few batches each, so every actor of the pool gets work (one big block feeds one actor)
     step = batch_size * 4

@@ -220,17 +220,24 @@ def drop_nulls(value: Any) -> Any:
     return value
 
 
-def image_bytes(image: Any, root: Path) -> bytes:
-    """Encoded bytes of one image given as `{bytes, path}`, raw bytes, or a file name under `root`."""
+def image_reference(image: Any) -> Any:
+    """An image given as `{bytes, path}`, raw bytes or a file name: its bytes when the record carries them,
+    else its file name (or whatever else was there, for the caller to refuse)."""
     if isinstance(image, dict):
         if image.get("bytes") is not None:
             return bytes(image["bytes"])
         image = image.get("path")
-    if isinstance(image, (bytes, bytearray)):
-        return bytes(image)
-    if isinstance(image, str):
-        return read_image_file(root, image)
-    raise BadRecord(f"missing image: no bytes or file name in {type(image).__name__}")
+    return bytes(image) if isinstance(image, (bytes, bytearray)) else image
+
+
+def image_bytes(image: Any, root: Path) -> bytes:
+    """Encoded bytes of one image given as `{bytes, path}`, raw bytes, or a file name under `root`."""
+    ref = image_reference(image)
+    if isinstance(ref, bytes):
+        return ref
+    if isinstance(ref, str):
+        return read_image_file(root, ref)
+    raise BadRecord(f"missing image: no bytes or file name in {type(ref).__name__}")
 
 
 # ---------------------------------------------------------------------------- containers

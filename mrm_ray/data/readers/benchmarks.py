@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mrm_ray.data.quarantine import BadRecord, NotSupported, Rejected
-from mrm_ray.data.readers.base import guarded, iter_dataset_rows, resolve_under
+from mrm_ray.data.readers.base import guarded, image_reference, iter_dataset_rows, resolve_under
 from mrm_ray.data.schema import canonical_pair
 from mrm_ray.model.inputs import RESPONSE_IMAGE
 
@@ -81,12 +81,9 @@ class Media:
         self.used_stand_in = False
 
     def __call__(self, image: Any) -> bytes:
-        if isinstance(image, dict):
-            if image.get("bytes") is not None:
-                return bytes(image["bytes"])
-            image = image.get("path")
-        if isinstance(image, (bytes, bytearray)):
-            return bytes(image)
+        image = image_reference(image)
+        if isinstance(image, bytes):
+            return image
         if not isinstance(image, str) or not image:
             raise BadRecord("missing image: no bytes or file name")
         for candidate in (resolve_under(self.root, image), resolve_under(self.root / "images", image)):
