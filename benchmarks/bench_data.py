@@ -222,7 +222,8 @@ def bench_scale(args, tiny: Path, work: Path) -> None:
 
     rows = []
     for scale in (1, 4):
-        source, image_bytes = image_source(work / f"scale{scale}", args.scale_pairs * scale, seed=scale)
+        source, image_bytes = image_source(work / f"scale{scale}", args.scale_pairs * scale, side=args.image_side,
+                                           seed=scale)
         fresh_ray(2, args.store_mb, work / f"spill-{scale}")
         monitor = StoreMonitor()
         start = time.perf_counter()
@@ -246,7 +247,8 @@ def bench_scale(args, tiny: Path, work: Path) -> None:
         monitor.stop()
         rows.append((scale, args.scale_pairs * scale, image_bytes, light, first, monitor.peak, monitor.spilled,
                      trained))
-    print(f"object store {args.store_mb} MB; image pairs of about 140 kB (noise JPEGs, 448 px)")
+    print(f"object store {args.store_mb} MB; one noise JPEG of {args.image_side} px per pair, "
+          f"{rows[0][2] / rows[0][1] / 1e3:.0f} kB on average")
     print(f"{'size':<5} {'pairs':>6} {'images MB':>10} {'light pass s':>13} {'first batch s':>14} "
           f"{'store peak':>11} {'spilled':>9}  training")
     for scale, n, image_bytes, light, first, peak, spilled, trained in rows:
@@ -268,6 +270,7 @@ def main() -> None:
     parser.add_argument("--read-pairs", type=int, default=2000)
     parser.add_argument("--scale-pairs", type=int, default=800)
     parser.add_argument("--store-mb", type=int, default=128)
+    parser.add_argument("--image-side", type=int, default=448, help="scale: the noise photos' side in pixels")
     args = parser.parse_args()
     if args.only in ("read", "scale"):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

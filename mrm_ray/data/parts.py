@@ -39,6 +39,9 @@ PLACE = ("_part", "_row")  # a row's part and its index there
 ROWS_PER_PART = 256
 BLOCK_ROWS = 128
 BLOCK_BYTES = 4 << 20  # image bytes per block: blocks stay small beside a small object store
+# Ray Data merges a task's outputs into blocks of up to its target_max_block_size (128 MiB by default): a whole
+# part of images, or a batch of encoded pixels, would be one block far past the store's budget, which then spills
+BLOCK_TARGET = 2 * BLOCK_BYTES
 
 
 @dataclass(frozen=True)

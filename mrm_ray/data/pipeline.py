@@ -33,8 +33,8 @@ from mrm_ray.config import DataConfig, to_dict, validate
 from mrm_ray.data.mixture import MixtureConfig, is_held_out, plan_counts, unit_hash
 from mrm_ray.data.quarantine import (BadRecord, NotSupported, Rejected, check_bad_fraction, summarize,
                                      write_quarantine)
-from mrm_ray.data.parts import (CHECKED_SCHEMA, PLACE, part_from_json, part_json, parts_dataset, plan_parts,
-                                read_part, selection)
+from mrm_ray.data.parts import (BLOCK_TARGET, CHECKED_SCHEMA, PLACE, part_from_json, part_json, parts_dataset,
+                                plan_parts, read_part, selection)
 from mrm_ray.data.schema import to_chat_messages
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class CheckPairs:
         return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
 
     def check(self, row: dict) -> dict:
-        from mrm_ray.model.inputs import END_OF_TURN
+        from mrm_ray.model.inputs import END_OF_TURN, prompt_text
         from mrm_ray.data.schema import ranked_pairs
         from mrm_ray.data.truncation import cut_response, fit_responses
         from mrm_ray.model.images import BadImage, check_image
@@ -79,8 +79,7 @@ class CheckPairs:
                 raise BadRecord(exc.reason) from None
             images.append(converted)
             sizes.append([width, height])
-        text = self.processor.apply_chat_template(to_chat_messages(row["prompt"]), add_generation_prompt=True,
-                                                  tokenize=False)
+        text = prompt_text(self.processor, to_chat_messages(row["prompt"]))
         prompt = len(self._ids(text)) + sum(self._image_tokens(w, h) - 1 for w, h in sizes)
         texts = [row["chosen"], row["rejected"], *(row.get("more_responses") or [])]
         ids = [self._ids(t + END_OF_TURN) for t in texts]
@@ -285,12 +284,15 @@ def prepare_mixture(mixture: MixtureConfig, *, processor_path: str | Path, data_
     """Read, check, quarantine, mix and split (the light pass); raises TooManyBadRecords past the threshold.
     The returned splits stream the heavy rows.
 
-    Sets this driver's Ray Data `preserve_order` from `data_config` (Ray Train's shards inherit it).
+    Sets this driver's Ray Data `preserve_order` from `data_config`, and its target block size to parts.py's
+    BLOCK_TARGET (Ray Train's shards inherit both).
     """
     import ray
     from ray.data import DataContext
 
-    DataContext.get_current().execution_options.preserve_order = data_config.preserve_order
+    context = DataContext.get_current()
+    context.execution_options.preserve_order = data_config.preserve_order
+    context.target_max_block_size = BLOCK_TARGET
     parts = plan_parts(mixture.sources, rows_per_part=data_config.rows_per_part)
     index_refs = (ray.data.from_items([{"part": part_json(p)} for p in parts], override_num_blocks=len(parts))
                   .map_batches(IndexParts, fn_constructor_kwargs={

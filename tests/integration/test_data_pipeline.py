@@ -156,3 +156,30 @@ def test_many_read_tasks_give_the_same_quarantine_counts_and_splits(ray_cluster,
             r["id"] for r in getattr(one, split).take_all())
     assert many.n_train == len(many.train.take_all()) and many.n_held_out == len(many.held_out.take_all())
     assert "images" not in many.mixed.column_names and many.mixed.num_rows == many.n_train + many.n_held_out
+
+
+def test_heavy_blocks_stay_under_the_target_size(ray_cluster, corpus, tiny_checkpoint, monkeypatch):
+    """Ray Data merges a task's outputs into blocks of up to its target size (128 MiB unless set): a part of
+    images, or a batch of encoded pixels, would then be one block far past a small object store. The
+    pipeline sets the target; with a small one, every encoded block holds at most the target plus one row."""
+    from ray.data import DataContext
+
+    import mrm_ray.data.pipeline as pipeline
+
+    context = DataContext.get_current()
+    before = context.target_max_block_size
+    monkeypatch.setattr(pipeline, "BLOCK_TARGET", 1 << 20)
+    try:
+        images = MixtureConfig(name="images", sources=(
+            SourceConfig(name="images", reader="chat_messages", path=str(corpus["image"])),))
+        data = prepare_mixture(images, processor_path=tiny_checkpoint, data_config=CONFIG)
+        assert context.target_max_block_size == 1 << 20
+        bundles = list(data.encode(data.train, batch_size=16).iter_internal_ref_bundles())
+    finally:
+        context.target_max_block_size = before
+    blocks = [m for b in bundles for m in b.metadata]
+    rows = sum(m.num_rows for m in blocks)
+    assert rows == data.n_train > 16
+    row_bytes = max(m.size_bytes / m.num_rows for m in blocks)
+    assert row_bytes > 100_000  # encoded pixels: a batch of 16 would be one block of over 1.6 MB
+    assert all(m.size_bytes <= (1 << 20) + row_bytes for m in blocks), [(m.num_rows, m.size_bytes) for m in blocks]
