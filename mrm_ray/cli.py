@@ -17,9 +17,9 @@ def shared_data_dir() -> Path:
 def _cmd_tiny(args: argparse.Namespace) -> int:
     from mrm_ray.model.tiny import build_tiny_checkpoint
 
-    out = build_tiny_checkpoint(args.out_dir, seed=args.seed, text_hidden=args.text_hidden,
+    out = build_tiny_checkpoint(args.out_dir, seed=args.seed, family=args.family, text_hidden=args.text_hidden,
                                 vision_hidden=args.vision_hidden)
-    print(f"tiny Qwen2.5-VL checkpoint written to {out}")
+    print(f"tiny {args.family} checkpoint written to {out}")
     return 0
 
 
@@ -179,6 +179,7 @@ def _cmd_configs(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from mrm_ray.jobs import JOBS
+    from mrm_ray.model.tiny import FAMILY_NAMES
 
     parser = argparse.ArgumentParser(prog="mrm-ray", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,8 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     configs = sub.add_parser("configs", help="list the shipped configs (what --config NAME picks) and their paths")
     configs.set_defaults(func=_cmd_configs)
 
-    tiny = sub.add_parser("tiny", help="write a tiny random Qwen2.5-VL checkpoint directory")
+    tiny = sub.add_parser("tiny", help="write a tiny random checkpoint directory of a supported family")
     tiny.add_argument("out_dir")
+    tiny.add_argument("--family", choices=FAMILY_NAMES, default="qwen2_5_vl",
+                      help="backbone family (default qwen2_5_vl)")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--text-hidden", type=int, default=64)
     tiny.add_argument("--vision-hidden", type=int, default=64)

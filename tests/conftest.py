@@ -36,6 +36,21 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def family_checkpoint(tmp_path_factory, tiny_checkpoint):
+    """family name -> its tiny checkpoint, each built once per session (qwen2_5_vl: `tiny_checkpoint`)."""
+    from mrm_ray.model.tiny import build_tiny_checkpoint
+
+    built = {"qwen2_5_vl": tiny_checkpoint}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_checkpoint(tmp_path_factory.mktemp(family) / "tiny", seed=0, family=family)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def processor(tiny_checkpoint):
     from mrm_ray.model.processor import load_processor
 

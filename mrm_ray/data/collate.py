@@ -64,9 +64,10 @@ class PairCollate(NumpyBatchCollateFn):
     """
 
     def __init__(self, *, pad_token_id: int, packed: bool = True, padding_side: str = "right",
-                 sources: list[str] | None = None, row_tokens: int | None = None) -> None:
+                 sources: list[str] | None = None, row_tokens: int | None = None, share_prompt: bool = True) -> None:
         self.pad_token_id = pad_token_id
         self.packed = packed
+        self.share_prompt = share_prompt  # False: one response per row (model/families.py)
         self.padding_side = padding_side
         self.sources = list(sources or [])
         self.row_tokens = row_tokens
@@ -80,7 +81,7 @@ class PairCollate(NumpyBatchCollateFn):
             return batch, [1] * len(rows)
         groups = [record_group(r) for r in rows]
         batch = collate_groups(groups, pad_token_id=self.pad_token_id, padding_side=self.padding_side,
-                               row_tokens=self.row_tokens)
+                               row_tokens=self.row_tokens, share_prompt=self.share_prompt)
         return batch, [len(g["pairs"]) for g in groups]
 
     def pairs(self, rows: Sequence[dict]) -> dict:

@@ -53,11 +53,11 @@ class CheckPairs:
         self.processor = load_processor(processor_path, min_pixels=self.config.min_pixels,
                                         max_pixels=self.config.max_pixels)
         self.tokenizer = self.processor.tokenizer
-        self.merge = self.processor.image_processor.merge_size
+        self.vision = self.processor.image_processor is not None  # False: a text-only backbone
 
     def _image_tokens(self, width: int, height: int) -> int:
         patches = self.processor.image_processor.get_number_of_image_patches(height, width, {})
-        return patches // self.merge**2
+        return patches // self.processor.image_processor.merge_size**2
 
     def _ids(self, text: str) -> np.ndarray:
         return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
@@ -71,6 +71,8 @@ class CheckPairs:
         if row.get("chosen_images") or row.get("rejected_images"):
             raise NotSupported("images inside responses (training reads text responses; `mrm-ray evaluate` and "
                                "the scorer take them)")
+        if row["images"] and not self.vision:
+            raise NotSupported("images, by a text-only backbone (a vision-language member scores them)")
         images, sizes = [], []
         for data in row["images"]:
             try:
@@ -122,8 +124,8 @@ class EncodePairs:
         columns: dict[str, list] = {k: [] for k in (
             "id", "source", "margin", "prompt_ids", "prompt_mm_token_type_ids", "chosen_ids", "rejected_ids",
             "more_ids", "more_lengths", "scores", "pixel_values", "image_grid_thw")}
-        patch_dim = 3 * self.encoder.processor.image_processor.temporal_patch_size * (
-            self.encoder.processor.image_processor.patch_size ** 2)
+        images = self.encoder.processor.image_processor  # None: a text-only backbone
+        patch_dim = 0 if images is None else 3 * images.temporal_patch_size * images.patch_size ** 2
         for row in table.to_pylist():
             more = row.get("more_responses") or []
             feats = self.encoder.encode_group(to_chat_messages(row["prompt"]), row["images"],

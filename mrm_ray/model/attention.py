@@ -81,7 +81,8 @@ def register() -> str:
 
 
 def use_for_vision_tower(backbone) -> None:
-    """Switch a loaded Qwen2.5-VL backbone's vision tower to the one-call attention."""
+    """Switch a loaded backbone's vision tower to the one-call attention (the Qwen vision towers hand
+    `cu_seqlens` to any implementation whose name says flash)."""
     register()
     backbone.visual.config._attn_implementation = NAME
 
@@ -211,14 +212,14 @@ def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     return full.reshape(b, length, h, d), None
 
 
-def use_grouped_attention(backbone) -> None:
+def use_grouped_attention(language_model) -> None:
     """Route the language model's attention through `grouped_attention` (idempotent); calls
     without a plan keep the implementation it was loaded with."""
     import functools
 
     from transformers import AttentionInterface
 
-    config = backbone.language_model.config
+    config = language_model.config
     loaded = config._attn_implementation
     if loaded.startswith(GROUPED):
         return

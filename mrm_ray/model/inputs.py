@@ -66,6 +66,20 @@ def as_messages(prompt: str | Sequence[Mapping], n_images: int) -> list[dict]:
     return messages
 
 
+_REPLY = "\ue000"  # a private-use character standing for the reply while the template renders it
+
+
+def prompt_text(processor, messages: Sequence[Mapping]) -> str:
+    """The chat template's rendering of `messages` followed by an assistant reply, cut where the reply's text
+    starts: the prompt as the template writes it before a final answer (for Qwen3 and Qwen3.5 that includes
+    the empty think block their templates put there), so prompt + response is the template's own rendering
+    of the whole conversation, up to the `<|im_end|>` the reward is read at."""
+    text = processor.apply_chat_template([*messages, {"role": "assistant", "content": _REPLY}], tokenize=False)
+    if text.count(_REPLY) != 1:
+        raise ValueError("the chat template did not render the assistant reply once; cannot place the response")
+    return text[:text.index(_REPLY)]
+
+
 def load_image(image: Any):
     """A PIL RGB image from encoded bytes, a `{bytes: ...}` struct or a PIL image; never a path."""
     from PIL import Image
@@ -92,7 +106,7 @@ class PairEncoder:
     def encode_prompt(self, prompt: str | Sequence[Mapping], images: Sequence[Any] = ()) -> dict[str, np.ndarray]:
         pil_images = [load_image(im) for im in images]
         messages = as_messages(prompt, len(pil_images))
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = prompt_text(self.processor, messages)
         enc = self.processor(text=[text], images=pil_images or None, return_tensors="np")
         out = {
             "prompt_ids": enc["input_ids"][0].astype(np.int64),

@@ -91,13 +91,32 @@ def _vision(features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
     }
 
 
+def unshared(groups: Sequence[Mapping]) -> list[dict]:
+    """Each response as a group of its own with a copy of its prompt (the two-sequence layout), in the same
+    order, so rewards and the pairs' indices into them are unchanged (a group's pairs ride on its first)."""
+    out = []
+    for g in groups:
+        for k, response in enumerate(g["responses"]):
+            single = {key: v for key, v in g.items() if key not in ("responses", "pairs", "margins")}
+            if k == 0 and "pairs" in g:
+                single.update(pairs=g["pairs"], margins=g.get("margins"))
+            out.append({**single, "responses": [response]})
+    return out
+
+
 def collate_groups(groups: Sequence[Mapping], *, pad_token_id: int, padding_side: str = "right",
-                   row_tokens: int | None = None) -> dict[str, torch.Tensor]:
+                   row_tokens: int | None = None, share_prompt: bool = True) -> dict[str, torch.Tensor]:
     """Groups (`prompt_ids`, `prompt_mm_token_type_ids`, `responses`, images?, `pairs`?, `margins`?)
     -> one packed batch. Rewards come back per response in the groups' order (`reward_index`);
-    `chosen_index` / `rejected_index` (P,) name the pairs to train on, into that order."""
+    `chosen_index` / `rejected_index` (P,) name the pairs to train on, into that order.
+
+    `share_prompt=False` (a backbone whose layers carry state along the row, model/families.py): every
+    response in its own row with its own copy of the prompt, right-padded, so nothing follows its reward
+    token but padding."""
     if padding_side not in PADDING_SIDES:
         raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
+    if not share_prompt:
+        groups, row_tokens, padding_side = unshared(groups), None, "right"
     for g in groups:
         if not g["responses"] or any(len(r) == 0 for r in g["responses"]):
             raise ValueError("every group needs at least one response, and no response may be empty")

@@ -1,6 +1,8 @@
-"""Qwen2.5-VL backbone + MLP reward head: a scalar reward read at the last real token.
+"""A backbone of any supported family + MLP reward head: a scalar reward read at the last real token.
 
-`from_pretrained` takes a plain Qwen2.5-VL checkpoint (fresh head) or a reward checkpoint
+The family (model/families.py) comes from the checkpoint's config: Qwen2-VL, Qwen2.5-VL,
+Qwen3-VL, Qwen3.5, or a text-only Qwen2 / Qwen3 LM. `from_pretrained` takes a plain
+checkpoint of the family (fresh head) or a reward checkpoint
 written by `save_pretrained`: the backbone in Hugging Face safetensors, the head in
 `reward_head.safetensors`, and `reward_config.json` (head settings, score statistics for
 ensemble normalisation, provenance). No pickle, no remote code.
@@ -9,6 +11,7 @@ ensemble normalisation, provenance). No pickle, no remote code.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -17,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from mrm_ray.model import families
 
 from mrm_ray.atomic import atomic_dir
 from mrm_ray.config import HeadConfig, to_dict, validate
@@ -27,6 +32,8 @@ from mrm_ray.model.packing import SEG_PROMPT, dense_attention_mask, last_index
 from mrm_ray.model.reward_checkpoint import HEAD_WEIGHTS, REWARD_CONFIG, is_reward_checkpoint
 
 FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
+_SAID: set[str] = set()  # families whose layout fallback was logged in this process
 
 
 class RewardModel(nn.Module):
@@ -36,10 +43,16 @@ class RewardModel(nn.Module):
                  score_mean: float = 0.0, score_std: float = 1.0,
                  provenance: Mapping[str, Any] | None = None, packed_attention: str = "auto") -> None:
         super().__init__()
-        use_grouped_attention(backbone)
+        self.family = families.family_of(backbone.config)
+        if not self.family.shares_prompt and self.family.name not in _SAID:
+            _SAID.add(self.family.name)
+            logger.warning("%s: its linear-attention layers carry a state along the row, so responses cannot share "
+                           "a prompt exactly; each response runs in its own row with its own copy of the prompt "
+                           "(the two-sequence layout)", self.family.name)
+        use_grouped_attention(families.language_model(backbone))
         self.packed_attention = packed_attention  # attention.KERNELS: auto | varlen | sdpa | dense
         self.backbone = backbone
-        self.head = RewardHead(backbone.config.text_config.hidden_size, head_config)
+        self.head = RewardHead(families.text_config(backbone.config).hidden_size, head_config)
         self.head_config = head_config
         self.score_mean = float(score_mean)
         self.score_std = float(score_std)
@@ -50,18 +63,19 @@ class RewardModel(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike, *, head: HeadConfig | None = None,
                         dtype: torch.dtype | str = torch.float32, attn_implementation: str = "sdpa",
                         vision_attention: str = "batched", packed_attention: str = "auto") -> "RewardModel":
-        """Load a reward checkpoint, or wrap a plain Qwen2.5-VL checkpoint with a new head.
+        """Load a reward checkpoint, or wrap a plain checkpoint of a supported family with a new head.
 
         `vision_attention="batched"` runs the vision tower's windowed SDPA attention as one
         call per layer (model/attention.py); "windows" keeps transformers' loop.
         `packed_attention` is the kernel for packed groups: auto (flash varlen on CUDA in half
         precision, padded SDPA elsewhere), varlen, sdpa, or dense (the 4D-mask reference)."""
-        from transformers import Qwen2_5_VLModel
+        from transformers import AutoConfig
 
         path = Path(path)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        backbone = Qwen2_5_VLModel.from_pretrained(
+        family = families.family_of(AutoConfig.from_pretrained(path, trust_remote_code=False))
+        backbone = family.transformers_class().from_pretrained(
             path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=False,
             use_safetensors=True)
         _set_vision_attention(backbone, attn_implementation, vision_attention)
@@ -88,12 +102,13 @@ class RewardModel(nn.Module):
         """The architecture in `path/config.json` with random weights: for sizing and speed runs
         of a full-size model before (or without) its checkpoint. Partitioned at construction
         under ZeRO-3, as `from_pretrained` is."""
-        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
+        from transformers import AutoConfig
 
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        config = Qwen2_5_VLConfig.from_pretrained(path)
-        backbone = Qwen2_5_VLModel._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        backbone = families.family_of(config).transformers_class()._from_config(
+            config, dtype=dtype, attn_implementation=attn_implementation)
         _set_vision_attention(backbone, attn_implementation, vision_attention)
         model = cls(backbone, head or HeadConfig(), provenance={"base_model": f"{path} (random init)"},
                     packed_attention=packed_attention)
@@ -132,8 +147,16 @@ class RewardModel(nn.Module):
         """Rewards z-normalised by the statistics stored with the checkpoint."""
         return (rewards - self.score_mean) / self.score_std
 
+    @property
+    def shares_prompt(self) -> bool:
+        """Whether packed groups are exact for this family (model/families.py); else one response per row."""
+        return self.family.shares_prompt
+
     def _positions(self, input_ids, mm_token_type_ids, image_grid_thw, keep: torch.Tensor) -> torch.Tensor:
-        """(3, B, L) M-RoPE positions of the tokens where `keep` is True, by the model's own rule."""
+        """(A, B, L) positions of the tokens where `keep` is True, by the model's own rule: M-RoPE's three
+        axes for vision families (`get_rope_index`), one axis counting the kept tokens for text-only ones."""
+        if not self.family.vision:
+            return (keep.long().cumsum(-1) - 1).clamp(min=0)[None]
         positions, _ = self.backbone.get_rope_index(
             input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw,
             attention_mask=keep.long())
@@ -141,7 +164,7 @@ class RewardModel(nn.Module):
 
     def _group_positions(self, input_ids, mm_token_type_ids, image_grid_thw, segment_ids, group_ids,
                          token_offset) -> torch.Tensor:
-        """(3, R, L) positions of packed groups: each prompt's by `get_rope_index` over the prompts
+        """(A, R, L) positions of packed groups: each prompt's by the model's rule over the prompts
         alone (one per row of a (G, longest prompt) batch, images in order), each response's
         continuing from its prompt's next position, as if it were the only one."""
         flat_ids, flat_seg, flat_group = input_ids.reshape(-1), segment_ids.reshape(-1), group_ids.reshape(-1)
@@ -153,17 +176,23 @@ class RewardModel(nn.Module):
         mm = mm_token_type_ids.new_zeros(n_groups, longest)
         valid = torch.zeros(n_groups, longest, dtype=torch.bool, device=input_ids.device)
         ids[g, off], mm[g, off], valid[g, off] = flat_ids[at], mm_token_type_ids.reshape(-1)[at], True
-        prompt_pos = self._positions(ids, mm, image_grid_thw, valid)  # (3, G, longest)
+        prompt_pos = self._positions(ids, mm, image_grid_thw, valid)  # (A, G, longest)
         next_pos = torch.where(valid[None], prompt_pos, -1).amax(dim=(0, 2)) + 1  # (G,)
-        positions = torch.zeros(3, flat_ids.numel(), dtype=prompt_pos.dtype, device=input_ids.device)
+        positions = torch.zeros(len(prompt_pos), flat_ids.numel(), dtype=prompt_pos.dtype, device=input_ids.device)
         positions[:, at] = prompt_pos[:, g, off]
         resp = torch.nonzero(flat_seg > SEG_PROMPT).squeeze(1)
         positions[:, resp] = (next_pos[flat_group[resp]] + flat_offset[resp])[None]
-        return positions.reshape(3, *input_ids.shape)
+        return positions.reshape(len(prompt_pos), *input_ids.shape)
 
     def _hidden(self, input_ids, attention_mask, position_ids, pixel_values, image_grid_thw, **kwargs) -> torch.Tensor:
+        if self.family.vision:
+            kwargs.update(pixel_values=pixel_values, image_grid_thw=image_grid_thw)
+        else:
+            if pixel_values is not None:
+                raise ValueError(f"a text-only {self.family.name} reward model takes no images")
+            position_ids = position_ids[0]  # one axis: (B, L)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            pixel_values=pixel_values, image_grid_thw=image_grid_thw, use_cache=False, **kwargs)
+                            use_cache=False, **kwargs)
         return out.last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor,
@@ -216,6 +245,8 @@ class RewardModel(nn.Module):
 def _set_vision_attention(backbone, attn_implementation: str, vision_attention: str) -> None:
     if vision_attention not in ("batched", "windows"):
         raise ValueError(f"vision_attention must be batched or windows, got {vision_attention!r}")
+    if families.vision_tower(backbone) is None:
+        return
     if vision_attention == "batched" and attn_implementation == "sdpa":  # eager stays eager (debugging)
         from mrm_ray.model.attention import use_for_vision_tower
 

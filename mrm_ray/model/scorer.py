@@ -102,7 +102,8 @@ class Scorer:
             for chunk in tqdm(chunks, desc="score", disable=not progress):
                 batch = collate_groups([{k: v for k, v in groups[j].items() if k not in ("pairs", "margins")}
                                         for j in chunk], pad_token_id=self.encoder.pad_token_id,
-                                       row_tokens=self.max_batch_tokens)  # rewards per response, not pairs
+                                       row_tokens=self.max_batch_tokens,  # rewards per response, not pairs
+                                       share_prompt=self.model.shares_prompt)
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 rewards = iter(self.model(**batch).float().tolist())
                 for j in chunk:

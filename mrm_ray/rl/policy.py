@@ -21,15 +21,18 @@ from mrm_ray.rl.grpo import token_logprobs
 
 class Policy:
     def __init__(self, path: str, *, dtype: str = "float32", device: str = "cpu", max_pixels: int | None = None) -> None:
-        from transformers import Qwen2_5_VLForConditionalGeneration
+        from transformers import AutoConfig
 
-        from mrm_ray.model.processor import load_processor
+        from mrm_ray.model import families
         from mrm_ray.model.attention import use_for_vision_tower
+        from mrm_ray.model.processor import load_processor
 
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        family = families.family_of(AutoConfig.from_pretrained(path, trust_remote_code=False))
+        self.model = family.transformers_class("generator").from_pretrained(
             path, dtype=getattr(torch, dtype), attn_implementation="sdpa", trust_remote_code=False,
             use_safetensors=True).to(device)
-        use_for_vision_tower(self.model.model)
+        if family.vision:
+            use_for_vision_tower(self.model.model)
         self.device = torch.device(device)
         self.encoder = PairEncoder(load_processor(path, max_pixels=max_pixels))
         self.tokenizer = self.encoder.tokenizer

@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from mrm_ray.model import families
 
 def split_rewards(out) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen, rejected) from a packed forward (a tuple) or a two-sequence one (2B rewards)."""
@@ -42,8 +43,8 @@ def build_model(run, *, ds_config: dict):
                  attn_implementation=run.model.attn_implementation, vision_attention=run.model.vision_attention,
                  packed_attention=run.model.packed_attention)
     del keep
-    if run.train.freeze_vision:
-        model.backbone.visual.requires_grad_(False)
+    if run.train.freeze_vision and families.vision_tower(model.backbone) is not None:
+        families.vision_tower(model.backbone).requires_grad_(False)
     if run.train.gradient_checkpointing:
         model.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if run.train.lora is not None:
@@ -55,8 +56,9 @@ def apply_lora(model, lora):
     """LoRA adapters on the language model's projections; the head stays fully trainable."""
     from peft import LoraConfig, get_peft_model
 
+    inside = r".*language_model.*\." if families.vision_tower(model.backbone) is not None else r".*layers.*\."
     config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=r".*language_model.*\.(" + "|".join(lora.target_modules) + ")")
+                        target_modules=inside + "(" + "|".join(lora.target_modules) + ")")
     model.backbone = get_peft_model(model.backbone, config)
     model.head.requires_grad_(True)
     return model
@@ -238,7 +240,8 @@ def train_loop_per_worker(cfg: dict) -> None:
         progress.restored(state["step"], fingerprint)
     budget = run.train.max_tokens_per_micro_batch
     collate = PairCollate(pad_token_id=cfg["pad_token_id"], packed=run.model.pair_forward == "packed",
-                          sources=cfg["sources"], row_tokens=budget)
+                          sources=cfg["sources"], row_tokens=budget,
+                          share_prompt=engine.module.shares_prompt)
     evaluator = Evaluator(cfg["sources"])
     train_shard, held_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("held_out")
     device = engine.device

@@ -1,0 +1,129 @@
+"""Every supported family: a real tiny checkpoint, the template's own rendering, and packed groups that
+equal each response alone (rewards and gradients); Qwen3.5's recurrent layers fall back to one response
+per row, and sharing the prompt there would be wrong."""
+
+import io
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from mrm_ray.model.families import FAMILIES, UnsupportedArchitecture, family_named, family_of
+from mrm_ray.model.inputs import END_OF_TURN, PairEncoder, prompt_text
+from mrm_ray.model.packing import collate_groups, collate_sequences
+from mrm_ray.model.processor import TextOnly, load_processor
+from mrm_ray.model.reward_model import RewardModel
+from mrm_ray.model.tiny import FAMILY_NAMES, TINY, chat_template
+
+CONFIG_CLASS = {"qwen2_vl": "Qwen2VLConfig", "qwen2_5_vl": "Qwen2_5_VLConfig", "qwen3_vl": "Qwen3VLConfig",
+                "qwen3_5": "Qwen3_5Config", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
+WORDS = "the a red blue shape image shows is there cat dog on table two three left right why".split()
+
+
+def _image(rng: random.Random) -> bytes:
+    from PIL import Image
+
+    w, h = rng.randint(20, 200), rng.randint(20, 200)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(rng.randint(0, 10**6)).integers(0, 255, (h, w, 3), np.uint8)).save(
+        buf, format="PNG")
+    return buf.getvalue()
+
+
+def _text(rng, lo, hi):
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+@pytest.fixture(scope="module", params=FAMILY_NAMES)
+def family(request, family_checkpoint):
+    path = family_checkpoint(request.param)
+    return request.param, path, RewardModel.from_pretrained(path).eval(), PairEncoder(load_processor(path))
+
+
+def test_every_family_is_a_real_checkpoint_of_its_config_class(family):
+    from transformers import AutoConfig
+
+    name, path, model, encoder = family
+    config = AutoConfig.from_pretrained(path)
+    assert type(config).__name__ == CONFIG_CLASS[name]
+    assert family_of(config).name == name == model.family.name
+    assert (path / "model.safetensors").is_file() and not list(path.glob("*.bin"))
+    assert (path / "chat_template.jinja").read_text() == chat_template(TINY[name].template)
+    tok = encoder.tokenizer
+    ids = [tok.convert_tokens_to_ids(t) for t in TINY[name].tokens]
+    assert len(set(ids)) == len(ids) and min(ids) >= len(tok) - len(ids)  # the family's tokens, after the vocabulary
+    for token in TINY[name].tokens:
+        assert tok(token, add_special_tokens=False)["input_ids"] == [tok.convert_tokens_to_ids(token)]
+    if family_named(name).vision:
+        assert config.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
+        assert config.vision_start_token_id == tok.convert_tokens_to_ids("<|vision_start|>")
+        pre = json.loads((path / "preprocessor_config.json").read_text())
+        assert pre["patch_size"] == TINY[name].patch_size == encoder.processor.image_processor.patch_size
+    else:
+        assert not (path / "preprocessor_config.json").exists()
+    if name == "qwen3_5":
+        assert config.text_config.layer_types.count("linear_attention") == 3
+
+
+def test_prompt_and_response_are_the_templates_own_rendering_of_the_conversation(family):
+    name, _, _, encoder = family
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Which shape is red?"}]}]
+    whole = encoder.processor.apply_chat_template(
+        [*messages, {"role": "assistant", "content": "The square."}], tokenize=False)
+    assert whole.startswith(prompt_text(encoder.processor, messages) + "The square." + END_OF_TURN)
+    if name in ("qwen3", "qwen3_5"):  # thinking templates: a final answer follows an empty think block
+        assert prompt_text(encoder.processor, messages).endswith("<think>\n\n</think>\n\n")
+
+
+def test_packed_groups_equal_each_response_alone(family):
+    """Rewards and every parameter's gradient, several groups per row, against one padded row per response."""
+    name, _, model, encoder = family
+    rng = random.Random(name)
+    vision = model.family.vision
+    groups = []
+    for n_images in (0, 1, 2):
+        images = [_image(rng) for _ in range(n_images if vision else 0)]
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": _text(rng, 1, 8)}]
+        groups.append(encoder.encode_group([{"role": "user", "content": content}], images,
+                                           [_text(rng, 1, 20) for _ in range(rng.randint(1, 4))]))
+    reference = collate_sequences([{**{k: v for k, v in g.items() if k != "responses"}, "response_ids": r}
+                                   for g in groups for r in g["responses"]], pad_token_id=encoder.pad_token_id)
+    weights = torch.randn(sum(len(g["responses"]) for g in groups), generator=torch.Generator().manual_seed(0))
+
+    def run(batch):
+        model.zero_grad(set_to_none=True)
+        rewards = model(**batch)
+        (rewards * weights).sum().backward()
+        return rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    want, want_grads = run(reference)
+    batch = collate_groups(groups, pad_token_id=encoder.pad_token_id, row_tokens=10_000,
+                           share_prompt=model.shares_prompt)
+    got, got_grads = run(batch)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    assert got_grads.keys() == want_grads.keys()
+    for key in want_grads:
+        torch.testing.assert_close(got_grads[key], want_grads[key], atol=1e-4, rtol=1e-3, msg=key)
+    if model.shares_prompt:
+        assert batch["input_ids"].shape[0] == 1  # every group in one row, each prompt once
+    else:  # Qwen3.5: one response per row; sharing the prompt would carry a response's state into the next
+        assert batch["input_ids"].shape[0] == len(weights)
+        with torch.no_grad():
+            shared = model(**collate_groups(groups, pad_token_id=encoder.pad_token_id, row_tokens=10_000))
+        assert (shared - want).abs().max() > 1e-3
+    model.zero_grad(set_to_none=True)
+
+
+def test_an_unsupported_architecture_names_the_supported_ones():
+    with pytest.raises(UnsupportedArchitecture, match="qwen2_5_vl.*qwen3_5.*qwen3"):
+        family_of({"model_type": "llama"})
+    assert set(FAMILY_NAMES) <= set(FAMILIES)
+
+
+def test_a_text_only_processor_refuses_images(family_checkpoint):
+    processor = load_processor(family_checkpoint("qwen2"))
+    with pytest.raises(TextOnly, match="route image items"):
+        processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}],
+                                      tokenize=False)
