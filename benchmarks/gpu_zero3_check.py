@@ -92,9 +92,9 @@ def run_check(args) -> dict:
 
     from mrm_ray.config import load_run_config
     from mrm_ray.model.packing import collate_packed
-    from mrm_ray.model.published import PUBLISHED, published_config_dir
+    from mrm_ray.model.published import PUBLISHED, published_config, published_config_dir
     from mrm_ray.train.loop import _to, make_engine, train_micro_step
-    from mrm_ray.train.plan import GIB, estimate, format_plan
+    from mrm_ray.train.plan import GIB, architecture, estimate, format_plan
 
     on_gpu = args.device == "cuda"
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(args.port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
@@ -168,7 +168,8 @@ def run_check(args) -> dict:
                       peak_reserved_gib=torch.cuda.max_memory_reserved() / GIB,
                       device_used_now_gib=(total - free) / GIB)
     if args.arch in PUBLISHED and not args.config_dir:
-        plan = estimate(PUBLISHED[args.arch], run.train, gpus=1, tokens_per_pair=row_tokens, image_tokens=image_tokens)
+        plan = estimate(architecture(published_config(args.arch)), run.train, gpus=1, tokens_per_pair=row_tokens,
+                        image_tokens=image_tokens)
         result["plan_total_gib"] = plan.total / GIB
         result["plan"] = format_plan(args.arch, plan, gpus=1, gpu_mem_gib=round(result.get("gpu_total_gib", 80)),
                                      train=run.train)

@@ -135,8 +135,8 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from mrm_ray.config import load_run_config
-    from mrm_ray.model.published import PUBLISHED
-    from mrm_ray.train.plan import estimate, format_plan
+    from mrm_ray.model.published import PUBLISHED, published_config
+    from mrm_ray.train.plan import architecture, estimate, format_plan
 
     from mrm_ray import presets
 
@@ -144,9 +144,30 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if path.stem not in PUBLISHED:
         raise SystemExit(f"unknown preset {args.preset!r}; presets with published architectures: {sorted(PUBLISHED)}")
     run = load_run_config(str(path), args.overrides)
-    plan = estimate(PUBLISHED[path.stem], run.train, gpus=args.gpus, tokens_per_pair=args.tokens,
+    plan = estimate(architecture(published_config(path.stem)), run.train, gpus=args.gpus, tokens_per_pair=args.tokens,
                     image_tokens=args.image_tokens)
     print(format_plan(path.stem, plan, gpus=args.gpus, gpu_mem_gib=args.gpu_mem, train=run.train))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mrm_ray.model.processor import load_processor
+    from mrm_ray.model.reward_checkpoint import resolve
+    from mrm_ray.model.reward_model import RewardModel
+    from mrm_ray.model.seq_cls import export_seq_cls
+
+    path = resolve(args.model)
+    model = RewardModel.from_pretrained(path)
+    if args.format == "hf-seq-cls":
+        try:
+            out = export_seq_cls(model, args.out, processor=load_processor(path))
+        except ValueError as exc:
+            raise SystemExit(f"cannot export {args.model} as hf-seq-cls: {exc}") from None
+        print(f"{model.family.seq_cls} checkpoint written to {out} (score bias "
+              f"{float(model.head.mlp[-1].bias):+.6f} kept in config.json; transformers' scores are ours minus it)")
+    else:
+        out = model.save_pretrained(args.out, processor=load_processor(path))
+        print(f"reward checkpoint written to {out}")
     return 0
 
 
@@ -217,8 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     scoring_options(demo)
     demo.set_defaults(func=_cmd_demo)
 
+    export = sub.add_parser("export", help="write a reward model in another format (hf-seq-cls: transformers' "
+                                           "*ForSequenceClassification; reward: our reward checkpoint)")
+    export.add_argument("model", help="a reward checkpoint, a sequence-classification checkpoint, or tiny:SEED")
+    export.add_argument("out")
+    export.add_argument("--format", choices=("hf-seq-cls", "reward"), required=True)
+    export.set_defaults(func=_cmd_export)
+
     plan = sub.add_parser("plan", help="per-GPU memory estimate of a training preset")
-    plan.add_argument("preset", help="qwen2_5_vl_3b | qwen2_5_vl_7b | qwen2_5_vl_32b | qwen2_5_vl_72b (or its YAML)")
+    plan.add_argument("preset", help="a train preset with a published architecture: qwen2_5_vl_3b ... qwen2_5_vl_72b, "
+                                     "qwen3_vl_2b ... qwen3_vl_32b, qwen3_5_9b, qwen3_5_27b (or its YAML)")
     plan.add_argument("--gpus", type=int, required=True)
     plan.add_argument("--gpu-mem", type=float, required=True, help="GiB per GPU, e.g. 80")
     plan.add_argument("--tokens", type=int, default=4096, help="packed tokens per pair (prompt + both responses)")

@@ -119,7 +119,12 @@ def _describe(cls, error: dict, where: str) -> str:
     return f"{path or cls.__name__}: {message}{shown}"
 
 ACTIVATIONS = ("silu", "tanh", "relu", "none")
-TINY_MODEL = "tiny"  # model.path value: build (once) and use the tiny random checkpoint
+TINY_MODEL = "tiny"  # model.path value: build (once) and use the tiny random checkpoint; tiny:FAMILY for a family's
+
+
+def is_tiny(path: str) -> bool:
+    """`tiny` (the tiny random Qwen2.5-VL) or `tiny:FAMILY` (mrm-ray tiny --family)."""
+    return path == TINY_MODEL or path.startswith(TINY_MODEL + ":")
 PAIR_FORWARDS = ("packed", "two_sequence")
 
 
@@ -387,5 +392,5 @@ def load_run_config(path: str | None, overrides: list[str] = ()) -> RunConfig:
         return path if is_uri(path) else str(Path(path).expanduser().resolve())
 
     output_dir = absolute(run.output_dir)
-    model_path = run.model.path if run.model.path == TINY_MODEL else absolute(run.model.path)
+    model_path = run.model.path if is_tiny(run.model.path) else absolute(run.model.path)
     return dataclasses.replace(run, output_dir=output_dir, model=dataclasses.replace(run.model, path=model_path))

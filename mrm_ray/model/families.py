@@ -31,6 +31,16 @@ class Family:
     seq_cls: str = ""  # the `*ForSequenceClassification` architecture name (transformers' or vLLM's)
     shares_prompt: bool = True  # packed groups (one prompt, many responses) are exact
     deepstack: bool = False  # visual features also added at early LM layers (handled inside the backbone)
+    # backbone module prefix -> the prefix its published checkpoints store it under (Qwen2-VL and Qwen2.5-VL keep
+    # their original layout: the vision tower at the top, the decoder under `model.`)
+    saved_prefixes: tuple[tuple[str, str], ...] = (("", "model."),)
+
+    def saved_name(self, key: str) -> str:
+        """A backbone parameter's name in the family's published checkpoint layout."""
+        for inside, saved in self.saved_prefixes:
+            if key.startswith(inside):
+                return saved + key[len(inside):]
+        raise KeyError(key)
 
     def transformers_class(self, role: str = "backbone"):
         import transformers
@@ -43,12 +53,14 @@ class Family:
         return 3 if self.vision else 1
 
 
+_QWEN2_VL_LAYOUT = (("visual.", "visual."), ("language_model.", "model."))
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("qwen2_vl", ("qwen2_vl",), "Qwen2VLModel", "Qwen2VLForConditionalGeneration", "Qwen2VLConfig",
-           vision=True, processor="Qwen2VLProcessor", seq_cls="Qwen2VLForSequenceClassification"),
+           vision=True, processor="Qwen2VLProcessor", seq_cls="Qwen2VLForSequenceClassification",
+           saved_prefixes=_QWEN2_VL_LAYOUT),
     Family("qwen2_5_vl", ("qwen2_5_vl",), "Qwen2_5_VLModel", "Qwen2_5_VLForConditionalGeneration",
            "Qwen2_5_VLConfig", vision=True, processor="Qwen2_5_VLProcessor",
-           seq_cls="Qwen2_5_VLForSequenceClassification"),
+           seq_cls="Qwen2_5_VLForSequenceClassification", saved_prefixes=_QWEN2_VL_LAYOUT),
     Family("qwen3_vl", ("qwen3_vl",), "Qwen3VLModel", "Qwen3VLForConditionalGeneration", "Qwen3VLConfig",
            vision=True, processor="Qwen3VLProcessor", seq_cls="Qwen3VLForSequenceClassification", deepstack=True),
     Family("qwen3_vl_moe", ("qwen3_vl_moe",), "Qwen3VLMoeModel", "Qwen3VLMoeForConditionalGeneration",

@@ -1,7 +1,8 @@
 """What a reward-checkpoint reference names, and where its files are: the one place that knows.
 
 A reference is a directory written by `RewardModel.save_pretrained` (what a training run
-exports), an object-store URI of one (`s3://bucket/run/reward_model`, copied to a local
+exports) or a Hugging Face `*ForSequenceClassification` reward model (model/seq_cls.py),
+an object-store URI of one (`s3://bucket/run/reward_model`, copied to a local
 cache on first use), or `tiny:SEED`: a tiny random reward checkpoint built on first use
 (demos and tests). Serving members, evaluation, ensemble fitting and the GRPO job all
 resolve references here.
@@ -23,6 +24,21 @@ def is_reward_checkpoint(path: str | os.PathLike) -> bool:
     return (Path(path) / REWARD_CONFIG).is_file()
 
 
+def is_seq_cls(path: str | os.PathLike) -> bool:
+    """A local directory holding a `*ForSequenceClassification` checkpoint (config.json names one)."""
+    import json
+
+    config = Path(path) / "config.json"
+    if not config.is_file() or is_reward_checkpoint(path):
+        return False
+    return any(a.endswith("ForSequenceClassification") for a in json.loads(config.read_text()).get("architectures") or ())
+
+
+def is_reward_model(path: str | os.PathLike) -> bool:
+    """Either kind of scoring checkpoint."""
+    return is_reward_checkpoint(path) or is_seq_cls(path)
+
+
 def tiny_seed(ref: str) -> int | None:
     """SEED of a `tiny:SEED` reference, None for any other reference; ValueError for a bad seed."""
     if not ref.startswith(TINY_PREFIX):
@@ -39,7 +55,7 @@ def check_reference(ref: str) -> None:
 
     if tiny_seed(ref) is not None or storage.is_uri(ref):  # built, or fetched (and checked) on first use
         return
-    if not is_reward_checkpoint(Path(ref).expanduser()):
+    if not is_reward_model(Path(ref).expanduser()):
         raise ValueError(_not_a_reward_checkpoint(ref))
 
 
@@ -56,11 +72,12 @@ def resolve(ref: str) -> Path:
             build_tiny_reward_checkpoint(out, seed=seed)
         return out
     out = storage.local_copy(ref) if storage.is_uri(ref) else Path(ref).expanduser()
-    if not is_reward_checkpoint(out):
+    if not is_reward_model(out):
         raise ValueError(_not_a_reward_checkpoint(ref))
     return out
 
 
 def _not_a_reward_checkpoint(ref: str) -> str:
-    return (f"{ref} is not a reward checkpoint (no {REWARD_CONFIG}): use the `reward_model` directory a training "
-            "run exports (a path or s3:// URI), or `tiny:SEED` for a random demo member")
+    return (f"{ref} is not a reward checkpoint (no {REWARD_CONFIG}, and no *ForSequenceClassification config): use "
+            "the `reward_model` directory a training run exports or a Hugging Face sequence-classification reward "
+            "model (a path or s3:// URI), or `tiny:SEED` for a random demo member")

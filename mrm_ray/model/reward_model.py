@@ -29,7 +29,7 @@ from mrm_ray.model.head import RewardHead
 from mrm_ray.model.attention import GroupPlan, choose_kernel, use_grouped_attention
 from mrm_ray.model.packing import SEG_PROMPT, dense_attention_mask, last_index
 
-from mrm_ray.model.reward_checkpoint import HEAD_WEIGHTS, REWARD_CONFIG, is_reward_checkpoint
+from mrm_ray.model.reward_checkpoint import HEAD_WEIGHTS, REWARD_CONFIG, is_reward_checkpoint, is_seq_cls
 
 FORMAT_VERSION = 1
 logger = logging.getLogger(__name__)
@@ -63,15 +63,42 @@ class RewardModel(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike, *, head: HeadConfig | None = None,
                         dtype: torch.dtype | str = torch.float32, attn_implementation: str = "sdpa",
                         vision_attention: str = "batched", packed_attention: str = "auto") -> "RewardModel":
-        """Load a reward checkpoint, or wrap a plain checkpoint of a supported family with a new head.
+        """Load a reward checkpoint, a `*ForSequenceClassification` one (model/seq_cls.py), or wrap a plain
+        checkpoint of a supported family with a new head.
 
         `vision_attention="batched"` runs the vision tower's windowed SDPA attention as one
         call per layer (model/attention.py); "windows" keeps transformers' loop.
         `packed_attention` is the kernel for packed groups: auto (flash varlen on CUDA in half
         precision, padded SDPA elsewhere), varlen, sdpa, or dense (the 4D-mask reference)."""
+        path = Path(path)
+        options = dict(dtype=dtype, attn_implementation=attn_implementation, vision_attention=vision_attention,
+                       packed_attention=packed_attention)
+        if is_seq_cls(path):
+            from mrm_ray.model.seq_cls import load_seq_cls
+
+            if head is not None and head.num_layers != 1:
+                raise ValueError(f"{path} is a sequence-classification checkpoint: its head is one linear layer")
+            return load_seq_cls(path, **options)
+        if not is_reward_checkpoint(path):
+            return cls._wrap(path, head=head or HeadConfig(), **options)
+        meta = json.loads((path / REWARD_CONFIG).read_text())
+        if head is not None and to_dict(head) != meta["head"]:
+            raise ValueError(f"{path} is a reward checkpoint with head {meta['head']}; "
+                             "do not pass a different head config when loading it")
+        model = cls._wrap(path, head=validate(HeadConfig, meta["head"]), **options)
+        model.score_mean, model.score_std = float(meta["score_mean"]), float(meta["score_std"])
+        model.provenance = meta.get("provenance", {})
+        from safetensors.torch import load_file
+
+        model.head.load_state_dict(load_file(path / HEAD_WEIGHTS))
+        return model.to(model.dtype)
+
+    @classmethod
+    def _wrap(cls, path: Path, *, head: HeadConfig, dtype: torch.dtype | str, attn_implementation: str,
+              vision_attention: str, packed_attention: str) -> "RewardModel":
+        """The family's backbone from `path` (its LM or score head left out) under a fresh `head`."""
         from transformers import AutoConfig
 
-        path = Path(path)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
         family = families.family_of(AutoConfig.from_pretrained(path, trust_remote_code=False))
@@ -79,20 +106,7 @@ class RewardModel(nn.Module):
             path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=False,
             use_safetensors=True)
         _set_vision_attention(backbone, attn_implementation, vision_attention)
-        if not is_reward_checkpoint(path):
-            model = cls(backbone, head or HeadConfig(), provenance={"base_model": str(path)},
-                        packed_attention=packed_attention)
-            return model.to(dtype)
-        meta = json.loads((path / REWARD_CONFIG).read_text())
-        if head is not None and to_dict(head) != meta["head"]:
-            raise ValueError(f"{path} is a reward checkpoint with head {meta['head']}; "
-                             "do not pass a different head config when loading it")
-        model = cls(backbone, validate(HeadConfig, meta["head"]), score_mean=meta["score_mean"],
-                    score_std=meta["score_std"], provenance=meta.get("provenance", {}),
-                    packed_attention=packed_attention)
-        from safetensors.torch import load_file
-
-        model.head.load_state_dict(load_file(path / HEAD_WEIGHTS))
+        model = cls(backbone, head, provenance={"base_model": str(path)}, packed_attention=packed_attention)
         return model.to(dtype)
 
     @classmethod

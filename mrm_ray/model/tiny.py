@@ -267,11 +267,16 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, family: 
     return Path(out_dir).resolve()
 
 
-def shared_tiny_checkpoint(root: str | os.PathLike) -> Path:
-    """`root/tiny-qwen2.5-vl`, built once: the `tiny` model of the training, GRPO and demo commands."""
-    path = Path(root) / "tiny-qwen2.5-vl"
+def shared_tiny_checkpoint(root: str | os.PathLike, name: str = "tiny") -> Path:
+    """The `tiny` model of the training, GRPO and demo commands, built once: `root/tiny-qwen2.5-vl`, or for
+    `tiny:FAMILY` that family's, `root/tiny-FAMILY`."""
+    family = name.partition(":")[2] or DEFAULT
+    if family not in TINY:
+        raise ValueError(f"{name!r}: no tiny checkpoint for family {family!r}; one of "
+                         + ", ".join(f"tiny:{f}" for f in TINY))
+    path = Path(root) / ("tiny-qwen2.5-vl" if family == DEFAULT else f"tiny-{family}")
     if not (path / "config.json").is_file():
-        build_tiny_checkpoint(path, seed=0)
+        build_tiny_checkpoint(path, seed=0, family=family)
     return path
 
 

@@ -11,7 +11,7 @@ from dataclasses import field
 from pathlib import Path
 
 from mrm_ray import presets
-from mrm_ray.config import (TINY_MODEL, NonNegative, Positive, PositiveFloat, config_dataclass, read_config,
+from mrm_ray.config import (TINY_MODEL, is_tiny, NonNegative, Positive, PositiveFloat, config_dataclass, read_config,
                             validate)
 from mrm_ray.model.reward_checkpoint import tiny_seed
 from mrm_ray.storage import is_uri
@@ -112,6 +112,6 @@ def load_grpo_config(path: str | None, overrides: list[str] = ()) -> GRPOConfig:
     serve_config = presets.config_file("serve", cfg.reward.serve_config)
     return dataclasses.replace(
         cfg, output_dir=absolute(cfg.output_dir),
-        policy=cfg.policy if cfg.policy == TINY_MODEL else absolute(cfg.policy),
+        policy=cfg.policy if is_tiny(cfg.policy) else absolute(cfg.policy),
         prompts=dataclasses.replace(cfg.prompts, path=absolute(cfg.prompts.path) if cfg.prompts.path else None),
         reward=dataclasses.replace(cfg.reward, members=members, serve_config=str(serve_config)))

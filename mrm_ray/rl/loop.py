@@ -57,12 +57,12 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def resolve_policy(cfg: GRPOConfig) -> GRPOConfig:
     """`policy: tiny` -> the tiny random Qwen2.5-VL the training job also uses (built once)."""
-    from mrm_ray.config import TINY_MODEL
+    from mrm_ray.config import is_tiny
     from mrm_ray.model.tiny import shared_tiny_checkpoint
 
-    if cfg.policy != TINY_MODEL:
+    if not is_tiny(cfg.policy):
         return cfg
-    return dataclasses.replace(cfg, policy=str(shared_tiny_checkpoint(cfg.output_dir)))
+    return dataclasses.replace(cfg, policy=str(shared_tiny_checkpoint(cfg.output_dir, cfg.policy)))
 
 
 class Metrics:

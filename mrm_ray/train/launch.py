@@ -62,11 +62,12 @@ def write_synthetic_source(out_dir: Path, *, pairs: int, task: str, seed: int, i
         (tmp / "image").mkdir()
         lines = []
         for i, pair in enumerate(image_grounded_pairs(pairs, seed=seed, task=task, size=image_size)):
-            (tmp / "image" / f"{i}.png").write_bytes(pair["images"][0])
-            lines.append(json.dumps({
-                "id": pair["id"], "chosen": pair["chosen"], "rejected": pair["rejected"],
-                "prompt": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"{i}.png"}},
-                                                        {"type": "text", "text": pair["prompt"]}]}]}))
+            content = [{"type": "text", "text": pair["prompt"]}]
+            if pair["images"]:
+                (tmp / "image" / f"{i}.png").write_bytes(pair["images"][0])
+                content.insert(0, {"type": "image_url", "image_url": {"url": f"{i}.png"}})
+            lines.append(json.dumps({"id": pair["id"], "chosen": pair["chosen"], "rejected": pair["rejected"],
+                                     "prompt": [{"role": "user", "content": content}]}))
         (tmp / "pairs.jsonl").write_text("\n".join(lines) + "\n")
     return target / "pairs.jsonl"
 
@@ -139,15 +140,15 @@ def build_trainer(run: RunConfig, data):
 
 
 def resolve_model(run: RunConfig) -> RunConfig:
-    """`model.path: tiny` -> the tiny random checkpoint, built once beside the runs."""
+    """`model.path: tiny` (or `tiny:FAMILY`) -> the tiny random checkpoint, built once beside the runs."""
     from dataclasses import replace
 
-    from mrm_ray.config import TINY_MODEL
+    from mrm_ray.config import is_tiny
     from mrm_ray.model.tiny import shared_tiny_checkpoint
 
-    if run.model.path != TINY_MODEL:
+    if not is_tiny(run.model.path):
         return run
-    return replace(run, model=replace(run.model, path=str(shared_tiny_checkpoint(local_root(run)))))
+    return replace(run, model=replace(run.model, path=str(shared_tiny_checkpoint(local_root(run), run.model.path))))
 
 
 def run_training(run: RunConfig, *, data=None) -> TrainingSummary:

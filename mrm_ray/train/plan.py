@@ -1,13 +1,15 @@
 """Per-GPU memory estimate for a training preset: will it fit before you rent the GPUs?
 
-Counts parameters from Qwen2.5-VL's published configs (or a local config.json), then adds,
-per GPU under the preset's ZeRO stage and offload settings:
+Counts parameters by building the architecture (model/published.py, or a local config.json)
+on the meta device, so every family is counted exactly, then adds, per GPU under the preset's
+ZeRO stage and offload settings:
   weights      bf16, 2 B/param   (ZeRO-3: split over GPUs; param offload: on CPU)
   gradients    bf16, 2 B/param   (ZeRO-2/3: split over GPUs)
   optimizer    fp32 master + Adam m, v = 12 B/param (ZeRO-1+: split; optimizer offload: on CPU)
   activations  per micro-batch of packed pairs (Korthikanti et al.: ~34 B x tokens x hidden
                per layer without recomputation; layer inputs only, plus one layer, with
-               gradient checkpointing); no vocabulary logits: the reward head is one scalar
+               gradient checkpointing; Qwen3.5's linear-attention layers are counted as
+               attention layers, an upper bound); no vocabulary logits: the reward head is one scalar
   overhead     CUDA context, NCCL buffers, ZeRO-3 gather buckets, fragmentation
 """
 
@@ -15,28 +17,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mrm_ray.model.published import VISION
-
 GIB = 1024**3
-PATCH_DIM = 3 * VISION["temporal_patch"] * VISION["patch"] ** 2
-MERGE = VISION["merge"] ** 2  # patches per image token
 
 
-def text_params(c: dict) -> int:
-    head_dim = c["hidden"] // c["heads"]
-    attn = c["hidden"] * c["hidden"] * 2 + 2 * c["hidden"] * c["kv_heads"] * head_dim + c["hidden"] + \
-        2 * c["kv_heads"] * head_dim  # q, o, k, v (+ biases on q, k, v)
-    mlp = 3 * c["hidden"] * c["intermediate"]
-    per_layer = attn + mlp + 2 * c["hidden"]
-    embed = c["vocab"] * c["hidden"]
-    return c["layers"] * per_layer + embed + c["hidden"]  # no LM head: the reward head replaces it
+@dataclass(frozen=True)
+class Architecture:
+    """What the plan needs of a model: its parameters (backbone, no LM head) and the sizes activations scale with."""
+
+    params: int
+    lm_head: int  # the published total's LM head (0 when tied): not trained, the reward head replaces it
+    hidden: int
+    layers: int
+    intermediate: int
+    vision_hidden: int = 0  # 0: a text-only backbone
+    vision_layers: int = 0
+    merge: int = 4  # patches per image token
 
 
-def vision_params(out_hidden: int) -> int:
-    v = VISION
-    per_block = 4 * v["hidden"] * v["hidden"] + 3 * v["hidden"] * v["intermediate"] + 2 * v["hidden"]
-    merger = (v["hidden"] * MERGE) ** 2 + v["hidden"] * MERGE * out_hidden
-    return v["layers"] * per_block + PATCH_DIM * v["hidden"] + merger
+def architecture(config) -> Architecture:
+    """An `Architecture` from a transformers config, its parameters counted on the meta device."""
+    import torch
+
+    from mrm_ray.model import families
+
+    family = families.family_of(config)
+    with torch.device("meta"):  # shapes only: no memory, no init
+        model = family.transformers_class()._from_config(config)
+    text = families.text_config(config)
+    vision = getattr(config, "vision_config", None)
+    tied = getattr(config, "tie_word_embeddings", None) or text.tie_word_embeddings
+    return Architecture(
+        params=sum(p.numel() for p in model.parameters()), lm_head=0 if tied else text.vocab_size * text.hidden_size,
+        hidden=text.hidden_size, layers=text.num_hidden_layers, intermediate=text.intermediate_size,
+        vision_hidden=0 if vision is None else getattr(vision, "embed_dim", None) or vision.hidden_size,
+        vision_layers=0 if vision is None else vision.depth,
+        merge=4 if vision is None else vision.spatial_merge_size ** 2)
 
 
 @dataclass
@@ -54,10 +69,9 @@ class Plan:
         return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
 
 
-def estimate(arch: dict, train, *, gpus: int, tokens_per_pair: int, image_tokens: int) -> Plan:
+def estimate(arch: Architecture, train, *, gpus: int, tokens_per_pair: int, image_tokens: int) -> Plan:
     """Bytes per GPU for one preset on `gpus` GPUs (ZeRO partitions over all of them)."""
-    p_text = text_params(arch)
-    p = p_text + vision_params(arch["hidden"])
+    p = arch.params
     stage = train.zero_stage
     weights = 2 * p / (gpus if stage == 3 else 1)
     grads = 2 * p / (gpus if stage >= 2 else 1)
@@ -73,13 +87,14 @@ def estimate(arch: dict, train, *, gpus: int, tokens_per_pair: int, image_tokens
         trainable = 0.01 * p
         grads, optim = 2 * trainable / (gpus if stage >= 2 else 1), 12 * trainable / (gpus if stage >= 1 else 1)
     tokens = train.micro_batch_size * tokens_per_pair
-    h, layers = arch["hidden"], arch["layers"]
-    patches = train.micro_batch_size * image_tokens * MERGE
+    h, layers = arch.hidden, arch.layers
+    patches = train.micro_batch_size * image_tokens * arch.merge if arch.vision_layers else 0
+    vision = patches * arch.vision_hidden * arch.vision_layers
     if train.gradient_checkpointing:
-        act = 2 * tokens * h * layers + 34 * tokens * h + 2 * patches * VISION["hidden"] * VISION["layers"]
+        act = 2 * tokens * h * layers + 34 * tokens * h + 2 * vision
     else:
-        act = 34 * tokens * h * layers + 34 * patches * VISION["hidden"] * VISION["layers"]
-    largest_layer = 2 * (4 * h * h + 3 * h * arch["intermediate"])
+        act = 34 * tokens * h * layers + 34 * vision
+    largest_layer = 2 * (4 * h * h + 3 * h * arch.intermediate)
     overhead = 2.5 * GIB + (2 * largest_layer if stage == 3 else 0) + 0.05 * (weights + grads + optim + act)
     return Plan(params=p, weights=weights, gradients=grads, optimizer=optim, activations=act, overhead=overhead,
                 cpu_offload=offload)
