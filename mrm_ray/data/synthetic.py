@@ -4,7 +4,7 @@ Each pair asks about a drawn shape; the chosen answer names its true colour (or 
 the rejected one names another. The prompt text is the same for every pair and the two
 answers swap roles across pairs, so a model can only beat chance by looking at the image.
 The text-only task (`colour_text`, for text-only backbones) states the colour in the prompt
-instead, among distractors, with no image: only reading the prompt beats chance.
+instead, with no image: only reading the prompt beats chance.
 Used by the learning tests and by the tiny training default: nothing is downloaded.
 """
 
@@ -76,12 +76,9 @@ def count_pair(rng: random.Random, *, size: int = 112, blank: bool = False) -> d
 def text_colour_pair(rng: random.Random, *, size: int = 112, blank: bool = False) -> dict:
     """One pair about a colour the prompt states (no image); `blank` states none. `size` is unused."""
     truth, other = rng.sample(sorted(COLOURS), 2)
-    shape, thing = rng.sample(SHAPES, 2)
-    spare = rng.choice(sorted(COLOURS))
-    facts = [f"The {thing} is {spare}.", "" if blank else f"The {shape} is {truth}."]
-    rng.shuffle(facts)
+    shape = rng.choice(SHAPES)
     return {
-        "prompt": f"{' '.join(f for f in facts if f)} What colour is the {shape}?",
+        "prompt": ("" if blank else f"The {shape} is {truth}. ") + f"What colour is the {shape}?",
         "images": [],
         "chosen": f"The {shape} is {truth}.",
         "rejected": f"The {shape} is {other}.",

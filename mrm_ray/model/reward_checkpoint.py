@@ -49,14 +49,29 @@ def tiny_seed(ref: str) -> int | None:
         raise ValueError(f"{ref!r}: a tiny member is tiny:SEED with an integer seed, e.g. tiny:0") from None
 
 
-def check_reference(ref: str) -> None:
-    """Refuse, before anything is deployed, a reference that cannot be a reward checkpoint."""
-    from mrm_ray import storage
+def check_reference(ref: str, *, modalities: tuple[str, ...] = ("image", "text"), name: str = "") -> None:
+    """Refuse, before anything is deployed, a reference that cannot be a reward checkpoint, or a text-only
+    checkpoint asked to score images."""
+    family = reference_family(ref)
+    if family is not None and "image" in modalities and not family.vision:
+        raise ValueError(f"member {name or ref}: {ref} is a text-only {family.name} reward model and cannot score "
+                         "images; set its `modalities: [text]` (image items then go to the vision-language members)")
 
-    if tiny_seed(ref) is not None or storage.is_uri(ref):  # built, or fetched (and checked) on first use
-        return
-    if not is_reward_model(Path(ref).expanduser()):
+
+def reference_family(ref: str):
+    """The backbone family of a local reward checkpoint (model/families.py); None for one built or fetched on
+    first use (`tiny:SEED`: Qwen2.5-VL; a URI: checked when fetched). ValueError if it is not a reward model."""
+    import json
+
+    from mrm_ray import storage
+    from mrm_ray.model.families import family_of
+
+    if tiny_seed(ref) is not None or storage.is_uri(ref):
+        return None
+    path = Path(ref).expanduser()
+    if not is_reward_model(path):
         raise ValueError(_not_a_reward_checkpoint(ref))
+    return family_of(json.loads((path / "config.json").read_text()))
 
 
 def resolve(ref: str) -> Path:

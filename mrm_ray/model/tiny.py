@@ -280,9 +280,9 @@ def shared_tiny_checkpoint(root: str | os.PathLike, name: str = "tiny") -> Path:
     return path
 
 
-def build_tiny_reward_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, text_hidden: int = 64,
-                                 vision_hidden: int = 64, text_layers: int = 2) -> Path:
-    """A tiny *reward* checkpoint (random backbone and head from `seed`), for serving demos and tests."""
+def build_tiny_reward_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, family: str = DEFAULT,
+                                 text_hidden: int = 64, vision_hidden: int = 64, text_layers: int = 2) -> Path:
+    """A tiny *reward* checkpoint of `family` (random backbone and head from `seed`), for serving demos and tests."""
     import tempfile
 
     from mrm_ray.config import HeadConfig
@@ -292,8 +292,8 @@ def build_tiny_reward_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, t
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
-        base = build_tiny_checkpoint(Path(tmp) / "base", seed=seed, text_hidden=text_hidden,
+        base = build_tiny_checkpoint(Path(tmp) / "base", seed=seed, family=family, text_hidden=text_hidden,
                                      vision_hidden=vision_hidden, text_layers=text_layers)
         model = RewardModel.from_pretrained(base, head=HeadConfig(init_seed=seed))
-        model.provenance = {"base_model": f"tiny random Qwen2.5-VL (seed {seed})"}
+        model.provenance = {"base_model": f"tiny random {family} (seed {seed})"}
         return model.save_pretrained(out_dir, processor=load_processor(base))

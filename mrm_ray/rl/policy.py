@@ -31,6 +31,7 @@ class Policy:
         self.model = family.transformers_class("generator").from_pretrained(
             path, dtype=getattr(torch, dtype), attn_implementation="sdpa", trust_remote_code=False,
             use_safetensors=True).to(device)
+        self.vision = family.vision  # a text-only policy takes no mm_token_type_ids or pixels
         if family.vision:
             use_for_vision_tower(self.model.model)
         self.device = torch.device(device)
@@ -60,9 +61,10 @@ class Policy:
 
     def _prompt_tensors(self, features: dict, rows: int) -> dict[str, torch.Tensor]:
         ids = torch.as_tensor(features["prompt_ids"], device=self.device)[None].repeat(rows, 1)
-        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-               "mm_token_type_ids": torch.as_tensor(features["prompt_mm_token_type_ids"],
-                                                    device=self.device)[None].repeat(rows, 1)}
+        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if self.vision:
+            out["mm_token_type_ids"] = torch.as_tensor(features["prompt_mm_token_type_ids"],
+                                                       device=self.device)[None].repeat(rows, 1)
         if features.get("pixel_values") is not None:
             out["pixel_values"] = torch.as_tensor(features["pixel_values"], device=self.device).repeat(rows, 1)
             out["image_grid_thw"] = torch.as_tensor(features["image_grid_thw"], device=self.device).repeat(rows, 1)
@@ -104,7 +106,8 @@ class Policy:
         tokens, mask = tokens.to(self.device), mask.to(self.device)
         batch["input_ids"] = torch.cat([batch["input_ids"], tokens], dim=1)
         batch["attention_mask"] = torch.cat([batch["attention_mask"], mask], dim=1)
-        batch["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros_like(tokens)], dim=1)
+        if "mm_token_type_ids" in batch:
+            batch["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros_like(tokens)], dim=1)
         batch.update(response_tokens=tokens, response_mask=mask, prompt_len=torch.tensor(prompt_len))
         return batch
 

@@ -51,7 +51,7 @@ def load_serve_config(path: str | Path, *, ensemble: str | None = None, name: st
 
     try:  # members, their checkpoints, the method: refused here, not in a replica
         for member in app_args.ensemble_config().members:
-            check_reference(member.path)
+            check_reference(member.path, modalities=member.modalities, name=member.name)
     except (ValueError, OSError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     http = raw.get("http_options") or {}
@@ -75,12 +75,14 @@ def deploy_members(members: list[str], serve_config: str | Path, *, name: str) -
     at `/name`, with the rest of a Serve config's settings (method, batching, HTTP); its URL."""
     import dataclasses
 
-    from mrm_ray.model.reward_checkpoint import check_reference
+    from mrm_ray.model.reward_checkpoint import reference_family
 
-    for member in members:
-        check_reference(member)
+    families = [reference_family(member) for member in members]
     target = load_serve_config(serve_config, name=name, route_prefix=f"/{name}")
-    args = {**target.args, "members": [{"name": n, "path": m} for n, m in zip(member_names(members), members)]}
+    # a text-only member scores the text-only items; image items go to the vision-language members
+    args = {**target.args, "members": [
+        {"name": n, "path": m, **({} if f is None or f.vision else {"modalities": ["text"]})}
+        for n, m, f in zip(member_names(members), members, families)]}
     return deploy(dataclasses.replace(target, args=args))
 
 

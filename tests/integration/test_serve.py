@@ -361,14 +361,17 @@ def test_live_checkpoint_swap_fails_no_request(served, offline):
 def ensemble_app(served, s3, tmp_path_factory):
     """`ray job submit ... jobs/serve.py --ensemble s3://...`: a second app beside the main one, without auth
     (OpenRLHF's client sends no token), members loaded from the bucket (paths relative to the ensemble file),
-    with small queues: 4 member calls in flight and 8 waiting, 200 HTTP requests in the ingress and 100 waiting."""
+    with small queues: 4 member calls in flight and 8 waiting, 200 HTTP requests in the ingress and 100 waiting.
+    A mixed ensemble: the vision-language member (Qwen2.5-VL) and a text-only Qwen3 reward model for text."""
     from mrm_ray import storage
     from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
     from mrm_ray.model.reward_checkpoint import REWARD_CONFIG
+    from mrm_ray.model.tiny import build_tiny_reward_checkpoint
 
     tmp_path = tmp_path_factory.mktemp("ensemble-app")
     bucket = s3.bucket()
-    for name, checkpoint in (("vl", served.checkpoints[0]), ("text", served.checkpoints[1])):
+    text_only = build_tiny_reward_checkpoint(tmp_path / "qwen3-reward", seed=1, family="qwen3")
+    for name, checkpoint in (("vl", served.checkpoints[0]), ("text", text_only)):
         storage.upload(checkpoint, f"{bucket}/members/{name}", last=REWARD_CONFIG)
     local = save_ensemble(EnsembleConfig(method="z_mean", members=[
         EnsembleMember(name="vl", path="members/vl", score_mean=0.5, score_std=2.0),
@@ -384,11 +387,11 @@ def ensemble_app(served, s3, tmp_path_factory):
     config.write_text(yaml.safe_dump(plain))
     result = served.head.submit("jobs/serve.py", "--config", str(config), "--ensemble", str(ensemble),
                                 "--name", "ens", "--route-prefix", "/ens", timeout=300)
-    return {"url": served.url + "/ens", "log": result.stdout + result.stderr}
+    return {"url": served.url + "/ens", "log": result.stdout + result.stderr, "text_only": text_only}
 
 
 def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, ensemble_app, offline):
-    """The app above: text-only items also reach the text member, image items the vision member alone."""
+    """The app above: text-only items also reach the text-only member, image items the vision member alone."""
     import asyncio
 
     from mrm_ray.serve.client import AsyncRewardClient, RewardClient
@@ -399,7 +402,7 @@ def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, en
     client = RewardClient(ensemble_app["url"])
     text, image = client.score([ITEMS[0], {**ITEMS[1], "images": [RED]}])  # raw bytes are inlined by the client
     assert set(text["scores"]) == {"vl", "text"} and set(image["scores"]) == {"vl"}
-    vl, txt = offline[0].score_items(DECODED[:2]), offline[1].score_items(DECODED[:1])
+    vl, txt = offline[0].score_items(DECODED[:2]), Scorer(str(ensemble_app["text_only"])).score_items(DECODED[:1])
     assert text["reward"] == pytest.approx(((vl[0] - 0.5) / 2.0 + txt[0]) / 2, abs=1e-4)  # z: override, own stats
     assert image["reward"] == pytest.approx((vl[1] - 0.5) / 2.0, abs=1e-4) and image["std"] == 0.0
     assert [m["modalities"] for m in client.models()["members"]] == [["image", "text"], ["text"]]

@@ -127,3 +127,19 @@ def test_a_text_only_processor_refuses_images(family_checkpoint):
     with pytest.raises(TextOnly, match="route image items"):
         processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}],
                                       tokenize=False)
+
+
+def test_a_text_only_member_scores_text_and_is_refused_for_images(tmp_path):
+    from mrm_ray.model.reward_checkpoint import check_reference, reference_family
+    from mrm_ray.model.scorer import Scorer
+    from mrm_ray.model.tiny import build_tiny_reward_checkpoint
+
+    path = str(build_tiny_reward_checkpoint(tmp_path / "qwen3-reward", seed=1, family="qwen3"))
+    assert reference_family(path).name == "qwen3"
+    with pytest.raises(ValueError, match="member t: .*text-only qwen3 .*modalities: \\[text\\]"):
+        check_reference(path, modalities=("image", "text"), name="t")
+    check_reference(path, modalities=("text",))
+    text, image = Scorer(path).score_items([{"prompt": "Is it red?", "response": "Yes."},
+                                            {"prompt": "And this?", "images": [_image(random.Random(0))],
+                                             "response": "Yes."}])
+    assert isinstance(text, float) and "no images" in image  # that item's message; the batch goes on

@@ -162,3 +162,36 @@ def test_lora_moves_only_adapters_and_head_and_exports_merged(tiny_checkpoint, e
         a, b = engine.module.eval().forward_pairs(batch), merged.forward_pairs(batch)
     torch.testing.assert_close(a[0], b[0], atol=1e-4, rtol=0)
     torch.testing.assert_close(a[1], b[1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "qwen3_5", "qwen2", "qwen3"])
+def test_every_family_trains_on_the_workers_engine(family, family_checkpoint, one_rank):
+    """The worker's ZeRO-2 engine and collate on each family's tiny checkpoint (its image task, or the text task
+    for a text-only LM): three optimizer steps move every trainable weight; LoRA finds its projections; a
+    frozen vision tower (none in a text LM) stays. Qwen3.5's batches hold one response per row."""
+    from mrm_ray.data.collate import PairCollate
+    from mrm_ray.data.synthetic import image_grounded_pairs
+    from mrm_ray.model.inputs import PairEncoder
+    from mrm_ray.model.processor import load_processor
+    from mrm_ray.train.loop import make_engine, train_micro_step
+
+    path = family_checkpoint(family)
+    encoder = PairEncoder(load_processor(path))
+    vision = encoder.processor.image_processor is not None
+    run = load_run_config("tiny", [f"model.path={path}", "train.freeze_vision=true", "train.learning_rate=1e-3",
+                                   *ONE_RANK])
+    engine = make_engine(run, total_steps=3, on_gpu=False)
+    before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
+    pairs = [encoder.encode_pair(r["prompt"], r["images"], r["chosen"], r["rejected"])
+             for r in image_grounded_pairs(12, seed=3, task="colour" if vision else "colour_text", size=56)]
+    collate = PairCollate(pad_token_id=encoder.pad_token_id, share_prompt=engine.module.shares_prompt)
+    for step in range(3):
+        batch = collate.pairs(pairs[4 * step:4 * step + 4])
+        assert batch["input_ids"].shape[0] == (8 if family == "qwen3_5" else 4)
+        train_micro_step(engine, batch, run.loss)
+    after = dict(engine.module.named_parameters())
+    moved = {n: not torch.equal(after[n].detach(), before[n]) for n in before}
+    assert {n for n, m in moved.items() if not m and ".visual." not in n} <= {OUTPUT_BIAS}
+    assert not any(m for n, m in moved.items() if ".visual." in n) and any(".visual." in n for n in moved) == vision
+    _, lora = _model(path, "train.lora.rank=4")
+    assert any("lora_" in n for n, p in lora.named_parameters() if p.requires_grad)
