@@ -323,7 +323,7 @@ class SyntheticConfig:
     """Generated image-grounded pairs: the data when no mixture is given (nothing to download)."""
 
     pairs: Positive = 512
-    task: str = "colour"
+    task: str = "colour"  # colour | count (the answer only in the image) | colour_text (only in the prompt text)
     seed: int = 0
     image_size: Positive = 112  # pixels a side (the tiny processor's largest image is 112 x 112)
 

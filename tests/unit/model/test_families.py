@@ -143,3 +143,17 @@ def test_a_text_only_member_scores_text_and_is_refused_for_images(tmp_path):
                                             {"prompt": "And this?", "images": [_image(random.Random(0))],
                                              "response": "Yes."}])
     assert isinstance(text, float) and "no images" in image  # that item's message; the batch goes on
+
+
+def test_the_same_family_and_seed_write_the_same_bytes(tmp_path):
+    import hashlib
+
+    from mrm_ray.model.tiny import build_tiny_checkpoint
+
+    def digest(path):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
+
+    a, b = (build_tiny_checkpoint(tmp_path / name, seed=0, family="qwen3_vl") for name in ("a", "b"))
+    assert digest(a) == digest(b)
+    assert digest(build_tiny_checkpoint(tmp_path / "c", seed=1, family="qwen3_vl"))["model.safetensors"] != \
+        digest(a)["model.safetensors"]
