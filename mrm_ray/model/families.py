@@ -9,9 +9,11 @@ asks a `Family`, never the model type.
 Qwen3.5 interleaves Gated DeltaNet (linear attention) layers with full attention. A linear
 layer carries a recurrent state along the sequence, so a second response packed after the
 first would start from the first response's state, not the prompt's: the packed layout is
-not exact there, and Qwen3.5 runs the two-sequence layout (each response with its own copy
-of the prompt). Carrying the prompt's state into each response would need the recurrent
-kernel's initial state per segment, which transformers' torch path does not expose.
+not exact there, and Qwen3.5 runs the two-sequence layout (each response in its own row with
+its own copy of the prompt). Carrying the prompt's state into each response would need every
+linear layer to start each response from the prompt's recurrent and convolution states, which
+transformers' layer takes only as a generation cache for one sequence; it would mean
+re-implementing the layer, so it was not done.
 """
 
 from __future__ import annotations

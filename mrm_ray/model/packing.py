@@ -268,10 +268,11 @@ def collate_two_sequence(pairs: Sequence[Mapping], *, pad_token_id: int,
 
 
 def collate_packed(pairs: Sequence[Mapping], *, pad_token_id: int, padding_side: str = "right",
-                   row_tokens: int | None = None) -> dict[str, torch.Tensor]:
-    """B encoded pairs -> packed rows of `[prompt | chosen | rejected]` groups."""
+                   row_tokens: int | None = None, share_prompt: bool = True) -> dict[str, torch.Tensor]:
+    """B encoded pairs -> packed rows of `[prompt | chosen | rejected]` groups (`share_prompt=False`: each
+    response in its own row, as `collate_groups`)."""
     return collate_groups([pair_group(p) for p in pairs], pad_token_id=pad_token_id, padding_side=padding_side,
-                          row_tokens=row_tokens)
+                          row_tokens=row_tokens, share_prompt=share_prompt)
 
 
 def last_index(selected: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,8 @@ def is_seq_cls(path: str | os.PathLike) -> bool:
     config = Path(path) / "config.json"
     if not config.is_file() or is_reward_checkpoint(path):
         return False
-    return any(a.endswith("ForSequenceClassification") for a in json.loads(config.read_text()).get("architectures") or ())
+    architectures = json.loads(config.read_text()).get("architectures") or ()
+    return any(a.endswith("ForSequenceClassification") for a in architectures)
 
 
 def is_reward_model(path: str | os.PathLike) -> bool:

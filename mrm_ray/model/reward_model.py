@@ -236,6 +236,12 @@ class RewardModel(nn.Module):
                        pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
                        **batch: Any) -> torch.Tensor:
         """A `collate_groups` batch -> rewards (N,) per response, in the groups' order."""
+        if not self.shares_prompt:
+            groups = batch["group_ids"]
+            several = (groups.amax(dim=1) != torch.where(groups < 0, groups.amax(), groups).amin(dim=1)).any()
+            if bool(several) or int(segment_ids.max()) > SEG_PROMPT + 1:
+                raise ValueError(f"a {self.family.name} reward model cannot share a prompt or a row between "
+                                 "responses (model/families.py): collate with share_prompt=model.shares_prompt")
         positions = self._group_positions(input_ids, mm_token_type_ids, image_grid_thw, segment_ids,
                                           batch["group_ids"], batch["token_offset"])
         kernel = choose_kernel(self.packed_attention, device=input_ids.device, dtype=self.dtype)

@@ -1,11 +1,12 @@
 """Interchange with Hugging Face `*ForSequenceClassification` reward models (a linear `score` head).
 
 Off-the-shelf reward models (Skywork-Reward, many others) ship as a backbone in its family's
-checkpoint layout (`model.` for the text LMs) and `score.weight` (1, hidden), no bias, the reward read at the last non-pad token; vLLM's
-pooling runner serves vision-language reward models in the same layout
-(`Qwen2_5_VLForSequenceClassification`). `load_seq_cls` reads one as a `RewardModel` with a
-linear head (`head.num_layers: 1`), so it can be scored, evaluated, served in an ensemble or
-trained further; `export_seq_cls` writes a reward model whose head is linear in that layout.
+checkpoint layout (`model.` for the text LMs) and `score.weight` (1, hidden), no bias, the
+reward read at the last non-pad token; vLLM's pooling runner serves vision-language reward
+models in the same layout (`Qwen2_5_VLForSequenceClassification`). `load_seq_cls` reads one
+as a `RewardModel` with a linear head (`head.num_layers: 1`), so it can be scored, evaluated,
+served in an ensemble or trained further; `export_seq_cls` writes a reward model whose head
+is linear in that layout.
 
 transformers itself has the class for the text-only families and Qwen3.5; for Qwen2-VL,
 Qwen2.5-VL and Qwen3-VL the layout is vLLM's (the architecture name its adapter registers
@@ -89,7 +90,8 @@ def export_seq_cls(model, out_dir: str | os.PathLike, *, processor=None) -> Path
     setattr(config, SCORE_BIAS, float(linear.bias.detach().float().item()))
     setattr(config, SCORE_STATS, {"mean": model.score_mean, "std": model.score_std})
     state = {model.family.saved_name(k): v.detach().contiguous().cpu() for k, v in model.backbone.state_dict().items()}
-    state["score.weight"] = linear.weight.detach().reshape(1, -1).contiguous().cpu().to(next(iter(state.values())).dtype)
+    dtype = next(iter(state.values())).dtype
+    state["score.weight"] = linear.weight.detach().reshape(1, -1).contiguous().cpu().to(dtype)
     with atomic_dir(out_dir) as tmp:
         save_torch_state_dict(state, tmp, max_shard_size="5GB", metadata={"format": "pt"})
         config.save_pretrained(tmp)

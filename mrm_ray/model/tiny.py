@@ -3,9 +3,9 @@
 Nothing can be downloaded where tests run, so this writes a real Hugging Face directory
 that goes through exactly the `from_pretrained(path)` code path a 7B checkpoint does:
 `config.json` (the family's real config class), `model.safetensors`, a byte-level BPE
-tokenizer trained here with the family's added tokens and its published chat template (model/templates/), and, for the
-vision-language families, a preprocessor config with the family's real image settings but
-a small pixel budget. Same family and seed, same bytes.
+tokenizer trained here with the family's added tokens and its published chat template
+(model/templates/), and, for the vision-language families, a preprocessor config with the
+family's real image settings but a small pixel budget. Same family and seed, same bytes.
 """
 
 from __future__ import annotations
@@ -186,7 +186,8 @@ def tiny_config(tokenizer, *, family: str = DEFAULT, text_hidden: int = 64, visi
     cls = spec.transformers_class("config")
     mrope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}
     if family == "qwen2":
-        return cls(**_text(tokenizer, ids, text_hidden, text_layers, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
+        return cls(**_text(tokenizer, ids, text_hidden, text_layers,
+                           rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
     if family == "qwen3":
         return cls(**_text(tokenizer, ids, text_hidden, text_layers, head_dim=16,
                            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))

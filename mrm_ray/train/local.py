@@ -40,10 +40,6 @@ def cosine_with_warmup(step: int, *, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def collate_for(config_packed: bool) -> Callable:
-    return collate_packed if config_packed else collate_two_sequence
-
-
 def pairwise_accuracy(model: RewardModel, encoder, pairs: Sequence[dict]) -> float:
     """Fraction of encoded pairs with reward(chosen) > reward(rejected), scored by the one
     scorer (model/scorer.py); ties count as wrong."""
@@ -63,11 +59,16 @@ def train_pairs(model: RewardModel, pairs: Sequence[dict], *, pad_token_id: int,
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, warmup=config.warmup_steps, total=config.steps))
-    collate = collate_for(config.packed)
+
+    def collate(sample: list[dict]) -> dict:
+        if config.packed:  # one response per row where the family cannot share the prompt (model/families.py)
+            return collate_packed(sample, pad_token_id=pad_token_id, share_prompt=model.shares_prompt)
+        return collate_two_sequence(sample, pad_token_id=pad_token_id)
+
     model.train()
     history = []
     for step in range(config.steps):
-        batch = collate(rng.sample(list(pairs), min(config.batch_size, len(pairs))), pad_token_id=pad_token_id)
+        batch = collate(rng.sample(list(pairs), min(config.batch_size, len(pairs))))
         chosen, rejected = model.forward_pairs(batch)
         out = bradley_terry_loss(chosen, rejected, config=config.loss, margin=batch.get("margin"),
                                  chosen_lengths=batch["chosen_lengths"], rejected_lengths=batch["rejected_lengths"])

@@ -425,6 +425,12 @@ def test_bearer_token_from_the_environment(served):
     assert requests.get(served.url + "/healthz", timeout=30).status_code == 200  # probes need no token
 
 
+def _held(messages: list[dict]) -> list[dict]:
+    """The conversation a Qwen2.5-VL-templated query holds: the template's default system turn is in its text, so
+    a member whose template has no default (the text-only Qwen3 member) sees it as an explicit system turn."""
+    return [{"role": "system", "content": "You are a helpful assistant."}, *messages]
+
+
 def _templated(processor, messages: list[dict], response: str) -> tuple[str, str]:
     """(prompt, query) as OpenRLHF builds them: the chat-templated prompt, and the decode of prompt + response
     tokens (the response ending with its end of turn) with the special tokens kept."""
@@ -447,7 +453,7 @@ def test_openrlhf_own_client_gets_the_reward_of_the_conversation_its_query_holds
     prompt, query = _templated(processor, messages, "Yes, it is.")
     executor = agent.SingleTurnAgentExecutor(f"{url}/get_reward")
     (reply,) = asyncio.run(executor._fetch_rewards_via_http([query], [prompt], [""]))
-    direct = requests.post(f"{url}/v1/score", json={"items": [{"prompt": messages, "response": "Yes, it is."}]},
+    direct = requests.post(f"{url}/v1/score", json={"items": [{"prompt": _held(messages), "response": "Yes, it is."}]},
                            timeout=60).json()["results"][0]
     assert reply["rewards"] == pytest.approx([direct["reward"]], abs=1e-4) and reply["scores"] == reply["rewards"]
     wrapped = requests.post(f"{url}/v1/score", json={"items": [{"prompt": prompt, "response": "Yes, it is."}]},
@@ -550,7 +556,7 @@ def test_vllm_style_classify_and_pooling_as_verl_builds_them(ensemble_app, proce
     url = ensemble_app["url"]
     messages = [{"role": "user", "content": "Is the sky blue on a clear day?"}]
     _, query = _templated(processor, messages, "Yes, it is.")
-    direct = requests.post(f"{url}/v1/score", json={"items": [{"prompt": messages, "response": "Yes, it is."}]},
+    direct = requests.post(f"{url}/v1/score", json={"items": [{"prompt": _held(messages), "response": "Yes, it is."}]},
                            timeout=60).json()["results"][0]["reward"]
     verl = requests.post(f"{url}/classify", json={"model": "/models/rm", "input": query, "use_activation": False},
                          timeout=60)

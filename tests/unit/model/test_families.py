@@ -2,6 +2,7 @@
 equal each response alone (rewards and gradients); Qwen3.5's recurrent layers fall back to one response
 per row, and sharing the prompt there would be wrong."""
 
+import dataclasses
 import io
 import json
 import random
@@ -110,9 +111,16 @@ def test_packed_groups_equal_each_response_alone(family):
         assert batch["input_ids"].shape[0] == 1  # every group in one row, each prompt once
     else:  # Qwen3.5: one response per row; sharing the prompt would carry a response's state into the next
         assert batch["input_ids"].shape[0] == len(weights)
-        with torch.no_grad():
-            shared = model(**collate_groups(groups, pad_token_id=encoder.pad_token_id, row_tokens=10_000))
-        assert (shared - want).abs().max() > 1e-3
+        shared = collate_groups(groups, pad_token_id=encoder.pad_token_id, row_tokens=10_000)
+        with pytest.raises(ValueError, match="cannot share a prompt or a row"):
+            model(**shared)  # refused, not silently wrong
+        family = model.family
+        model.family = dataclasses.replace(family, shares_prompt=True)  # what sharing would give
+        try:
+            with torch.no_grad():
+                assert (model(**shared) - want).abs().max() > 1e-3
+        finally:
+            model.family = family
     model.zero_grad(set_to_none=True)
 
 
