@@ -43,11 +43,12 @@ def test_blank_images_stay_near_chance(tiny_checkpoint, encoder):
 
 
 # Each other family's tiny checkpoint learns its preference: the image-only one for the vision-language
-# families, the text-only one (the colour is stated in the prompt) for the text LMs. Measured here: Qwen2-VL and
-# Qwen3-VL reach 1.0 at 400 steps, Qwen2 and Qwen3 1.0 at 150, Qwen3.5 0.997 at 150 (one response per row; its
-# linear-attention layers run on transformers' torch fallback here, so its schedule is the short one).
+# families, the text-only one (the colour is stated in the prompt) for the text LMs. Measured here: Qwen2-VL 1.0
+# at 300 steps (0.92 at 250), Qwen3-VL 1.0 at 250, Qwen2 and Qwen3 1.0 at 150, Qwen3.5 0.97 at 150 (one response
+# per row; its linear-attention layers run on transformers' torch fallback here, so its schedule is short).
 TEXT_CONFIG = LocalTrainConfig(steps=150, batch_size=16, lr=3e-3, warmup_steps=10, seed=0)
-FAMILY_RUNS = {"qwen2_vl": ("colour", CONFIG), "qwen3_vl": ("colour", CONFIG),
+FAMILY_RUNS = {"qwen2_vl": ("colour", LocalTrainConfig(steps=300, batch_size=16, lr=7e-4, warmup_steps=20, seed=0)),
+               "qwen3_vl": ("colour", LocalTrainConfig(steps=250, batch_size=16, lr=8e-4, warmup_steps=20, seed=0)),
                "qwen3_5": ("colour", LocalTrainConfig(steps=150, batch_size=16, lr=1e-3, warmup_steps=20, seed=0)),
                "qwen2": ("colour_text", TEXT_CONFIG), "qwen3": ("colour_text", TEXT_CONFIG)}
 
@@ -67,7 +68,7 @@ def test_every_family_learns_what_only_its_input_shows(family, family_checkpoint
 
     model = RewardModel.from_pretrained(path)
     history = train_pairs(model, encode(512, 1), pad_token_id=encoder.pad_token_id, config=config)
-    accuracy = pairwise_accuracy(model, encoder, encode(300, 2))
+    accuracy = pairwise_accuracy(model, encoder, encode(200, 2))
     print(f"{family} ({task}) held-out accuracy {accuracy:.3f}")
     assert accuracy >= 0.90, f"{family}: held-out accuracy {accuracy:.3f}"
     assert history[-1]["loss"] < history[0]["loss"]
