@@ -32,7 +32,6 @@ class Family:
     processor: str | None = None  # transformers processor class (vision families)
     seq_cls: str = ""  # the `*ForSequenceClassification` architecture name (transformers' or vLLM's)
     shares_prompt: bool = True  # packed groups (one prompt, many responses) are exact
-    deepstack: bool = False  # visual features also added at early LM layers (handled inside the backbone)
     # backbone module prefix -> the prefix its published checkpoints store it under (Qwen2-VL and Qwen2.5-VL keep
     # their original layout: the vision tower at the top, the decoder under `model.`)
     saved_prefixes: tuple[tuple[str, str], ...] = (("", "model."),)
@@ -49,11 +48,6 @@ class Family:
 
         return getattr(transformers, getattr(self, role))
 
-    @property
-    def position_axes(self) -> int:
-        """Rows of position ids: 3 (M-RoPE) for vision families, 1 for text-only ones."""
-        return 3 if self.vision else 1
-
 
 _QWEN2_VL_LAYOUT = (("visual.", "visual."), ("language_model.", "model."))
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -64,10 +58,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Qwen2_5_VLConfig", vision=True, processor="Qwen2_5_VLProcessor",
            seq_cls="Qwen2_5_VLForSequenceClassification", saved_prefixes=_QWEN2_VL_LAYOUT),
     Family("qwen3_vl", ("qwen3_vl",), "Qwen3VLModel", "Qwen3VLForConditionalGeneration", "Qwen3VLConfig",
-           vision=True, processor="Qwen3VLProcessor", seq_cls="Qwen3VLForSequenceClassification", deepstack=True),
+           vision=True, processor="Qwen3VLProcessor", seq_cls="Qwen3VLForSequenceClassification"),
     Family("qwen3_vl_moe", ("qwen3_vl_moe",), "Qwen3VLMoeModel", "Qwen3VLMoeForConditionalGeneration",
            "Qwen3VLMoeConfig", vision=True, processor="Qwen3VLProcessor",
-           seq_cls="Qwen3VLMoeForSequenceClassification", deepstack=True),
+           seq_cls="Qwen3VLMoeForSequenceClassification"),
     Family("qwen3_5", ("qwen3_5",), "Qwen3_5Model", "Qwen3_5ForConditionalGeneration", "Qwen3_5Config",
            vision=True, processor="Qwen3VLProcessor", seq_cls="Qwen3_5ForSequenceClassification",
            shares_prompt=False),
