@@ -84,6 +84,15 @@ def reward_checkpoints(tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def family_rewards(tmp_path_factory) -> dict[str, Path]:
+    """family name -> a tiny reward checkpoint of it (seed 3), for the every-family serve and evaluation tests."""
+    from mrm_ray.model.tiny import FAMILY_NAMES, build_tiny_reward_checkpoint
+
+    root = tmp_path_factory.mktemp("family-rewards")
+    return {f: build_tiny_reward_checkpoint(root / f, seed=3, family=f) for f in FAMILY_NAMES}
+
+
+@pytest.fixture(scope="session")
 def s3():
     """A local S3-compatible server (moto's, on 127.0.0.1); `s3.bucket()` makes an empty bucket."""
     from helpers.s3 import s3_server, stop_s3_server

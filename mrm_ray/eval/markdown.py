@@ -22,6 +22,17 @@ def value(result: dict, key: str) -> float:
     return result.get("per_category", result.get("per_source", {})).get(key, float("nan"))
 
 
+def inputs(member: dict) -> str:
+    """What a member scores: a text-only backbone scores only the text-only pairs."""
+    return "images and text" if member.get("takes_images", True) else "text only"
+
+
+def sizes(bench: dict) -> dict:
+    """The counts of the benchmark's scored pairs (an ensemble's result: a text-only member's covers fewer)."""
+    results = list(bench["results"].values())
+    return max((r.get("counts", {}) for r in results), key=lambda c: c.get("pairs", 0), default={})
+
+
 def left_out(bench: dict) -> str:
     counts = bench["counts"]
     text = (f"{counts['scored']} pairs scored of {counts['read']} read; {counts['bad_rows']} bad rows, "
@@ -30,6 +41,9 @@ def left_out(bench: dict) -> str:
     reasons = {**bench["bad_reasons"], **bench["not_supported_reasons"], **bench["unscorable_reasons"]}
     if reasons:
         text += " Left out: " + "; ".join(f"{r} ({n})" for r, n in reasons.items()) + "."
+    if bench.get("not_applicable"):
+        text += (" Text-only members scored the text-only pairs only (their figures are over those): "
+                 + "; ".join(f"{n} skipped {k} with images" for n, k in bench["not_applicable"].items()) + ".")
     return text
 
 
@@ -39,8 +53,8 @@ STAND_IN = ("pairs were scored with stand-in images (the benchmark's own images 
 
 def markdown(report: dict) -> str:
     lines = ["# Reward model evaluation", ""]
-    lines += ["| member | path | score mean | score std |", "|---|---|---|---|"]
-    lines += [f"| {n} | `{m['path']}` | {m['score_mean']:.4f} | {m['score_std']:.4f} |"
+    lines += ["| member | path | scores | score mean | score std |", "|---|---|---|---|---|"]
+    lines += [f"| {n} | `{m['path']}` | {inputs(m)} | {m['score_mean']:.4f} | {m['score_std']:.4f} |"
               for n, m in report["members"].items()]
     for name, bench in report["benchmarks"].items():
         lines += ["", f"## {bench['title']} (`{name}`)", "", left_out(bench)]
@@ -57,8 +71,7 @@ def markdown(report: dict) -> str:
         for label, ref in bench["reference"].items():
             cells = [percent(ref[k]) if k in ref else "" for k in keys]
             lines.append(f"| *paper: {label}* | " + " | ".join(cells) + " | |")
-        sizes = next(iter(bench["results"].values()))["counts"]
-        lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + "."]
+        lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in sizes(bench).items()) + "."]
         lines += ["", "ECE: expected calibration error of prob_chosen = sigmoid(margin), each pair counted in both "
                       "orders (report.html draws the reliability diagrams)."]
     return "\n".join(lines) + "\n"

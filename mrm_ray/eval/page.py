@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from html import escape
 
-from mrm_ray.eval.markdown import STAND_IN, categories, left_out, value
+from mrm_ray.eval.markdown import STAND_IN, categories, inputs, left_out, sizes, value
 from mrm_ray.eval.metrics import percent
 
 PALETTE = ("#3366cc", "#dc3912", "#ff9900", "#109618", "#990099", "#0099c6", "#dd4477", "#66aa00", "#b82e2e",
@@ -48,11 +48,11 @@ def _bars(name: str, bench: dict) -> str:
     keys = bench["headline"] + categories(bench)
     label_w, plot_w, bar_h, gap = 170, 460, 13, 12
     y, parts = 24, []
-    sizes = next(iter(bench["results"].values())).get("counts", {})
+    counts = sizes(bench)
     for key in keys:
         shown = [(label, colour, v, ref) for label, colour, result, ref in series
                  if (v := value(result, key)) == v and (not ref or key in result)]
-        title = key + (f" (n={sizes[key]})" if key in sizes else "")
+        title = key + (f" (n={counts[key]})" if key in counts else "")
         parts.append(f'<text x="0" y="{y + bar_h - 2}" class="metric" font-weight="600">{escape(title)}</text>')
         for label, colour, v, ref in shown:
             w = max(0.0, min(1.0, v)) * plot_w
@@ -149,12 +149,13 @@ def _section(name: str, bench: dict) -> str:
 
 def html_page(report: dict) -> str:
     members = "".join(f"<tr><td>{escape(n)}</td><td><code>{escape(str(m['path']))}</code></td>"
-                      f"<td>{m['score_mean']:.4f}</td><td>{m['score_std']:.4f}</td></tr>"
+                      f"<td>{inputs(m)}</td><td>{m['score_mean']:.4f}</td><td>{m['score_std']:.4f}</td></tr>"
                       for n, m in report["members"].items())
     toc = " · ".join(f'<a href="#bench-{escape(n)}">{escape(b["title"])}</a>' for n, b in report["benchmarks"].items())
     sections = "".join(_section(n, b) for n, b in report["benchmarks"].items())
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Reward model evaluation</title>"
             f"<style>{STYLE}</style></head><body><h1>Reward model evaluation</h1><p>{toc}</p>"
-            "<table class=\"members\"><tr><th>member</th><th>path</th><th>score mean</th><th>score std</th></tr>"
+            "<table class=\"members\"><tr><th>member</th><th>path</th><th>scores</th><th>score mean</th>"
+            "<th>score std</th></tr>"
             f"{members}</table><p>Ensemble methods: {escape(', '.join(report['methods']))}</p>{sections}"
             "</body></html>\n")

@@ -99,19 +99,25 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
 
     Returns the report (metrics and calibration per member and ensemble method, counts, bad
     and unsupported rows, and for a benchmark with nothing scored the message why) and a
-    per-pair table of every member's chosen/rejected scores, for error analysis.
+    per-pair table of every member's chosen/rejected scores, for error analysis. A text-only
+    member scores the text-only pairs only: its results are over those (`not_applicable`
+    counts the rest), and the ensembles take each pair from the members that scored it.
     """
     import pyarrow as pa
 
-    from mrm_ray.eval.scoring import score_pairs_on_ray
+    from mrm_ray.eval.scoring import has_images, score_pairs_on_ray
+    from mrm_ray.model.reward_checkpoint import check_reference
 
     if ensemble is not None:
+        for m in ensemble.members:  # a text-only member listed for images: refused before anything runs
+            check_reference(m.path, modalities=m.modalities, name=m.name)
         members = {m.name: m.path for m in ensemble.members}
     names = list(members)
     per, every = load_benchmarks(specs, options)
     scores = score_pairs_on_ray(every, members, batch_size=options.batch_size, concurrency=options.concurrency,
                                 num_gpus=options.num_gpus, num_cpus=options.num_cpus) if every else {
-        n: {"chosen": np.zeros(0), "rejected": np.zeros(0), "errors": []} for n in names}
+        n: {"chosen": np.zeros(0), "rejected": np.zeros(0), "errors": [], "applicable": np.zeros(0, bool),
+            "takes_images": True} for n in names}
     stats = [member_stats(members[n]) for n in names]
     if ensemble is not None:  # the ensemble file's normalisation wins over the checkpoints'
         stats = [(m.score_mean if m.score_mean is not None else s[0], m.score_std if m.score_std is not None else s[1])
@@ -123,9 +129,13 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
     for n in names:
         table[f"{n}/chosen"], table[f"{n}/rejected"] = scores[n]["chosen"], scores[n]["rejected"]
         table[f"{n}/error"] = scores[n]["errors"]
-    report = {"members": {n: {"path": members[n], "score_mean": s[0], "score_std": s[1]} for n, s in zip(names, stats)},
+    report = {"members": {n: {"path": members[n], "score_mean": s[0], "score_std": s[1],
+                              "takes_images": scores[n]["takes_images"]} for n, s in zip(names, stats)},
               "methods": list(options.methods) + ([f"ensemble.yaml ({ensemble.method})"] if ensemble else []),
               "benchmarks": {}}
+    applicable = np.stack([scores[n]["applicable"] for n in names])  # (members, pairs)
+    if ensemble is not None:  # what ensemble.yaml routes to whom, of what each member can take
+        routed = applicable & routing_mask([m.modalities for m in ensemble.members], [has_images(r) for r in every])
     for name, data in per.items():
         bench = benchmark(name)
         rows = data["rows"]
@@ -137,6 +147,13 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
                 if scores[n]["errors"][i] is not None:
                     keep[j] = False
                     failed[f"{n}: {scores[n]['errors'][i][:120]}"] += 1
+        nobody = ~applicable[:, idx].any(axis=0)
+        if ensemble is not None:
+            nobody |= ~routed[:, idx].any(axis=0)
+        if (nobody & keep).any():
+            failed["no member takes images (every member routed these pairs is text-only)"] += int(
+                (nobody & keep).sum())
+        keep &= ~nobody
         kept = [r for r, k in zip(rows, keep) if k]
         entry = {
             "title": bench.title, "path": data["path"], "headline": list(bench.headline),
@@ -148,35 +165,40 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
             "bad_reasons": dict(Counter(reason_kind(b["reason"]) for b in data["bad"])),
             "not_supported_reasons": dict(Counter(b["reason"] for b in data["unsupported"])),
             "unscorable_reasons": dict(failed), "bad_examples": data["bad"][:20],
+            "not_applicable": {n: int((~applicable[m, idx[keep]]).sum()) for m, n in enumerate(names)
+                               if (~applicable[m, idx[keep]]).any()},
             "results": {}, "calibration": {}}
         report["benchmarks"][name] = entry
         if not kept:
             entry["message"] = _nothing_scored(name, data, failed)
             continue
-        for label, (c, r) in _rewards(names, stats, scores, idx[keep], kept, options, ensemble).items():
-            entry["results"][label] = bench.score(metrics.correct(c, r), kept)
+        masks = {"applicable": applicable[:, idx[keep]], "routed": routed[:, idx[keep]] if ensemble else None}
+        for label, (c, r, scored) in _rewards(names, stats, scores, idx[keep], masks, options, ensemble).items():
+            entry["results"][label] = bench.score(metrics.correct(c, r), [x for x, s in zip(kept, scored) if s])
             entry["calibration"][label] = metrics.reliability(c - r)
     return report, pa.table(table)
 
 
-def _rewards(names: list[str], stats: list[tuple[float, float]], scores: dict, idx: np.ndarray, kept: list[dict],
-             options: EvalOptions, ensemble: EnsembleConfig | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(chosen, rejected) rewards of the kept pairs per member and per ensemble method."""
+def _rewards(names: list[str], stats: list[tuple[float, float]], scores: dict, idx: np.ndarray, masks: dict,
+             options: EvalOptions, ensemble: EnsembleConfig | None
+             ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(chosen, rejected, which kept pairs they are) per member (over the pairs it scored; a member that
+    scored none is left out) and per ensemble method (every kept pair, from the members that scored it)."""
     chosen = np.stack([scores[n]["chosen"][idx] for n in names])
     rejected = np.stack([scores[n]["rejected"][idx] for n in names])
-    out = {n: (chosen[m], rejected[m]) for m, n in enumerate(names)}
-    methods = [(f"ensemble: {method}", method, np.ones(len(names)), np.ones((len(names), len(kept)), bool))
-               for method in options.methods]
+    applicable = masks["applicable"]
+    out = {n: (chosen[m][applicable[m]], rejected[m][applicable[m]], applicable[m])
+           for m, n in enumerate(names) if applicable[m].any()}
+    methods = [(f"ensemble: {method}", method, np.ones(len(names)), applicable) for method in options.methods]
     if ensemble is not None:
-        has_image = [bool(r["images"]) for r in kept]
         methods.append((f"ensemble.yaml ({ensemble.method})", ensemble.method,
-                        np.array([m.weight for m in ensemble.members]),
-                        routing_mask([m.modalities for m in ensemble.members], has_image)))
+                        np.array([m.weight for m in ensemble.members]), masks["routed"]))
     means, stds = [s[0] for s in stats], [s[1] for s in stats]
+    every = np.ones(len(idx), dtype=bool)
     for label, method, weights, mask in methods:
         c = aggregate(np.where(mask, chosen, np.nan), method=method, weights=weights, means=means, stds=stds)
         r = aggregate(np.where(mask, rejected, np.nan), method=method, weights=weights, means=means, stds=stds)
-        out[label] = (c.reward, r.reward)
+        out[label] = (c.reward, r.reward, every)
     return out
 
 

@@ -2,7 +2,9 @@
 
 `map_batches` with an actor class loads a member once per actor (GPU where asked) and
 scores batches with the packed pair forward; every member scores the same dataset and
-the results join back by pair id. A pair a member cannot encode gets NaN and its error.
+the results join back by pair id. A pair a member cannot encode gets NaN and its error; a
+pair with images given to a text-only member is not its to score (NaN, `applicable` False,
+no error), so the vision-language members still score it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ SCORE_INPUT = pa.schema([("id", pa.string()), ("prompt", pa.list_(MESSAGE)), ("i
                          ("chosen_images", pa.list_(pa.binary())), ("rejected_images", pa.list_(pa.binary()))])
 
 
+def has_images(pair: Mapping) -> bool:
+    """Whether a pair shows any image, in its prompt or in a response."""
+    return bool(pair.get("images") or pair.get("chosen_images") or pair.get("rejected_images"))
+
+
 class PairScoring:
     """A `map_batches` actor holding one reward checkpoint."""
 
@@ -32,21 +39,27 @@ class PairScoring:
         from mrm_ray.data.schema import to_chat_messages
 
         rows = batch.to_pylist()
-        out = self.scorer.score_pairs([{"prompt": to_chat_messages(r["prompt"]), "images": r["images"],
-                                        "chosen": r["chosen"], "rejected": r["rejected"],
-                                        "chosen_images": r["chosen_images"], "rejected_images": r["rejected_images"]}
-                                       for r in rows])
+        applicable = [self.scorer.takes_images or not has_images(r) for r in rows]
+        mine = [r for r, a in zip(rows, applicable) if a]
+        scored = iter(self.scorer.score_pairs([
+            {"prompt": to_chat_messages(r["prompt"]), "images": r["images"], "chosen": r["chosen"],
+             "rejected": r["rejected"], "chosen_images": r["chosen_images"], "rejected_images": r["rejected_images"]}
+            for r in mine]))
+        out = [next(scored) if a else (float("nan"), float("nan")) for a in applicable]
         ok = [not isinstance(v, str) for v in out]
         return pa.table({"id": [r["id"] for r in rows],
                          "chosen_score": [v[0] if good else float("nan") for v, good in zip(out, ok)],
                          "rejected_score": [v[1] if good else float("nan") for v, good in zip(out, ok)],
-                         "error": [None if good else v for v, good in zip(out, ok)]})
+                         "error": [None if good else v for v, good in zip(out, ok)],
+                         "applicable": applicable, "takes_images": [self.scorer.takes_images] * len(rows)})
 
 
 def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, str], *, batch_size: int = 16,
                        concurrency: int = 1, num_gpus: float = 0.0, num_cpus: float = 1.0
                        ) -> dict[str, dict[str, np.ndarray | list]]:
-    """Per member: `chosen`, `rejected` (pairs,) aligned with `rows`, and `errors` (message or None)."""
+    """Per member: `chosen`, `rejected` (pairs,) aligned with `rows`, `errors` (message or None),
+    `applicable` (bool (pairs,): False where a text-only member was given a pair with images) and
+    `takes_images` (whether the member's backbone sees images)."""
     import ray
 
     table = pa.Table.from_pylist([{k: r.get(k, []) if k.endswith("_images") else r[k] for k in SCORE_INPUT.names}
@@ -69,10 +82,13 @@ def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, str], *, b
     out = {}
     for name, result in tables.items():
         chosen, rejected = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+        applicable = np.zeros(len(rows), dtype=bool)
         errors: list[str | None] = [None] * len(rows)
-        for pid, c, r, e in zip(*(result.column(k).to_pylist() for k in ("id", "chosen_score", "rejected_score",
-                                                                           "error"))):
+        for pid, c, r, e, a in zip(*(result.column(k).to_pylist() for k in (
+                "id", "chosen_score", "rejected_score", "error", "applicable"))):
             i = position[pid]
-            chosen[i], rejected[i], errors[i] = c, r, e
-        out[name] = {"chosen": chosen, "rejected": rejected, "errors": errors}
+            chosen[i], rejected[i], errors[i], applicable[i] = c, r, e, a
+        takes_images = result.column("takes_images").to_pylist()[:1] or [True]
+        out[name] = {"chosen": chosen, "rejected": rejected, "errors": errors, "applicable": applicable,
+                     "takes_images": bool(takes_images[0])}
     return out

@@ -79,6 +79,11 @@ class Scorer:
         self.score_mean = model.score_mean if score_mean is None else float(score_mean)
         self.score_std = model.score_std if score_std is None else float(score_std)
 
+    @property
+    def takes_images(self) -> bool:
+        """False for a text-only backbone: it scores text-only inputs, and image inputs go to other members."""
+        return self.model.family.vision
+
     def describe(self) -> dict[str, Any]:
         import torch
 

@@ -65,6 +65,20 @@ def resolve_policy(cfg: GRPOConfig) -> GRPOConfig:
     return dataclasses.replace(cfg, policy=str(shared_tiny_checkpoint(cfg.output_dir, cfg.policy)))
 
 
+def check_prompts(policy: str, prompts: list[dict]) -> None:
+    """Refuse, before any actor starts, prompts with images for a text-only policy."""
+    import json
+
+    from mrm_ray.model.families import family_of
+
+    config = Path(policy) / "config.json"
+    if not config.is_file() or family_of(json.loads(config.read_text())).vision:
+        return
+    if shown := sum(bool(p["images"]) for p in prompts):
+        raise ValueError(f"the policy {policy} is a text-only model and {shown} of the {len(prompts)} prompts show "
+                         "images: give it text prompts (for the synthetic ones, prompts.task=colour_text)")
+
+
 class Metrics:
     """TensorBoard scalars and the driver's progress line."""
 
@@ -127,6 +141,7 @@ class GRPORun:
         self.run_dir = cfg.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.train, self.held = load_prompts(cfg, self.run_dir)
+        check_prompts(cfg.policy, self.train + self.held)
         self.service = RewardService(cfg.reward, cfg.reward.url)
         resume = latest_checkpoint(self.run_dir)
         device = "cuda" if cfg.learner_gpus else "cpu"

@@ -25,7 +25,7 @@ def synthetic_prompts(n: int, *, seed: int = 0, task: str = "colour") -> list[di
 
     out = []
     for pair in image_grounded_pairs(n, seed=seed, task=task):
-        answer = pair["chosen"].rstrip(".").split()[-1 if task == "colour" else -2]
+        answer = pair["chosen"].rstrip(".").split()[-2 if task == "count" else -1]
         out.append({"id": pair["id"], "prompt": pair["prompt"], "images": pair["images"], "answer": answer})
     return out
 

@@ -48,10 +48,11 @@ def test_ensemble_fit_writes_weights_normalisation_and_routing(fitted, reward_ch
     assert config["method"] == "accuracy_weighted" and config["fitted_on"]["pairs"] == 50  # 10 RLAIF-V + 40 canonical
     a, b = config["members"]
     assert (a["name"], a["modalities"], b["name"], b["modalities"]) == ("a", ["image"], "b", ["text"])
-    # recompute member a's weight (accuracy) and statistics from its own scores of the same pairs
-    rows = [r for name, path in (("chat_messages", shared_data / "rlaif-v-sample" / "rlaif-v.jsonl"),
-                                 ("canonical", fitted.parent / "canonical"))
-            for r in [r for r in read_benchmark(name, path) if not isinstance(r, Rejected)][:40]]
+    # recompute member a's weight (accuracy) and statistics from its own scores of the pairs routed to it,
+    # the image pairs (its z-normalisation is of what it will be given)
+    rows = [r for r in read_benchmark("chat_messages", shared_data / "rlaif-v-sample" / "rlaif-v.jsonl")
+            if not isinstance(r, Rejected)][:40]
+    assert len(rows) == 10 and all(r["images"] for r in rows)
     scores = np.array(Scorer(str(reward_checkpoints[0])).score_pairs(
         [{**r, "prompt": to_chat_messages(r["prompt"])} for r in rows]))
     assert a["weight"] == pytest.approx(metrics.correct(scores[:, 0], scores[:, 1]).mean(), abs=1e-6)
@@ -201,3 +202,49 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
 
     text = summary(report)
     assert "  paper: BaseReward" in text and "91.76" in text and "NOTHING SCORED: vl_rewardbench" in text
+
+
+def test_a_member_of_every_family_text_only_ones_on_the_text_pairs(ray_cluster, family_rewards, shared_data):
+    """One member per family on image pairs (MM-RLHF, stand-in images) and text pairs (ShareGPT): the
+    text-only members score the text pairs only, the image pairs stay scored by the others, and every
+    figure equals the members scored in this process."""
+    from mrm_ray.eval.markdown import markdown
+    from mrm_ray.eval.report import EvalOptions, evaluate
+
+    specs = [("mm_rlhf", str(shared_data / "benchmarks" / "mm_rlhf_reward_bench.jsonl")),
+             ("sharegpt", str(shared_data / "text-preference" / "dpo_en_demo.json"))]
+    members = {f: str(p) for f, p in family_rewards.items()}
+    report, table = evaluate(specs, members, options=EvalOptions(stand_in_images=str(shared_data / "real-images"),
+                                                                 limit=3, num_cpus=0.5))
+    text_only = {"qwen2", "qwen3"}
+    assert {n: m["takes_images"] for n, m in report["members"].items()} == {f: f not in text_only for f in members}
+    mm, text = report["benchmarks"]["mm_rlhf"], report["benchmarks"]["sharegpt"]
+    assert mm["counts"]["scored"] == 3 and mm["counts"]["unscorable"] == 0 and text["counts"]["scored"] == 3
+    assert mm["not_applicable"] == {"qwen2": 3, "qwen3": 3} and text["not_applicable"] == {}
+    assert set(mm["results"]) == set(members) - text_only | {"ensemble: mean", "ensemble: z_mean"}
+    assert set(text["results"]) == set(members) | {"ensemble: mean", "ensemble: z_mean"}
+    assert "qwen2 skipped 3 with images" in markdown(report) and "| text only |" in markdown(report)
+
+    offline = {}
+    for name, path in specs:
+        rows = [r for r in read_benchmark(name, path, stand_in_images=shared_data / "real-images")
+                if not isinstance(r, Rejected)][:3]
+        for member, checkpoint in members.items():
+            if member in text_only and name == "mm_rlhf":
+                continue
+            offline[name, member] = np.array(Scorer(checkpoint).score_pairs(
+                [{**r, "prompt": to_chat_messages(r["prompt"])} for r in rows]))
+    pairs = table.to_pandas()
+    for (name, member), got in offline.items():
+        mine = pairs[pairs.benchmark == name]
+        assert np.allclose(mine[f"{member}/chosen"], got[:, 0], atol=1e-4)
+        assert np.allclose(mine[f"{member}/rejected"], got[:, 1], atol=1e-4)
+    mm_pairs = pairs[pairs.benchmark == "mm_rlhf"]
+    assert mm_pairs["qwen3/chosen"].isna().all() and mm_pairs["qwen3/error"].isna().all()
+    # the plain mean of MM-RLHF takes the four vision-language members; of ShareGPT, all six
+    for name, who in (("mm_rlhf", set(members) - text_only), ("sharegpt", set(members))):
+        c = np.mean([offline[name, m][:, 0] for m in who], axis=0)
+        r = np.mean([offline[name, m][:, 1] for m in who], axis=0)
+        headline = "Acc" if name == "mm_rlhf" else "accuracy"
+        assert report["benchmarks"][name]["results"]["ensemble: mean"][headline] == pytest.approx(
+            metrics.correct(c, r).mean())

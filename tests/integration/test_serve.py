@@ -414,6 +414,49 @@ def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, en
     assert all(r[0]["reward"] == pytest.approx(text["reward"], abs=1e-4) for r in asyncio.run(many()))
 
 
+def test_a_member_of_every_family_behind_one_endpoint(served, family_rewards, ray_cluster, tmp_path):
+    """`deploy_members` (what `mrm-ray grpo` does with reward.members) of one reward model per family: the
+    text-only members get the text item only, each member scores as it does offline, the reward is the mean."""
+    from ray import serve
+
+    from mrm_ray.serve.client import RewardClient
+    from mrm_ray.serve.deploy import deploy_members
+
+    config = yaml.safe_load(yaml.safe_dump(served.config))
+    app = config["applications"][0]
+    app.pop("runtime_env")  # no token
+    app["args"]["serving"]["num_cpus"] = app["args"]["ingress"]["num_cpus"] = 0.1  # six members on a 4-CPU head
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
+    paths = [str(p) for p in family_rewards.values()]
+    try:
+        url = deploy_members(paths, tmp_path / "serve.yaml", name="families")
+        client = RewardClient(url)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                models = client.models()
+                break
+            except Exception:  # replicas still starting
+                time.sleep(2)
+        else:
+            raise AssertionError("the families app never answered /v1/models")
+        names = {f: f.replace("_", "-") for f in family_rewards}
+        text_only = {names["qwen2"], names["qwen3"]}
+        assert {m["name"]: m["modalities"] for m in models["members"]} == {
+            n: ["text"] if n in text_only else ["image", "text"] for n in names.values()}
+        text, image = client.score([ITEMS[0], {**ITEMS[1], "images": [RED]}])
+        assert set(text["scores"]) == set(names.values()) and set(image["scores"]) == set(names.values()) - text_only
+        for family, path in family_rewards.items():
+            expected = Scorer(str(path)).score_items(DECODED[:2] if names[family] not in text_only else DECODED[:1])
+            assert text["scores"][names[family]] == pytest.approx(expected[0], abs=1e-4)
+            if names[family] not in text_only:
+                assert image["scores"][names[family]] == pytest.approx(expected[1], abs=1e-4)
+        for result in (text, image):
+            assert result["reward"] == pytest.approx(sum(result["scores"].values()) / len(result["scores"]), abs=1e-4)
+    finally:
+        serve.delete("families")
+
+
 def test_bearer_token_from_the_environment(served):
     """The main app took its token from its runtime_env; the ensemble app above ran without one."""
     assert served.post("/v1/score", {"items": ITEMS[:1]}, headers={}).status_code == 401

@@ -1,5 +1,5 @@
-"""The policy samples what its log-probs say, never an image placeholder; the learner's update
-moves the policy toward rewarded responses; checkpoints resume exactly."""
+"""The policy samples what its log-probs say, never an image placeholder, in every family; the
+learner's update moves the policy toward rewarded responses; checkpoints resume exactly."""
 
 import dataclasses
 
@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from mrm_ray.rl.actors import Learner
+from mrm_ray.model.tiny import FAMILY_NAMES
+from mrm_ray.rl.actors import Learner, RolloutWorker
 from mrm_ray.rl.config import load_grpo_config
 from mrm_ray.rl.policy import Policy
 from mrm_ray.rl.prompts import synthetic_prompts
+
+TEXT_ONLY = ("qwen2", "qwen3")
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +21,15 @@ def prompts():
     return synthetic_prompts(6, seed=3)
 
 
-def test_sampled_tokens_have_the_log_probs_the_learner_computes(tiny_checkpoint, prompts):
-    policy = Policy(str(tiny_checkpoint))
-    features = policy.encode_prompt(prompts[0]["prompt"], prompts[0]["images"])
+def _family_prompts(family, n=6):
+    return synthetic_prompts(n, seed=3, task="colour_text" if family in TEXT_ONLY else "colour")
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_sampled_tokens_have_the_log_probs_the_learner_computes(family_checkpoint, family):
+    policy = Policy(str(family_checkpoint(family)))
+    prompt = _family_prompts(family)[0]
+    features = policy.encode_prompt(prompt["prompt"], prompt["images"])
     inputs = policy._prompt_tensors(features, 1)
     out = policy.model.generate(**inputs, max_new_tokens=6, do_sample=False, output_scores=True,
                                 return_dict_in_generate=True, suppress_tokens=policy.suppressed,
@@ -94,3 +103,35 @@ def test_checkpoint_resumes_weights_optimizer_and_step_with_the_original_referen
     assert moved
     state = resumed.optimizer.state_dict()["state"]
     assert state and all(int(s["step"]) == 1 for s in state.values())
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILY_NAMES if f != "qwen2_5_vl"])  # the default: test_grpo
+def test_every_family_runs_the_grpo_actors_round(family_checkpoint, family, tmp_path):
+    """A rollout worker samples a group with the learner's weights, the learner updates on its rewards,
+    and the worker takes the new weights: the round `mrm-ray grpo` runs, in each family."""
+    path = str(family_checkpoint(family))
+    cfg = _cfg(path, tmp_path, **{"rollout.group_size": 4, "optim.minibatches": 1})
+    learner = Learner(dataclasses.asdict(cfg), checkpoint=None, device="cpu")
+    worker = RolloutWorker(path, dtype="float32", max_pixels=None, cpus=1, device="cpu")
+    prompts = _family_prompts(family, 2)
+    version, state = learner.state()
+    worker.set_weights(version, state)
+    groups = [worker.rollout(p, n=4, seed=i, version=version, max_new_tokens=4, temperature=1.0, top_p=1.0)
+              for i, p in enumerate(prompts)]
+    assert all(len(g["responses"]) == 4 and len(g["texts"]) == 4 for g in groups)
+    metrics = learner.update(prompts, groups, [[float(len(r)) + i for i, r in enumerate(g["responses"])]
+                                               for g in groups])
+    assert metrics["finite"] and learner.step == 1 and metrics["grad_norm"] > 0
+    version, state = learner.state()
+    assert worker.set_weights(version, state) == 1
+    for (name, a), b in zip(worker.policy.model.state_dict().items(), state.values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_a_text_only_policy_is_refused_prompts_with_images_before_any_actor_starts(family_checkpoint):
+    from mrm_ray.rl.loop import check_prompts
+
+    check_prompts(str(family_checkpoint("qwen3")), _family_prompts("qwen3"))  # text prompts: fine
+    check_prompts(str(family_checkpoint("qwen3_vl")), synthetic_prompts(2))
+    with pytest.raises(ValueError, match=r"text-only model and 2 of the 2 prompts show images.*prompts.task=colour_text"):
+        check_prompts(str(family_checkpoint("qwen3")), synthetic_prompts(2))
