@@ -65,7 +65,8 @@ def test_blinking_service_is_retried_and_a_dead_one_stops_with_a_resumable_check
 
     assert grpo_job["status"] == "SUCCEEDED", grpo_job["log"][-4000:]
     proxy = FlakyProxy(grpo_job["url"])
-    overrides = [f"output_dir={tmp_path}", "name=faults", "steps=3", "eval_every=3", "checkpoint_every=1",
+    # the policy here is a tiny Qwen3-VL (the job above: the default Qwen2.5-VL), so the whole loop runs on two families
+    overrides = [f"output_dir={tmp_path}", "name=faults", "policy=tiny:qwen3_vl", "steps=3", "eval_every=3", "checkpoint_every=1",
                  f"reward.url={proxy.url}", "reward.members=[]", "reward.max_wait_s=4", "prompts.held_out=4",
                  "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.eval_samples=2", "rollout.workers=1"]
     cfg = load_grpo_config("tiny", overrides)

@@ -122,8 +122,10 @@ def autoscaled_job(installed, own_cluster, s3):
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         out = f"{s3.bucket()}/runs"
+        # a text-only Qwen3 on the text task: the default family trains in the README job and test_train_state
         result = _run(bin_dir / "mrm-ray", "train", "--address", head.address, "--config", "tiny",
-                      f"output_dir={out}", "name=from-wheel", "synthetic.pairs=128", "train.max_steps=4",
+                      f"output_dir={out}", "name=from-wheel", "model.path=tiny:qwen3", "synthetic.task=colour_text",
+                      "synthetic.pairs=128", "train.max_steps=4",
                       "train.eval_every=2", "train.log_every=2",
                       f'train.resources_per_worker={{"{TRAIN_TYPE}": 0.001}}', "train.cpus_per_worker=1",
                       cwd=work, timeout=600, check=False)
@@ -147,6 +149,7 @@ def test_train_submitted_with_the_installed_code_scales_the_cluster_and_writes_t
     assert f"reward checkpoint: {out}/from-wheel/reward_model" in done.stdout, done.stdout[-3000:]
     model = RewardModel.from_pretrained(storage.local_copy(f"{out}/from-wheel/reward_model"))
     assert model.provenance["step"] in (2, 4) and model.provenance["run_config"]["name"] == "from-wheel"
+    assert model.family.name == "qwen3"  # its template and tokenizer came from the wheel's own files
     assert storage.exists(f"{out}/from-wheel/logs/rank1.log")  # every rank's full log, uploaded
     # two workers of 1 CPU each, training nodes of 1 CPU: the autoscaler launched two, and removed them
     assert len(autoscaled_job["seen"]) == 2, autoscaled_job["seen"]
