@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mrm_ray.config import config_dataclass, validate
-from mrm_ray.model.reward_checkpoint import tiny_seed
+from mrm_ray.model.reward_checkpoint import check_reference, tiny_seed
 from mrm_ray.storage import is_uri, join, local_copy
 
 METHODS = ("mean", "z_mean", "accuracy_weighted", "confidence_weighted")
@@ -80,6 +80,12 @@ class EnsembleConfig:
                     else str((Path(base_dir) / path).resolve())
             members.append(m)
         return validate(cls, {**data, "members": members})
+
+    def check_references(self) -> None:
+        """Refuse, before anything runs, a member that is no reward checkpoint, or a text-only one given images
+        (ValueError naming the member and the setting to change)."""
+        for m in self.members:
+            check_reference(m.path, modalities=m.modalities, name=m.name)
 
     def to_dict(self) -> dict:
         return {"method": self.method,

@@ -215,13 +215,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     members = dict(parse_named(m) for m in args.models)
     if not members and ensemble is None:
         raise ConfigError("give --models or --ensemble")
-    if args.address:  # paths as given: they are read on the cluster
+    if args.address:  # paths as given: they are read (and checked) on the cluster
         from mrm_ray.submit import strip_address, submit
 
         return submit(args.address, "evaluate", strip_address(args.argv))
     options = EvalOptions(image_root=args.image_root, stand_in_images=args.stand_in_images,
                           batch_size=args.batch_size, concurrency=args.actors_per_model, num_gpus=args.gpus_per_model,
                           num_cpus=args.cpus_per_model, limit=args.limit, methods=tuple(args.methods))
+    from mrm_ray.model.reward_checkpoint import check_reference
+
+    try:  # refused before Ray starts: no reward checkpoint; a text-only member an ensemble file routes images
+        if ensemble is not None:
+            ensemble.check_references()
+        for name, path in members.items():  # a text-only one scores the text pairs
+            check_reference(path, modalities=("text",), name=name)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(str(exc)) from None
     from mrm_ray.ray_session import connect
 
     connect()

@@ -106,11 +106,9 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
     import pyarrow as pa
 
     from mrm_ray.eval.scoring import has_images, score_pairs_on_ray
-    from mrm_ray.model.reward_checkpoint import check_reference
 
     if ensemble is not None:
-        for m in ensemble.members:  # a text-only member listed for images: refused before anything runs
-            check_reference(m.path, modalities=m.modalities, name=m.name)
+        ensemble.check_references()  # a text-only member listed for images: refused before anything runs
         members = {m.name: m.path for m in ensemble.members}
     names = list(members)
     per, every = load_benchmarks(specs, options)

@@ -47,11 +47,8 @@ def load_serve_config(path: str | Path, *, ensemble: str | None = None, name: st
         args.pop("method", None)  # the ensemble file's method was fitted with its weights
         args["ensemble"] = ensemble if is_uri(ensemble) else str(Path(ensemble).resolve())
     app_args = validate(AppArgs, args, where=f"{path}: applications[0].args")
-    from mrm_ray.model.reward_checkpoint import check_reference
-
     try:  # members, their checkpoints, the method: refused here, not in a replica
-        for member in app_args.ensemble_config().members:
-            check_reference(member.path, modalities=member.modalities, name=member.name)
+        app_args.ensemble_config().check_references()
     except (ValueError, OSError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     http = raw.get("http_options") or {}

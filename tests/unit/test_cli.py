@@ -39,3 +39,27 @@ def test_score_command_on_the_real_rlaif_v_pairs(shared_data, tiny_checkpoint):
 def test_parser_rejects_unknown_commands():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["nope"])
+
+
+def test_evaluate_refuses_members_that_cannot_score_before_ray_starts(tmp_path, capsys):
+    """A text-only member an ensemble file routes images, or a folder that is no reward checkpoint: exit 2
+    with the member and what to change, before Ray starts (a text-only member of --models is fine)."""
+    import ray
+
+    from mrm_ray.cli import main
+    from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
+    from mrm_ray.model.tiny import build_tiny_reward_checkpoint
+
+    text = build_tiny_reward_checkpoint(tmp_path / "qwen3-reward", seed=1, family="qwen3")
+    ensemble = save_ensemble(EnsembleConfig(members=[EnsembleMember(name="vl", path="tiny:0"),
+                                                     EnsembleMember(name="text", path=str(text))]),
+                             tmp_path / "ensemble.yaml")
+    bench = ["--bench", f"mm_rlhf={tmp_path / 'bench.jsonl'}", "--out", str(tmp_path / "report")]
+    assert main(["evaluate", "--ensemble", str(ensemble), *bench]) == 2
+    err = capsys.readouterr().err
+    assert "member text: " in err and "text-only qwen3" in err and "modalities: [text]" in err, err
+    (tmp_path / "plain").mkdir()
+    assert main(["evaluate", "--models", f"t={text}", f"p={tmp_path / 'plain'}", *bench]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "plain") in err and "member text" not in err, err
+    assert not ray.is_initialized() and not (tmp_path / "report").exists()
