@@ -20,11 +20,22 @@ from mrm_ray.data.schema import PAIR_SCHEMA
 
 def write_prepared(prepared, out_dir: str | Path, *, mixture=None, encoded: bool = False,
                    concurrency: int = 1) -> Path:
+    from mrm_ray.data.pipeline import SPLIT
+
     with atomic_dir(out_dir) as tmp:
-        for split, dataset in (("train", prepared.train), ("held_out", prepared.held_out)):
-            data = (prepared.encode(dataset, concurrency=concurrency) if encoded
-                    else dataset.select_columns(PAIR_SCHEMA.names))
-            data.write_parquet(str(tmp / split))
+        if encoded:  # both splits through one encoding pass (one actor pool), written apart by their tag
+            prepared.encode(prepared.both_splits(), concurrency=concurrency).write_parquet(
+                str(tmp / "splits"), partition_cols=[SPLIT])
+            for split in ("train", "held_out"):
+                part = tmp / "splits" / f"{SPLIT}={split}"  # Hive-style partition folders
+                if part.is_dir():
+                    part.rename(tmp / split)
+                else:  # a split with no rows
+                    (tmp / split).mkdir()
+            (tmp / "splits").rmdir()
+        else:
+            for split in ("train", "held_out"):
+                getattr(prepared, split).select_columns(PAIR_SCHEMA.names).write_parquet(str(tmp / split))
         summary = {
             "format": "encoded" if encoded else "canonical",
             "counts": prepared.counts,

@@ -190,6 +190,12 @@ class PreparedData:
                                                 "data_config": to_dict(self.data_config)},
             batch_size=batch_size, batch_format="pyarrow", compute=_actors(concurrency), num_cpus=num_cpus)
 
+    def both_splits(self):
+        """Train and held-out rows as one dataset, each tagged with its split (column SPLIT): one pass, one
+        actor pool, encodes both."""
+        return _union([getattr(self, name).map_batches(_tag_split, fn_kwargs={"split": name}, batch_format="pyarrow")
+                       for name in ("train", "held_out")])
+
     def encoded(self, split: str, *, cache: bool, concurrency: int | tuple[int, int] = 1, num_cpus: float = 1.0):
         """The `train` or `held_out` split encoded: streaming, or (`cache`) both splits encoded once, in one
         pass, and kept in the object store for every epoch and every trainer built from this data."""
@@ -198,10 +204,7 @@ class PreparedData:
         if not self._encoded:
             from ray.data.expressions import col
 
-            both = _union([getattr(self, name).map_batches(_tag_split, fn_kwargs={"split": name},
-                                                           batch_format="pyarrow")
-                           for name in ("train", "held_out")])
-            encoded = self.encode(both, concurrency=concurrency, num_cpus=num_cpus).materialize()
+            encoded = self.encode(self.both_splits(), concurrency=concurrency, num_cpus=num_cpus).materialize()
             for name in ("train", "held_out"):
                 self._encoded[name] = encoded.filter(expr=col(SPLIT) == name).drop_columns([SPLIT]).materialize()
         return self._encoded[split]

@@ -69,6 +69,14 @@ def test_prepare_encoded_shards(ray_cluster, mixture_file, tiny_checkpoint, tmp_
     rows = ray.data.read_parquet(str(out_dir / "train")).take(2)
     assert rows[0]["pixel_values"].shape[1] == 3 * 2 * 14 * 14
     assert rows[0]["chosen_ids"][-1] == rows[0]["rejected_ids"][-1]  # both end with <|im_end|>
+    # both splits came out of one encoding pass, each in its own folder, every pair once, untagged
+    counts = json.loads((out_dir / "summary.json").read_text())["counts"]["images"]
+    splits = {s: ray.data.read_parquet(str(out_dir / s)) for s in ("train", "held_out")}
+    assert {s: d.count() for s, d in splits.items()} == {"train": counts["train"], "held_out": counts["held_out"]}
+    ids = [i for d in splits.values() for i in d.select_columns(["id"]).to_pandas()["id"]]
+    assert len(ids) == len(set(ids)) == 40 and counts["held_out"] > 0
+    assert "_split" not in splits["train"].columns() and sorted(p.name for p in out_dir.iterdir()) == [
+        "held_out", "summary.json", "train"]
 
 
 def test_prepare_stops_past_the_bad_fraction(ray_cluster, mixture_file, tiny_checkpoint, tmp_path):
