@@ -222,13 +222,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     options = EvalOptions(image_root=args.image_root, stand_in_images=args.stand_in_images,
                           batch_size=args.batch_size, concurrency=args.actors_per_model, num_gpus=args.gpus_per_model,
                           num_cpus=args.cpus_per_model, limit=args.limit, methods=tuple(args.methods))
-    from mrm_ray.model.reward_checkpoint import check_reference
+    from mrm_ray.model.reward_checkpoint import reference_family
 
     try:  # refused before Ray starts: no reward checkpoint; a text-only member an ensemble file routes images
         if ensemble is not None:
             ensemble.check_references()
-        for name, path in members.items():  # a text-only one scores the text pairs
-            check_reference(path, modalities=("text",), name=name)
+        for path in members.values():  # any family: a text-only one scores the text pairs
+            reference_family(path)
     except (ValueError, OSError) as exc:
         raise ConfigError(str(exc)) from None
     from mrm_ray.ray_session import connect

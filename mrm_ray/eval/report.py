@@ -108,7 +108,6 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
     from mrm_ray.eval.scoring import has_images, score_pairs_on_ray
 
     if ensemble is not None:
-        ensemble.check_references()  # a text-only member listed for images: refused before anything runs
         members = {m.name: m.path for m in ensemble.members}
     names = list(members)
     per, every = load_benchmarks(specs, options)
@@ -170,27 +169,26 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
         if not kept:
             entry["message"] = _nothing_scored(name, data, failed)
             continue
-        masks = {"applicable": applicable[:, idx[keep]], "routed": routed[:, idx[keep]] if ensemble else None}
-        for label, (c, r, scored) in _rewards(names, stats, scores, idx[keep], masks, options, ensemble).items():
+        for label, (c, r, scored) in _rewards(names, stats, scores, idx[keep], applicable[:, idx[keep]],
+                                              routed[:, idx[keep]] if ensemble else None, options, ensemble).items():
             entry["results"][label] = bench.score(metrics.correct(c, r), [x for x, s in zip(kept, scored) if s])
             entry["calibration"][label] = metrics.reliability(c - r)
     return report, pa.table(table)
 
 
-def _rewards(names: list[str], stats: list[tuple[float, float]], scores: dict, idx: np.ndarray, masks: dict,
-             options: EvalOptions, ensemble: EnsembleConfig | None
-             ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _rewards(names: list[str], stats: list[tuple[float, float]], scores: dict, idx: np.ndarray,
+             applicable: np.ndarray, routed: np.ndarray | None, options: EvalOptions,
+             ensemble: EnsembleConfig | None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(chosen, rejected, which kept pairs they are) per member (over the pairs it scored; a member that
     scored none is left out) and per ensemble method (every kept pair, from the members that scored it)."""
     chosen = np.stack([scores[n]["chosen"][idx] for n in names])
     rejected = np.stack([scores[n]["rejected"][idx] for n in names])
-    applicable = masks["applicable"]
     out = {n: (chosen[m][applicable[m]], rejected[m][applicable[m]], applicable[m])
            for m, n in enumerate(names) if applicable[m].any()}
     methods = [(f"ensemble: {method}", method, np.ones(len(names)), applicable) for method in options.methods]
     if ensemble is not None:
         methods.append((f"ensemble.yaml ({ensemble.method})", ensemble.method,
-                        np.array([m.weight for m in ensemble.members]), masks["routed"]))
+                        np.array([m.weight for m in ensemble.members]), routed))
     means, stds = [s[0] for s in stats], [s[1] for s in stats]
     every = np.ones(len(idx), dtype=bool)
     for label, method, weights, mask in methods:

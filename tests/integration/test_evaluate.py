@@ -213,7 +213,7 @@ def test_a_member_of_every_family_text_only_ones_on_the_text_pairs(ray_cluster, 
 
     specs = [("mm_rlhf", str(shared_data / "benchmarks" / "mm_rlhf_reward_bench.jsonl")),
              ("sharegpt", str(shared_data / "text-preference" / "dpo_en_demo.json"))]
-    members = {f: str(p) for f, p in family_rewards.items() if f != "qwen2_5_vl"}
+    members = {f: str(p) for f, p in family_rewards.items()}
     report, table = evaluate(specs, members, options=EvalOptions(stand_in_images=str(shared_data / "real-images"),
                                                                  limit=3, num_cpus=0.5))
     text_only = {"qwen2", "qwen3"}
