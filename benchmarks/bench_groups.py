@@ -42,7 +42,7 @@ DEFAULT_MAX_PIXELS = 1280 * 28 * 28
 
 def _checkpoint(tmp: Path, *, text_hidden: int, text_layers: int, vision_hidden: int) -> Path:
     from mrm_ray.model.processor import load_processor
-    from mrm_ray.model.tiny import build_tiny_reward_checkpoint
+    from mrm_ray.model.checkpoints import build_tiny_reward_checkpoint
 
     path = build_tiny_reward_checkpoint(tmp / f"rm-{text_hidden}x{text_layers}", seed=0, text_hidden=text_hidden,
                                         text_layers=text_layers, vision_hidden=vision_hidden)

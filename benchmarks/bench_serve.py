@@ -116,7 +116,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from mrm_ray.model.tiny import build_tiny_reward_checkpoint
+    from mrm_ray.model.checkpoints import build_tiny_reward_checkpoint
 
     items = make_items(64)
     wire = [{**it, "images": [base64.b64encode(im).decode() for im in it["images"]]} for it in items]

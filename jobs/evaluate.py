@@ -12,7 +12,7 @@ and scores.parquet (every pair's scores) under --out, and prints the headline nu
 to the paper's.
 """
 
-from mrm_ray.jobs import shim
+from mrm_ray.cli import shim
 
 if __name__ == "__main__":
     shim("evaluate")

@@ -5,7 +5,7 @@
 Re-running with the same `name` resumes from the run's latest checkpoint.
 """
 
-from mrm_ray.jobs import shim
+from mrm_ray.cli import shim
 
 if __name__ == "__main__":
     shim("grpo")

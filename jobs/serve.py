@@ -4,7 +4,7 @@
         [--name reward] [--route-prefix /]
 """
 
-from mrm_ray.jobs import shim
+from mrm_ray.cli import shim
 
 if __name__ == "__main__":
     shim("serve")

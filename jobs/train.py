@@ -3,7 +3,7 @@
     ray job submit --working-dir . -- python jobs/train.py --config tiny [key=value ...]
 """
 
-from mrm_ray.jobs import shim
+from mrm_ray.cli import shim
 
 if __name__ == "__main__":
     shim("train")

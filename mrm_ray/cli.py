@@ -1,5 +1,8 @@
 """The `mrm-ray` command: the jobs (train, evaluate, serve, grpo; mrm_ray/jobs.py) and the tools
-around them (shipped configs, tiny checkpoints, scoring, data, ensembles, memory plans)."""
+around them (shipped configs, tiny checkpoints, scoring, data, ensembles, memory plans).
+
+A command's flags are spellings of its config's settings (config/commands.py); commands with a
+config also take `--config FILE` and trailing `a.b=value` overrides, checked as one."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
 
 def shared_data_dir() -> Path:
     """Real data made by others: `$MRM_SHARED_DATA`, else `../shared/data` from the current directory
@@ -23,46 +27,49 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-def _good(records) -> list[dict]:
+def _score_rows(data: str | None, reader: str | None, limit: int | None) -> tuple[list[dict], str]:
+    """The pairs to score: `data` read by `reader` (by default the one its content says), else the shared
+    RLAIF-V sample, else generated pairs; records that cannot be read are named on stderr."""
     from mrm_ray.data.quarantine import Rejected
+    from mrm_ray.data.readers import detect_reader, get_reader
+    from mrm_ray.data.synthetic import image_grounded_pairs
 
+    if data is None:
+        rlaif = shared_data_dir() / "rlaif-v-sample" / "rlaif-v.jsonl"
+        if not rlaif.is_file():
+            print(f"note: {rlaif} not found (set MRM_SHARED_DATA); scoring generated pairs instead", file=sys.stderr)
+            return list(image_grounded_pairs(16, seed=0)), "generated image-grounded pairs"
+        data, reader = str(rlaif), reader or "chat_messages"
+    reader = reader or detect_reader(data)
     rows = []
-    for record in records:
+    for record in get_reader(reader)(data):
         if isinstance(record, Rejected):
             print(f"skipped {record.position}: {record.reason}", file=sys.stderr)
         else:
             rows.append(record)
-    return rows
-
-
-def _load_rows(data: str | None, limit: int | None) -> tuple[list[dict], str]:
-    from mrm_ray.data.readers.chat_messages import read_chat_messages
-    from mrm_ray.data.synthetic import image_grounded_pairs
-
-    if data:
-        rows, what = _good(read_chat_messages(data)), data
-    else:
-        rlaif = shared_data_dir() / "rlaif-v-sample" / "rlaif-v.jsonl"
-        if rlaif.is_file():
-            rows, what = _good(read_chat_messages(rlaif)), str(rlaif)
-        else:
-            print(f"note: {rlaif} not found (set MRM_SHARED_DATA); scoring generated pairs instead",
-                  file=sys.stderr)
-            rows, what = list(image_grounded_pairs(16, seed=0)), "generated image-grounded pairs"
-    return rows[:limit] if limit else rows, what
+    return (rows[:limit] if limit else rows), f"{data} ({reader})"
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    from mrm_ray.data.schema import to_chat_messages
+    from mrm_ray.model import checkpoints
     from mrm_ray.model.inputs import PairEncoder
     from mrm_ray.model.processor import load_processor
     from mrm_ray.model.reward_model import RewardModel
     from mrm_ray.model.scorer import Scorer
 
-    rows, what = _load_rows(args.data, args.limit)
-    model = RewardModel.from_pretrained(args.model, packed_attention=args.packed_attention)
-    encoder = PairEncoder(load_processor(args.model, max_pixels=args.max_pixels))
+    rows, what = _score_rows(args.data, args.reader, args.limit)
+    if not rows:
+        print(f"error: no pairs could be read from {what}; the lines above say why (give --reader NAME if it is "
+              "another format)", file=sys.stderr)
+        return 1
+    path = checkpoints.resolve(args.model, want=checkpoints.BACKBONE)
+    model = RewardModel.from_pretrained(path, packed_attention=args.packed_attention)
+    encoder = PairEncoder(load_processor(path, max_pixels=args.max_pixels))
     scorer = Scorer.from_model(model, encoder, max_batch_tokens=args.max_batch_tokens)
-    scores = scorer.score_pairs(rows, progress=True)
+    inputs = [{**row, "prompt": to_chat_messages(row["prompt"]) if row.get("source") else row["prompt"]}
+              for row in rows]
+    scores = scorer.score_pairs(inputs, progress=True)
     for row, score in zip(rows, scores):
         if isinstance(score, str):
             print(f"{row['id']}: {score}", file=sys.stderr)
@@ -73,90 +80,102 @@ def _cmd_score(args: argparse.Namespace) -> int:
         print(f"{row['id'][:28]:<28} {c:>9.4f} {r:>9.4f}  {'yes' if c > r else 'no'}")
     correct = sum(c > r for _, (c, r) in kept)
     print(f"pairwise accuracy {correct / max(len(kept), 1):.2%} ({correct}/{len(kept)})")
-    return 0
+    return 0 if kept else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mrm_ray.model.tiny import shared_tiny_checkpoint
+    from mrm_ray.model import checkpoints
 
-    path = shared_tiny_checkpoint(args.run_dir)
+    path = checkpoints.resolve("tiny", want=checkpoints.BACKBONE)
     print(f"tiny Qwen2.5-VL checkpoint at {path}")
-    args.model = str(path)
+    args.model, args.reader = str(path), None
     print("an untrained tiny model: expect accuracy near chance; the point is the path runs end to end")
     return _cmd_score(args)
 
 
-def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"{what} {item!r} must look like NAME=VALUE")
-        out[name] = value
-    return out
+def _data_config(args: argparse.Namespace):
+    """The data command's config: its flags, then trailing settings (`max_length=4096` is `data.max_length`)."""
+    from mrm_ray.config import DataCommandConfig, DataConfig, load
+    from mrm_ray.jobs import pairs
+
+    data_fields = set(DataConfig.__dataclass_fields__)
+    overrides = [f"data.{o}" if o.partition("=")[0] in data_fields else o for o in args.overrides]
+    values = {"mixture": args.mixture, "model": args.model, "paths": pairs(args.path, "--path"),
+              "image_roots": pairs(args.image_root, "--image-root"), "skip_missing": args.skip_missing or None,
+              "run_dir": args.run_dir, "workers": args.workers, "out": getattr(args, "out", None),
+              "encoded": getattr(args, "encoded", None) or None}
+    return load(DataCommandConfig, args.config, overrides, values=values)
 
 
-def _prepare(args: argparse.Namespace):
-    from mrm_ray.config import DataConfig, parse_overrides, validate
+def _prepare(config):
     from mrm_ray.data.mixture import load_mixture
     from mrm_ray.data.pipeline import prepare_mixture
+    from mrm_ray.model import checkpoints
     from mrm_ray.ray_session import connect
 
-    image_roots = {name: {"image_root": root} for name, root in _pairs(args.image_root, "--image-root").items()}
-    mixture = load_mixture(args.mixture, paths=_pairs(args.path, "--path"), options=image_roots,
-                           skip_missing=args.skip_missing)
-    config = validate(DataConfig, parse_overrides(args.overrides), where="data")
+    mixture = load_mixture(config.mixture, paths=config.paths,
+                           options={name: {"image_root": root} for name, root in config.image_roots.items()},
+                           skip_missing=config.skip_missing)
+    model = checkpoints.resolve(config.model, want=checkpoints.BACKBONE)
     connect()
-    return mixture, prepare_mixture(mixture, processor_path=args.model, data_config=config, run_dir=args.run_dir,
-                                    concurrency=args.workers)
+    return mixture, prepare_mixture(mixture, processor_path=model, data_config=config.data, run_dir=config.run_dir,
+                                    concurrency=config.workers)
 
 
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from mrm_ray.data.report import format_report, mixture_stats
 
+    config = _data_config(args)
     # inspect reports however many records are bad; `prepare` and training enforce the limit
-    args.overrides = [o for o in args.overrides if not o.startswith("max_bad_fraction=")] + ["max_bad_fraction=1.0"]
-    _, prepared = _prepare(args)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, max_bad_fraction=1.0))
+    _, prepared = _prepare(config)
     print(format_report(prepared, mixture_stats(prepared)))
     return 0
 
 
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from mrm_ray.config import ConfigError
     from mrm_ray.data.export import write_prepared
 
-    mixture, prepared = _prepare(args)
-    out = write_prepared(prepared, args.out, mixture=mixture, encoded=args.encoded, concurrency=args.workers)
-    n_train = sum(c["train"] for c in prepared.counts.values())
-    n_held = sum(c["held_out"] for c in prepared.counts.values())
-    print(f"wrote {n_train} train and {n_held} held-out pairs "
-          f"({'encoded' if args.encoded else 'canonical'} Parquet shards) to {out}")
+    config = _data_config(args)
+    if not config.out:
+        raise ConfigError("out: `mrm-ray data prepare` writes to --out DIR")
+    mixture, prepared = _prepare(config)
+    out = write_prepared(prepared, config.out, mixture=mixture, encoded=config.encoded, concurrency=config.workers)
+    print(f"wrote {prepared.n_train} train and {prepared.n_held_out} held-out pairs "
+          f"({'encoded' if config.encoded else 'canonical'} Parquet shards) to {out}")
     return 0
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from mrm_ray.config import load_run_config
+    from mrm_ray.config import ConfigError, PlanConfig, config_file, load, load_run_config
     from mrm_ray.model.published import PUBLISHED, published_config
     from mrm_ray.train.plan import architecture, estimate, format_plan
 
-    from mrm_ray import presets
-
-    path = presets.config_file("train", args.preset)
+    plan_keys = set(PlanConfig.__dataclass_fields__)
+    mine = [o for o in args.overrides if o.partition("=")[0] in plan_keys]
+    config = load(PlanConfig, None, mine, values={"preset": args.preset, "gpus": args.gpus, "gpu_mem": args.gpu_mem,
+                                                  "tokens": args.tokens, "image_tokens": args.image_tokens})
+    path = config_file("train", config.preset)
     if path.stem not in PUBLISHED:
-        raise SystemExit(f"unknown preset {args.preset!r}; presets with published architectures: {sorted(PUBLISHED)}")
-    run = load_run_config(str(path), args.overrides)
-    plan = estimate(architecture(published_config(path.stem)), run.train, gpus=args.gpus, tokens_per_pair=args.tokens,
-                    image_tokens=args.image_tokens)
-    print(format_plan(path.stem, plan, gpus=args.gpus, gpu_mem_gib=args.gpu_mem, train=run.train))
+        raise ConfigError(f"unknown preset {config.preset!r}; presets with published architectures: "
+                          f"{sorted(PUBLISHED)}")
+    run = load_run_config(str(path), [o for o in args.overrides if o not in mine])
+    plan = estimate(architecture(published_config(path.stem)), run.train, gpus=config.gpus,
+                    tokens_per_pair=config.tokens, image_tokens=config.image_tokens)
+    print(format_plan(path.stem, plan, gpus=config.gpus, gpu_mem_gib=config.gpu_mem, train=run.train))
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from mrm_ray.model import checkpoints
     from mrm_ray.model.processor import load_processor
-    from mrm_ray.model.reward_checkpoint import resolve
     from mrm_ray.model.reward_model import RewardModel
     from mrm_ray.model.seq_cls import export_seq_cls
 
-    path = resolve(args.model)
+    path = checkpoints.resolve(args.model)
     model = RewardModel.from_pretrained(path)
     if args.format == "hf-seq-cls":
         try:
@@ -166,41 +185,58 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"{model.family.seq_cls} checkpoint written to {out} (score bias "
               f"{float(model.head.mlp[-1].bias):+.6f} kept in config.json; transformers' scores are ours minus it)")
     else:
-        out = model.save_pretrained(args.out, processor=load_processor(path))
+        out = model.save_pretrained(args.out, processor=load_processor(path),
+                                    extra={"exported_from": str(args.model)})
         print(f"reward checkpoint written to {out}")
     return 0
 
 
 def _cmd_ensemble_fit(args: argparse.Namespace) -> int:
-    from mrm_ray.eval.benchmarks import parse_named
+    from mrm_ray.config import ConfigError, FitConfig, load
     from mrm_ray.ensemble import save_ensemble
     from mrm_ray.eval.fit import fit_ensemble
+    from mrm_ray.model import checkpoints
     from mrm_ray.ray_session import connect
 
+    from mrm_ray.jobs import named
+
+    config = load(FitConfig, args.config, args.overrides, values={
+        "models": named(args.models), "data": named(args.data), "method": args.method,
+        "text_members": args.text_members, "image_root": args.image_root, "batch_size": args.batch_size,
+        "limit": args.limit, "out": args.out})
+    try:
+        for name, path in config.models.items():
+            checkpoints.check(path, modalities=(), name=name)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(str(exc)) from None
     connect()
-    config = fit_ensemble(dict(parse_named(m) for m in args.models), [parse_named(d) for d in args.data],
-                          method=args.method, text_members=args.text_members, image_root=args.image_root,
-                          batch_size=args.batch_size, limit=args.limit)
-    out = save_ensemble(config, args.out)
-    for m in config.members:
-        print(f"{m.name:<20} weight {m.weight:.4f}  accuracy {config.fitted_on['accuracy'][m.name]:.4f}  "
+    fitted = fit_ensemble(config)
+    out = save_ensemble(fitted, config.out)
+    for m in fitted.members:
+        print(f"{m.name:<20} weight {m.weight:.4f}  accuracy {fitted.fitted_on['accuracy'][m.name]:.4f}  "
               f"score mean {m.score_mean:.4f} std {m.score_std:.4f}  modalities {','.join(m.modalities)}")
-    print(f"fitted on {config.fitted_on['pairs']} pairs ({config.fitted_on['left_out']} left out); wrote {out}")
+    print(f"fitted on {fitted.fitted_on['pairs']} pairs ({fitted.fitted_on['left_out']} left out); wrote {out}")
     return 0
 
 
 def _cmd_configs(args: argparse.Namespace) -> int:
-    from mrm_ray import presets
+    from mrm_ray.config import shipped
 
-    for kind in presets.KINDS:
-        for name in presets.names(kind):
-            print(f"{kind:<8} {name:<16} {presets.shipped(kind, name)}")
+    for kind in shipped.KINDS:
+        for name in shipped.names(kind):
+            print(f"{kind:<8} {name:<16} {shipped.path(kind, name)}")
     return 0
 
 
+def config_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--config", help=f"a YAML file of the {what}'s settings (flags and key=value win over it)")
+    parser.set_defaults(overrides=[])  # trailing key=value settings (see main)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from mrm_ray.config import MAX_BATCH_TOKENS, METHODS
     from mrm_ray.jobs import JOBS
-    from mrm_ray.model.tiny import FAMILY_NAMES
+    from mrm_ray.model.families import DEFAULT, TINY_FAMILIES
 
     parser = argparse.ArgumentParser(prog="mrm-ray", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,91 +249,90 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser("tiny", help="write a tiny random checkpoint directory of a supported family")
     tiny.add_argument("out_dir")
-    tiny.add_argument("--family", choices=FAMILY_NAMES, default="qwen2_5_vl",
-                      help="backbone family (default qwen2_5_vl)")
+    tiny.add_argument("--family", choices=TINY_FAMILIES, default=DEFAULT, help=f"backbone family (default {DEFAULT})")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--text-hidden", type=int, default=64)
     tiny.add_argument("--vision-hidden", type=int, default=64)
     tiny.set_defaults(func=_cmd_tiny)
 
     def scoring_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", help="chat-message pair JSONL (default: the shared RLAIF-V sample)")
+        p.add_argument("--data", help="preference pairs in any supported format (default: the shared RLAIF-V sample)")
+        p.add_argument("--reader", help="the format's reader (mrm_ray/data/readers; default: what the file holds)")
         p.add_argument("--limit", type=int, default=None)
-        p.add_argument("--max-batch-tokens", type=int, default=16384, help="real tokens per packed forward")
+        p.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS, help="real tokens per packed forward")
         p.add_argument("--max-pixels", type=int, default=None, help="override the processor's image budget")
         p.add_argument("--packed-attention", choices=("auto", "varlen", "sdpa", "dense"), default="auto",
                        help="kernel for packed groups (dense: the 4D-mask reference)")
 
     score = sub.add_parser("score", help="score chosen/rejected pairs with a (reward) checkpoint")
-    score.add_argument("--model", required=True, help="Qwen2.5-VL or reward checkpoint directory")
+    score.add_argument("--model", required=True, help="a reward checkpoint, a backbone, or tiny[:FAMILY][@SEED]")
     scoring_options(score)
     score.set_defaults(func=_cmd_score)
 
     demo = sub.add_parser("demo", help="build the tiny checkpoint and score the real RLAIF-V pairs")
-    demo.add_argument("--run-dir", default="runs/demo")
     scoring_options(demo)
     demo.set_defaults(func=_cmd_demo)
 
     export = sub.add_parser("export", help="write a reward model in another format (hf-seq-cls: transformers' "
                                            "*ForSequenceClassification; reward: our reward checkpoint)")
-    export.add_argument("model", help="a reward checkpoint, a sequence-classification checkpoint, or tiny:SEED")
+    export.add_argument("model", help="a reward checkpoint, a sequence-classification checkpoint, or tiny:...")
     export.add_argument("out")
     export.add_argument("--format", choices=("hf-seq-cls", "reward"), required=True)
     export.set_defaults(func=_cmd_export)
 
-    plan = sub.add_parser("plan", help="per-GPU memory estimate of a training preset")
+    plan = sub.add_parser("plan", help="per-GPU memory estimate of a training preset (trailing a.b=value: the run's)")
     plan.add_argument("preset", help="a train preset with a published architecture: qwen2_5_vl_3b ... qwen2_5_vl_72b, "
                                      "qwen3_vl_2b ... qwen3_vl_32b, qwen3_5_9b, qwen3_5_27b (or its YAML)")
     plan.add_argument("--gpus", type=int, required=True)
     plan.add_argument("--gpu-mem", type=float, required=True, help="GiB per GPU, e.g. 80")
-    plan.add_argument("--tokens", type=int, default=4096, help="packed tokens per pair (prompt + both responses)")
-    plan.add_argument("--image-tokens", type=int, default=1280, help="image tokens per pair")
+    plan.add_argument("--tokens", type=int, help="packed tokens per pair (prompt + both responses; default 4096)")
+    plan.add_argument("--image-tokens", type=int, help="image tokens per pair (default 1280)")
     plan.set_defaults(func=_cmd_plan, overrides=[])
 
     data = sub.add_parser("data", help="inspect or prepare a preference-data mixture")
     data_sub = data.add_subparsers(dest="data_command", required=True)
 
     def mixture_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("mixture", help="a mixture YAML, or a shipped mixture's name (basereward)")
-        p.add_argument("--model", required=True, help="Qwen2.5-VL checkpoint dir whose processor encodes the data")
+        p.add_argument("mixture", nargs="?", help="a mixture YAML, or a shipped mixture's name (basereward)")
+        p.add_argument("--model", help="the checkpoint whose processor encodes the data (or tiny[:FAMILY])")
         p.add_argument("--path", action="append", metavar="SOURCE=PATH", help="fill in or override a source's path")
         p.add_argument("--image-root", action="append", metavar="SOURCE=DIR", help="a source's image root")
         p.add_argument("--skip-missing", action="store_true", help="drop sources that have no path")
-        p.add_argument("--run-dir", default="runs/data", help="where the quarantine file goes")
-        p.add_argument("--workers", type=int, default=1, help="preprocessing actors")
-        p.set_defaults(overrides=[])  # trailing key=value data settings (see main)
+        p.add_argument("--run-dir", help="where the quarantine file goes (default runs/data)")
+        p.add_argument("--workers", type=int, help="preprocessing actors (default 1)")
+        config_option(p, "data command")
 
     inspect_p = data_sub.add_parser("inspect", help="per-source counts, size and length percentiles, bad records")
     mixture_options(inspect_p)
     inspect_p.set_defaults(func=_cmd_data_inspect)
     prepare_p = data_sub.add_parser("prepare", help="write the checked mixture as Parquet shards")
     mixture_options(prepare_p)
-    prepare_p.add_argument("--out", required=True)
+    prepare_p.add_argument("--out")
     prepare_p.add_argument("--encoded", action="store_true", help="write model-ready columns, not canonical pairs")
     prepare_p.set_defaults(func=_cmd_data_prepare)
 
     ensemble = sub.add_parser("ensemble", help="fit an ensemble of reward models")
     ensemble_sub = ensemble.add_subparsers(dest="ensemble_command", required=True)
     fit = ensemble_sub.add_parser("fit", help="score validation pairs with each member and write ensemble.yaml")
-    fit.add_argument("--models", nargs="+", required=True, metavar="NAME=PATH", help="reward checkpoints")
-    fit.add_argument("--data", action="append", required=True, metavar="READER=PATH",
+    fit.add_argument("--models", nargs="+", metavar="NAME=PATH", help="reward checkpoints")
+    fit.add_argument("--data", action="append", metavar="READER=PATH",
                      help="validation pairs: a benchmark or reader name = file (repeatable)")
-    fit.add_argument("--method", default="mean", choices=("mean", "z_mean", "accuracy_weighted",
-                                                           "confidence_weighted"))
-    fit.add_argument("--text-members", nargs="*", default=[], metavar="NAME",
+    fit.add_argument("--method", choices=METHODS, help="aggregation (default mean)")
+    fit.add_argument("--text-members", nargs="*", metavar="NAME",
                      help="route text-only inputs to these members only, image inputs to the others "
                           "(BaseReward routes text to a text reward model)")
     fit.add_argument("--image-root", help="folder the data's image paths are relative to")
-    fit.add_argument("--batch-size", type=int, default=16)
+    fit.add_argument("--batch-size", type=int)
     fit.add_argument("--limit", type=int, help="first N good pairs per data file")
-    fit.add_argument("--out", default="ensemble.yaml")
+    fit.add_argument("--out", help="where ensemble.yaml goes (default ./ensemble.yaml)")
+    config_option(fit, "fit")
     fit.set_defaults(func=_cmd_ensemble_fit)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; data commands also take trailing `key=value` data settings,
-    e.g. `max_length=4096 max_pixels=1003520 image_modes=reject`."""
+    """Run a command; commands with a config also take trailing `a.b=value` settings (for the data commands
+    a bare `max_length=4096` is a data setting)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -309,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     from mrm_ray.config import run_main
 
     return run_main(lambda: args.func(args))
+
+
+def shim(job: str) -> None:
+    """`python jobs/<job>.py ...` (what `ray job submit` runs): `mrm-ray <job> ...`."""
+    sys.exit(main([job, *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Reward ensembles: the `ensemble.yaml` config and pure aggregation over member scores.
+"""Reward ensembles: pure aggregation over member scores, and reading and writing `ensemble.yaml`
+(its schema: config/ensemble.py).
 
 BaseReward found that a plain mean of member scores beats weighting members by validation
 accuracy or by confidence, and that text-only inputs are best routed to text members.
@@ -9,100 +10,17 @@ Scores are `(members, items)` arrays holding NaN where a member did not score an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mrm_ray.config import config_dataclass, validate
-from mrm_ray.model.reward_checkpoint import check_reference, tiny_seed
-from mrm_ray.storage import is_uri, join, local_copy
-
-METHODS = ("mean", "z_mean", "accuracy_weighted", "confidence_weighted")
-MODALITIES = ("image", "text")  # an item with any image is "image", else "text"
-
-
-@config_dataclass
-class EnsembleMember:
-    """One reward checkpoint in the ensemble."""
-
-    name: str
-    path: str  # a reward checkpoint directory, an s3:// URI of one, or tiny:SEED (model/reward_checkpoint.py)
-    weight: float = 1.0  # used by the *_weighted methods; `mrm-ray ensemble fit` sets it
-    modalities: tuple[str, ...] = MODALITIES  # which inputs this member scores
-    score_mean: float | None = None  # z-normalisation; None = the checkpoint's reward_config.json
-    score_std: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError(f"member name must be non-empty without '/', got {self.name!r}")
-        tiny_seed(self.path)
-        if bad := set(self.modalities) - set(MODALITIES):
-            raise ValueError(f"member {self.name}: unknown modalities {sorted(bad)} (use {MODALITIES})")
-        if self.weight < 0:
-            raise ValueError(f"member {self.name}: weight must be >= 0, got {self.weight}")
-        if self.score_std is not None and self.score_std <= 0:
-            raise ValueError(f"member {self.name}: score_std must be > 0, got {self.score_std}")
-
-
-@config_dataclass
-class EnsembleConfig:
-    """What `ensemble.yaml` holds: members, aggregation method, and how it was fitted."""
-
-    members: tuple[EnsembleMember, ...]
-    method: str = "mean"
-    fitted_on: dict = field(default_factory=dict)  # validation set and per-member metrics, for the record
-
-    def __post_init__(self) -> None:
-        if not self.members:
-            raise ValueError("an ensemble needs at least one member")
-        names = [m.name for m in self.members]
-        if len(set(names)) != len(names):
-            raise ValueError(f"member names must be unique, got {names}")
-        if self.method not in METHODS:
-            raise ValueError(f"ensemble method must be one of {METHODS}, got {self.method!r}")
-        for modality in MODALITIES:
-            if not any(modality in m.modalities for m in self.members):
-                raise ValueError(f"no member scores {modality} inputs; list {modality!r} in some member's modalities")
-        if self.method.endswith("_weighted") and not any(m.weight > 0 for m in self.members):
-            raise ValueError("every member weight is 0")
-
-    @classmethod
-    def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> "EnsembleConfig":
-        """Relative member paths resolve against `base_dir` (the YAML's folder, or its URI's)."""
-        members = []
-        for m in data.get("members") or []:
-            m = dict(m)
-            path = str(m.get("path", ""))
-            if base_dir is not None and path and not is_uri(path) and tiny_seed(path) is None \
-                    and not Path(path).expanduser().is_absolute():
-                m["path"] = join(str(base_dir), path) if is_uri(str(base_dir)) \
-                    else str((Path(base_dir) / path).resolve())
-            members.append(m)
-        return validate(cls, {**data, "members": members})
-
-    def check_references(self) -> None:
-        """Refuse, before anything runs, a member that is no reward checkpoint, or a text-only one given images
-        (ValueError naming the member and the setting to change)."""
-        for m in self.members:
-            check_reference(m.path, modalities=m.modalities, name=m.name)
-
-    def to_dict(self) -> dict:
-        return {"method": self.method,
-                "members": [{"name": m.name, "path": m.path, "weight": m.weight, "modalities": list(m.modalities),
-                             "score_mean": m.score_mean, "score_std": m.score_std} for m in self.members],
-                "fitted_on": self.fitted_on}
+from mrm_ray.config import METHODS, EnsembleConfig, load
 
 
 def load_ensemble(path: str | Path) -> EnsembleConfig:
-    """An ensemble.yaml, local or at an object-store URI."""
-    import yaml
-
-    if is_uri(path):
-        return EnsembleConfig.from_dict(yaml.safe_load(local_copy(str(path)).read_text()) or {},
-                                        base_dir=str(path).rsplit("/", 1)[0])
-    path = Path(path)
-    return EnsembleConfig.from_dict(yaml.safe_load(path.read_text()) or {}, base_dir=path.parent)
+    """An ensemble.yaml, local or at an object-store URI, through the one loader (member paths relative to it)."""
+    return load(EnsembleConfig, path)
 
 
 def save_ensemble(config: EnsembleConfig, path: str | Path) -> Path:
@@ -111,8 +29,8 @@ def save_ensemble(config: EnsembleConfig, path: str | Path) -> Path:
     from mrm_ray.atomic import atomic_file
 
     with atomic_file(path) as f:
-        f.write("# reward ensemble: serve with `serve run` / jobs/serve.py --ensemble THIS_FILE\n")
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+        f.write("# reward ensemble: serve with `mrm-ray serve --ensemble THIS_FILE` (schema: config/ensemble.py)\n")
+        yaml.safe_dump(config.to_yaml_dict(), f, sort_keys=False)
     return Path(path)
 
 

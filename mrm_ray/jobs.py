@@ -14,8 +14,32 @@ import contextlib
 import os
 import sys
 
+from mrm_ray.config.commands import EQUAL_WEIGHT_METHODS
+
 ADDRESS_HELP = ("submit to this Ray cluster's job server (e.g. http://HEAD:8265) and stream its logs; "
                 "default: run here (on the cluster in RAY_ADDRESS, else a fresh local Ray)")
+
+
+def named(items: list[str] | None) -> dict[str, str] | None:
+    """`NAME=VALUE` (or a bare `PATH`, named after its last folder) items as a dict; None when not given."""
+    from mrm_ray.eval.benchmarks import parse_named
+
+    return None if items is None else dict(parse_named(item) for item in items)
+
+
+def pairs(items: list[str] | None, what: str) -> dict[str, str] | None:
+    """`NAME=VALUE` items as a dict (a ConfigError for one without `=`); None when not given."""
+    from mrm_ray.config import ConfigError
+
+    if items is None:
+        return None
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{what} {item!r} must look like NAME=VALUE")
+        out[name] = value
+    return out
 
 
 def _address_option(parser: argparse.ArgumentParser) -> None:
@@ -53,14 +77,27 @@ def add_train(parser: argparse.ArgumentParser) -> None:
     _config_options(parser, "run preset", "train.zero_stage=3 name=my-run", run_train)
 
 
+def _check(check, *args, **kwargs) -> None:
+    """A reference check (model/checkpoints.py) as a ConfigError: refused before Ray starts, exit code 2."""
+    from mrm_ray.config import ConfigError
+
+    try:
+        check(*args, **kwargs)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def run_train(args: argparse.Namespace) -> int:
     from mrm_ray.config import load_run_config, to_dict
+    from mrm_ray.model import checkpoints
 
     run = load_run_config(args.config, args.overrides)
     if run.mixture:  # its sources and paths too, before anything starts
         from mrm_ray.data.mixture import load_mixture
 
         load_mixture(run.mixture, paths=run.mixture_paths)
+    if not args.address and not run.model.random_init:  # on a cluster, its paths are the cluster's to read
+        _check(checkpoints.check, run.model.path, modalities=(), reward=False)
     if (done := _checked_or_submitted(args, "train", to_dict(run))) is not None:
         return done
     from mrm_ray.ray_session import connect
@@ -115,10 +152,12 @@ def _served_reward(cfg):
 
 
 def run_grpo(args: argparse.Namespace) -> int:
-    from mrm_ray.config import to_dict
-    from mrm_ray.rl.config import load_grpo_config
+    from mrm_ray.config import load_grpo_config, to_dict
+    from mrm_ray.model import checkpoints
 
     cfg = load_grpo_config(args.config, args.overrides)
+    if not args.address:
+        _check(checkpoints.check, cfg.policy, modalities=(), reward=False)
     if (done := _checked_or_submitted(args, "grpo", to_dict(cfg))) is not None:
         return done
     from mrm_ray.ray_session import connect
@@ -151,17 +190,15 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import dataclasses
     from pathlib import Path
 
-    from mrm_ray import presets
+    from mrm_ray.config import config_file, to_dict
+    from mrm_ray.serve.deploy import deploy, load_target, wait_forever
     from mrm_ray.storage import is_uri
-    from mrm_ray.serve.deploy import deploy, load_serve_config, wait_forever
 
-    target = load_serve_config(presets.config_file("serve", args.config), ensemble=args.ensemble, name=args.name,
-                               route_prefix=args.route_prefix)
+    target = load_target(args.config, ensemble=args.ensemble, name=args.name, route_prefix=args.route_prefix)
     if args.check:
-        print(_yaml(dataclasses.asdict(target)), end="")
+        print(_yaml(_plain(to_dict(target))), end="")
         return 0
     if args.address:
         from mrm_ray.submit import submit
@@ -171,7 +208,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if args.ensemble:
             extra.append(f"--ensemble={args.ensemble if is_uri(args.ensemble) else Path(args.ensemble).resolve()}")
         return submit(args.address, "serve", ["--config", "serve.yaml", *extra],
-                      files={"serve.yaml": presets.config_file("serve", args.config).read_text()})
+                      files={"serve.yaml": config_file("serve", args.config).read_text()})
     from mrm_ray.ray_session import connect
 
     connect()
@@ -182,60 +219,69 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plain(data):
+    """A config's dict with secrets shown as '**********' (what --check prints)."""
+    if isinstance(data, dict):
+        return {k: _plain(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_plain(v) for v in data]
+    return str(data) if type(data).__name__ == "SecretStr" else data
+
+
 # ------------------------------------------------------------------------------ evaluate
 def add_evaluate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", default=[], help="NAME=REF or REF reward checkpoints "
-                                                                "(a path, an s3:// URI, or tiny:SEED)")
+    parser.add_argument("--models", nargs="+", help="NAME=REF or REF reward models (a path, an s3:// URI, or "
+                                                    "tiny[:FAMILY][@SEED])")
     parser.add_argument("--ensemble", help="ensemble.yaml: its members (instead of --models), and its method, "
                                            "weights and routing as one more row")
-    parser.add_argument("--bench", action="append", required=True, metavar="NAME=PATH",
+    parser.add_argument("--bench", action="append", metavar="NAME=PATH",
                         help="a benchmark (mm_rlhf, vl_rewardbench, multimodal_rewardbench, mmrb2) or reader name = "
                              "its file (a path or s3:// URI)")
     parser.add_argument("--image-root", help="folder the benchmark image paths are relative to")
     parser.add_argument("--stand-in-images", help="use these photos where a benchmark image is missing (smoke runs)")
-    parser.add_argument("--out", default="eval-report", help="report folder (a path or s3:// URI)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--actors-per-model", type=int, default=1)
-    parser.add_argument("--gpus-per-model", type=float, default=0.0)
-    parser.add_argument("--cpus-per-model", type=float, default=1.0)
+    parser.add_argument("--out", help="report folder, a run folder (a path or s3:// URI; default eval-report)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--actors-per-model", type=int)
+    parser.add_argument("--gpus-per-model", type=float)
+    parser.add_argument("--cpus-per-model", type=float)
     parser.add_argument("--limit", type=int, help="first N good pairs per benchmark")
-    parser.add_argument("--methods", nargs="*", default=["mean", "z_mean"], choices=["mean", "z_mean"])
+    parser.add_argument("--methods", nargs="*", choices=EQUAL_WEIGHT_METHODS, help="default: mean z_mean")
+    parser.add_argument("--config", help="a YAML file of the evaluation's settings (config/commands.py's EvalConfig)")
     parser.add_argument("--address", help=ADDRESS_HELP)
-    parser.set_defaults(func=run_evaluate)
+    parser.set_defaults(func=run_evaluate, overrides=[])
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from mrm_ray.config import ConfigError
+    from mrm_ray.config import EvalConfig, load, to_dict
     from mrm_ray.ensemble import load_ensemble
-    from mrm_ray.eval.benchmarks import parse_named
     from mrm_ray.eval.markdown import summary
-    from mrm_ray.eval.report import EvalOptions, evaluate, write_report
+    from mrm_ray.eval.report import evaluate, write_report
+    from mrm_ray.model import checkpoints
 
-    ensemble = load_ensemble(args.ensemble) if args.ensemble else None
-    members = dict(parse_named(m) for m in args.models)
-    if not members and ensemble is None:
-        raise ConfigError("give --models or --ensemble")
-    if args.address:  # paths as given: they are read (and checked) on the cluster
-        from mrm_ray.submit import strip_address, submit
+    config = load(EvalConfig, args.config, args.overrides, values={
+        "models": named(args.models), "ensemble": args.ensemble, "bench": named(args.bench),
+        "image_root": args.image_root, "stand_in_images": args.stand_in_images, "out": args.out,
+        "batch_size": args.batch_size, "actors_per_model": args.actors_per_model,
+        "gpus_per_model": args.gpus_per_model, "cpus_per_model": args.cpus_per_model, "limit": args.limit,
+        "methods": args.methods})
+    if args.address:  # its paths are read (and checked) on the cluster
+        from mrm_ray.submit import submit
 
-        return submit(args.address, "evaluate", strip_address(args.argv))
-    options = EvalOptions(image_root=args.image_root, stand_in_images=args.stand_in_images,
-                          batch_size=args.batch_size, concurrency=args.actors_per_model, num_gpus=args.gpus_per_model,
-                          num_cpus=args.cpus_per_model, limit=args.limit, methods=tuple(args.methods))
-    from mrm_ray.model.reward_checkpoint import reference_family
-
-    try:  # refused before Ray starts: no reward checkpoint; a text-only member an ensemble file routes images
-        if ensemble is not None:
-            ensemble.check_references()
-        for path in members.values():  # any family: a text-only one scores the text pairs
-            reference_family(path)
-    except (ValueError, OSError) as exc:
-        raise ConfigError(str(exc)) from None
+        return submit(args.address, "evaluate", ["--config", "config.yaml"], files={"config.yaml": _yaml(to_dict(config))})
+    # refused before Ray starts: no reward model; a text-only member an ensemble file routes images
+    if config.ensemble is not None:
+        _check(checkpoints.check_members, load_ensemble(config.ensemble).members)
+    for name, path in config.models.items():  # any family: a text-only one scores the text pairs
+        _check(checkpoints.check, path, modalities=(), name=name)
+    from mrm_ray.logs import no_progress_bars
     from mrm_ray.ray_session import connect
+    from mrm_ray.run_folder import RunFolder
 
+    no_progress_bars()
+    RunFolder(config.out).route_logs("driver")
     connect()
-    report, pairs = evaluate([parse_named(b) for b in args.bench], members, options=options, ensemble=ensemble)
-    written = write_report(report, args.out, pairs=pairs)
+    report, pairs = evaluate(config)
+    written = write_report(report, config.out, pairs=pairs)
     print(summary(report))
     print("report: " + ", ".join(written.values()))
     if empty := [name for name, bench in report["benchmarks"].items() if "message" in bench]:
@@ -249,10 +295,3 @@ JOBS = {"train": (add_train, "train a reward model on Ray Train + DeepSpeed"),
         "evaluate": (add_evaluate, "evaluate reward models (and ensembles) on published benchmarks"),
         "serve": (add_serve, "deploy the reward ensemble on Ray Serve"),
         "grpo": (add_grpo, "GRPO against the served reward ensemble")}
-
-
-def shim(job: str) -> None:
-    """`python jobs/<job>.py ...` (what `ray job submit` runs): `mrm-ray <job> ...`."""
-    from mrm_ray.cli import main
-
-    sys.exit(main([job, *sys.argv[1:]]))

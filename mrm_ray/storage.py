@@ -5,7 +5,8 @@ the usual environment (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL` for S3-compatible
 such as MinIO, a node's instance role). A URI is read by copying it once to a local cache
 keyed by its contents' listing, so a changed object is fetched again and an unchanged one
 is not; a directory is written by uploading a finished local copy, its marker file last,
-so a reader never takes a half-uploaded directory for a whole one.
+so a reader never takes a half-uploaded directory for a whole one. A run's folder built on this is
+run_folder.py.
 """
 
 from __future__ import annotations
@@ -115,42 +116,3 @@ def upload(local: str | os.PathLike, uri: str, *, last: str | None = None, repla
 def _put(fs, file: Path, dest: str) -> None:
     with open(file, "rb") as src, fs.open_output_stream(dest) as out:
         shutil.copyfileobj(src, out, length=8 << 20)
-
-
-class RunFolder:
-    """A run's folder at `location` (a local path or a URI), written through a local folder.
-
-    Writers write under `local`; `push` uploads named entries when `location` is a URI (a
-    no-op for a local one), `pull` fetches an entry that an earlier run left there (a
-    resumed run appends to its metrics). The local folder of a URI is a cache of its own.
-    """
-
-    def __init__(self, location: str | os.PathLike) -> None:
-        self.location = str(location)
-        self.remote = is_uri(self.location)
-        if self.remote:
-            self.local = CACHE.parent / "runs" / hashlib.sha256(self.location.encode()).hexdigest()[:16]
-        else:
-            self.local = Path(self.location)
-        self.local.mkdir(parents=True, exist_ok=True)
-
-    def __repr__(self) -> str:
-        return f"RunFolder({self.location!r})"
-
-    def uri(self, name: str) -> str:
-        """Where entry `name` lives for readers: a URI, or the local path."""
-        return join(self.location, name) if self.remote else str(self.local / name)
-
-    def pull(self, name: str) -> None:
-        if self.remote and exists(self.uri(name)):
-            import pyarrow.fs
-
-            fs, path = filesystem(self.uri(name))
-            pyarrow.fs.copy_files(path, str(self.local / name), source_filesystem=fs,
-                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
-
-    def push(self, name: str, *, last: str | None = None, replace: bool = False) -> str:
-        """Upload entry `name` (a file or a folder); returns where it now lives."""
-        if self.remote and (self.local / name).exists():
-            upload(self.local / name, self.uri(name), last=last, replace=replace)
-        return self.uri(name)

@@ -77,7 +77,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def reward_checkpoints(tmp_path_factory) -> list[Path]:
     """Three tiny reward checkpoints (seeds 0, 1, 2): an ensemble, and a swap-in for live updates."""
-    from mrm_ray.model.tiny import build_tiny_reward_checkpoint
+    from mrm_ray.model.checkpoints import build_tiny_reward_checkpoint
 
     root = tmp_path_factory.mktemp("reward")
     return [build_tiny_reward_checkpoint(root / f"reward-{seed}", seed=seed) for seed in range(3)]
@@ -87,10 +87,11 @@ def reward_checkpoints(tmp_path_factory) -> list[Path]:
 def family_rewards(tmp_path_factory) -> dict[str, Path]:
     """family name -> a tiny reward checkpoint of it (seed 3), for the every-family serve and evaluation tests;
     every family but Qwen2.5-VL (`reward_checkpoints`)."""
-    from mrm_ray.model.tiny import FAMILY_NAMES, build_tiny_reward_checkpoint
+    from mrm_ray.model.checkpoints import build_tiny_reward_checkpoint
+    from mrm_ray.model.families import TINY_FAMILIES
 
     root = tmp_path_factory.mktemp("family-rewards")
-    return {f: build_tiny_reward_checkpoint(root / f, seed=3, family=f) for f in FAMILY_NAMES if f != "qwen2_5_vl"}
+    return {f: build_tiny_reward_checkpoint(root / f, seed=3, family=f) for f in TINY_FAMILIES if f != "qwen2_5_vl"}
 
 
 @pytest.fixture(scope="session")

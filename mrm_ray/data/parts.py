@@ -184,10 +184,11 @@ def read_part(part: SourcePart, copies: Mapping[int, int] | None = None, *,
 
 
 def parts_dataset(parts: Sequence[SourcePart], copies: Mapping[int, Mapping[int, int]] | None = None, *,
-                  num_cpus: float = 1.0, shuffle_seed: int | None = None):
-    """A Ray Dataset reading `parts`, one read task of `num_cpus` each (with `copies`, only the parts it names,
-    and only their selected rows); with `shuffle_seed`, the parts in a seeded order and each part's rows too
-    (block order plus a shuffle within each part: no all-to-all shuffle of the rows)."""
+                  num_cpus: float = 1.0, shuffle_seed: int | None = None, concurrency: int | None = None):
+    """A Ray Dataset reading `parts`, one read task of `num_cpus` each, at most `concurrency` at once (with
+    `copies`, only the parts it names, and only their selected rows); with `shuffle_seed`, the parts in a seeded
+    order and each part's rows too (block order plus a shuffle within each part: no all-to-all shuffle of the
+    rows)."""
     import ray.data
 
     if copies is not None:
@@ -195,7 +196,7 @@ def parts_dataset(parts: Sequence[SourcePart], copies: Mapping[int, Mapping[int,
     if shuffle_seed is not None:
         parts = [parts[i] for i in np.random.default_rng(shuffle_seed).permutation(len(parts))]
     return ray.data.read_datasource(PartsDatasource(parts, copies, shuffle_seed),
-                                    override_num_blocks=max(1, len(parts)), num_cpus=num_cpus)
+                                    override_num_blocks=max(1, len(parts)), num_cpus=num_cpus, concurrency=concurrency)
 
 
 def _parts_datasource_class():

@@ -33,6 +33,7 @@ from mrm_ray.config import DataConfig, to_dict, validate
 from mrm_ray.data.mixture import MixtureConfig, is_held_out, plan_counts, unit_hash
 from mrm_ray.data.quarantine import (BadRecord, NotSupported, Rejected, check_bad_fraction, summarize,
                                      write_quarantine)
+from mrm_ray.model.inputs import InvalidInput
 from mrm_ray.data.parts import (BLOCK_TARGET, CHECKED_SCHEMA, PLACE, part_from_json, part_json, parts_dataset,
                                 plan_parts, read_part, selection)
 from mrm_ray.data.schema import to_chat_messages
@@ -40,33 +41,31 @@ from mrm_ray.data.schema import to_chat_messages
 logger = logging.getLogger(__name__)
 
 SPLIT = "_split"  # a column EncodePairs passes through, when present
+# The held-out split's read tasks and encoding actors hold no CPU of their own (and run as many at once as the
+# train stream's actors, `preprocess_workers`). It is read only while the trainers wait for it (an evaluation), so
+# it runs in their time. Holding CPUs, it could not start while the train stream's actors and queued tasks hold the
+# rest of a small cluster (training hung at its first evaluation on 2 CPUs), nor the train stream again after it.
+HELD_OUT_CPUS = 0.0
 
 
 # ---------------------------------------------------------------------------- checking
 class CheckPairs:
-    """map_batches actor: image checks and exact token counts under the truncation policy."""
+    """map_batches actor: image checks and exact token counts under the truncation policy, decided from the
+    images' sizes by the encoder's own count (`PairEncoder.count_prompt_tokens`), as `EncodePairs` decides it."""
 
     def __init__(self, processor_path: str, data_config: dict) -> None:
+        from mrm_ray.model.inputs import PairEncoder
         from mrm_ray.model.processor import load_processor
 
         self.config = validate(DataConfig, data_config)
-        self.processor = load_processor(processor_path, min_pixels=self.config.min_pixels,
-                                        max_pixels=self.config.max_pixels)
-        self.tokenizer = self.processor.tokenizer
-        self.vision = self.processor.image_processor is not None  # False: a text-only backbone
-
-    def _image_tokens(self, width: int, height: int) -> int:
-        patches = self.processor.image_processor.get_number_of_image_patches(height, width, {})
-        return patches // self.processor.image_processor.merge_size**2
-
-    def _ids(self, text: str) -> np.ndarray:
-        return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+        self.encoder = PairEncoder(load_processor(processor_path, min_pixels=self.config.min_pixels,
+                                                  max_pixels=self.config.max_pixels))
+        self.vision = self.encoder.processor.image_processor is not None  # False: a text-only backbone
 
     def check(self, row: dict) -> dict:
-        from mrm_ray.model.inputs import END_OF_TURN, prompt_text
         from mrm_ray.data.schema import ranked_pairs
-        from mrm_ray.data.truncation import cut_response, fit_responses
         from mrm_ray.model.images import BadImage, check_image
+        from mrm_ray.model.truncation import cut_response, fit_responses
 
         if row.get("chosen_images") or row.get("rejected_images"):
             raise NotSupported("images inside responses (training reads text responses; `mrm-ray evaluate` and "
@@ -81,16 +80,15 @@ class CheckPairs:
                 raise BadRecord(exc.reason) from None
             images.append(converted)
             sizes.append([width, height])
-        text = prompt_text(self.processor, to_chat_messages(row["prompt"]))
-        prompt = len(self._ids(text)) + sum(self._image_tokens(w, h) - 1 for w, h in sizes)
-        texts = [row["chosen"], row["rejected"], *(row.get("more_responses") or [])]
-        ids = [self._ids(t + END_OF_TURN) for t in texts]
+        ids = [self.encoder.encode_response(t) for t in (row["chosen"], row["rejected"], *(row.get("more_responses")
+                                                                                          or []))]
+        prompt = self.encoder.count_prompt_tokens(to_chat_messages(row["prompt"]), sizes)
         keep = fit_responses(prompt, [len(r) for r in ids], self.config)
-        kept = [cut_response(r, k) for r, k in zip(ids, keep)]
-        if not ranked_pairs(kept, row.get("scores")):
+        if not ranked_pairs([cut_response(r, k) for r, k in zip(ids, keep)], row.get("scores")):
             raise BadRecord(f"identical after truncation: the responses keep the same first {keep[0] - 1} tokens")
-        return {"images": images, "image_sizes": sizes, "prompt_tokens": prompt, "chosen_tokens": len(ids[0]),
-                "rejected_tokens": len(ids[1]), "more_tokens": [len(r) for r in ids[2:]]}
+        lengths = [len(r) for r in ids]
+        return {"images": images, "image_sizes": sizes, "prompt_tokens": prompt, "chosen_tokens": lengths[0],
+                "rejected_tokens": lengths[1], "more_tokens": lengths[2:]}
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = table.to_pylist()
@@ -99,7 +97,7 @@ class CheckPairs:
                 continue
             try:
                 row.update(self.check(row))
-            except BadRecord as exc:
+            except InvalidInput as exc:
                 stage = "image" if "image" in exc.reason else "encode"
                 row.update({"reject_reason": exc.reason, "reject_stage": stage, "images": [], "chosen_images": [],
                             "rejected_images": []})
@@ -108,7 +106,8 @@ class CheckPairs:
 
 # ---------------------------------------------------------------------------- encoding
 class EncodePairs:
-    """map_batches actor: canonical rows -> the columns the packed pair forward needs."""
+    """map_batches actor: canonical rows -> the columns the packed pair forward needs, each record truncated as
+    the light pass decided it (the same counts, the same policy: a record the check passed cannot fail here)."""
 
     def __init__(self, processor_path: str, data_config: dict) -> None:
         from mrm_ray.model.inputs import PairEncoder
@@ -118,20 +117,34 @@ class EncodePairs:
         self.encoder = PairEncoder(load_processor(processor_path, min_pixels=self.config.min_pixels,
                                                   max_pixels=self.config.max_pixels))
 
-    def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
-        from mrm_ray.data.truncation import cut_response, fit_responses
+    def _encode(self, row: dict) -> dict:
+        from mrm_ray.model.images import image_size
+        from mrm_ray.model.truncation import cut_response, fit_responses
 
+        messages = to_chat_messages(row["prompt"])
+        feats = self.encoder.encode_group(messages, row["images"], [row["chosen"], row["rejected"],
+                                                                    *(row.get("more_responses") or [])])
+        prompt = self.encoder.count_prompt_tokens(messages, [image_size(b) for b in row["images"]])
+        try:
+            keep = fit_responses(prompt, [len(r) for r in feats["responses"]], self.config)
+        except InvalidInput as exc:  # only if the record changed on disk after the light pass checked it
+            raise RuntimeError(f"{row['source']} {row['id']}: {exc.reason}, though the check passed it: did the "
+                               "data change while the run was reading it?") from None
+        if len(feats["prompt_ids"]) != prompt:
+            logger.warning("%s %s: the prompt encodes to %d tokens, counted %d from its image sizes; truncated as "
+                           "counted", row["source"], row["id"], len(feats["prompt_ids"]), prompt)
+        feats["responses"] = [cut_response(r, k) for r, k in zip(feats["responses"], keep)]
+        return feats
+
+    def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
         columns: dict[str, list] = {k: [] for k in (
             "id", "source", "margin", "prompt_ids", "prompt_mm_token_type_ids", "chosen_ids", "rejected_ids",
             "more_ids", "more_lengths", "scores", "pixel_values", "image_grid_thw")}
         images = self.encoder.processor.image_processor  # None: a text-only backbone
         patch_dim = 0 if images is None else 3 * images.temporal_patch_size * images.patch_size ** 2
         for row in table.to_pylist():
-            more = row.get("more_responses") or []
-            feats = self.encoder.encode_group(to_chat_messages(row["prompt"]), row["images"],
-                                              [row["chosen"], row["rejected"], *more])
-            keep = fit_responses(len(feats["prompt_ids"]), [len(r) for r in feats["responses"]], self.config)
-            chosen, rejected, *others = [cut_response(r, k) for r, k in zip(feats["responses"], keep)]
+            feats = self._encode(row)
+            chosen, rejected, *others = feats["responses"]
             columns["id"].append(row["id"])
             columns["source"].append(row["source"])
             columns["margin"].append(np.nan if row["margin"] is None else row["margin"])
@@ -197,10 +210,13 @@ class PreparedData:
                        for name in ("train", "held_out")])
 
     def encoded(self, split: str, *, cache: bool, concurrency: int | tuple[int, int] = 1, num_cpus: float = 1.0):
-        """The `train` or `held_out` split encoded: streaming, or (`cache`) both splits encoded once, in one
-        pass, and kept in the object store for every epoch and every trainer built from this data."""
+        """The `train` or `held_out` split encoded: streaming (the held-out split by one actor holding no CPU,
+        HELD_OUT_CPUS), or (`cache`) both splits encoded once, in one pass, and kept in the object store for
+        every epoch and every trainer built from this data."""
         if not cache:
-            return self.encode(getattr(self, split), concurrency=concurrency, num_cpus=num_cpus)
+            if split == "held_out":  # as many at once as the train stream has actors (0 CPU: nothing caps them)
+                return self.encode(self.held_out, concurrency=_most(concurrency), num_cpus=HELD_OUT_CPUS)
+            return self.encode(self.train, concurrency=concurrency, num_cpus=num_cpus)
         if not self._encoded:
             from ray.data.expressions import col
 
@@ -212,6 +228,10 @@ class PreparedData:
 
 def _tag_split(table: pa.Table, *, split: str) -> pa.Table:
     return table.append_column(SPLIT, pa.array([split] * table.num_rows, pa.string()))
+
+
+def _most(concurrency: int | tuple[int, int]) -> int:
+    return concurrency[1] if isinstance(concurrency, tuple) else concurrency
 
 
 def _actors(concurrency: int | tuple[int, int]):
@@ -331,7 +351,9 @@ def prepare_mixture(mixture: MixtureConfig, *, processor_path: str | Path, data_
     convert = dict(fn_kwargs={"data_config": to_dict(data_config)}, batch_format="pyarrow", num_cpus=num_cpus)
     train = parts_dataset(parts, selection(train_copies), num_cpus=num_cpus,
                           shuffle_seed=data_config.shuffle_seed).map_batches(_convert_images, **convert)
-    held_out = parts_dataset(parts, selection(held_copies), num_cpus=num_cpus).map_batches(_convert_images, **convert)
+    held_out = parts_dataset(parts, selection(held_copies), num_cpus=HELD_OUT_CPUS, concurrency=_most(concurrency)
+                             ).map_batches(_convert_images, **{**convert, "num_cpus": HELD_OUT_CPUS},
+                                           concurrency=_most(concurrency))
     return PreparedData(train=train, held_out=held_out, counts=table, quarantine_path=quarantine_path,
                         quarantine_summary=summarize(rejected), processor_path=str(processor_path),
                         data_config=data_config, mixed=_mixed_rows(good, train_copies, held_copies),

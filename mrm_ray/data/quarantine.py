@@ -15,17 +15,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mrm_ray.atomic import atomic_file
+from mrm_ray.model.inputs import InvalidInput
 
 QUARANTINE_FILE = "quarantine.jsonl"
 DEFAULT_MAX_BAD_FRACTION = 0.01
 
 
-class BadRecord(ValueError):
-    """A record that cannot become a training pair; `reason` says why in a few words."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class BadRecord(InvalidInput):
+    """A record that cannot become a training pair; `reason` says why in a few words. Readers raise it; the
+    model's normaliser raises its base class, `InvalidInput`, and both are quarantined alike."""
 
 
 NOT_SUPPORTED = "not supported"

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mrm_ray.model.inputs import RESPONSE_IMAGE, response_text
 from mrm_ray.data.quarantine import BadRecord
+from mrm_ray.model.inputs import RESPONSE_IMAGE, as_messages, is_image_part, response_text
 
 PART = pa.struct([("type", pa.string()), ("text", pa.string())])
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.list_(PART))])
@@ -52,7 +52,6 @@ PAIR_SCHEMA = pa.schema([
     ("rejected_images", pa.list_(pa.binary())),
 ])
 ROLES = ("system", "user", "assistant")
-_IMAGE_TYPES = ("image", "image_url")
 
 
 def _part(part: Any) -> dict:
@@ -60,7 +59,7 @@ def _part(part: Any) -> dict:
         return {"type": "text", "text": part}
     if not isinstance(part, Mapping):
         raise BadRecord(f"bad prompt part: expected text or a dict, got {type(part).__name__}")
-    if part.get("type") in _IMAGE_TYPES or "image" in part or "image_url" in part:
+    if is_image_part(part):
         return {"type": "image", "text": None}
     text = part.get("text")
     if text is None and "content" in part:
@@ -71,22 +70,21 @@ def _part(part: Any) -> dict:
 
 
 def normalize_prompt(prompt: Any, n_images: int) -> list[dict]:
-    """Chat messages with list content; a plain string becomes a user turn, images first."""
-    if isinstance(prompt, str):
-        content = [{"type": "image", "text": None}] * n_images + [{"type": "text", "text": prompt}]
-        return [{"role": "user", "content": content}]
-    if not isinstance(prompt, Sequence) or not prompt:
-        raise BadRecord("missing field: prompt")
+    """Canonical chat messages (list content of {type, text} parts) for a prompt as the normaliser reads it
+    (model/inputs.py: a string is a user turn with its images first, or where its `<image>` markers say)."""
+    if not isinstance(prompt, str):
+        if not isinstance(prompt, Sequence) or not prompt:
+            raise BadRecord("missing field: prompt")
+        for message in prompt:
+            if not isinstance(message, Mapping) or "content" not in message:
+                raise BadRecord("bad prompt: each message needs role and content")
+            if message.get("role", "user") not in ROLES:
+                raise BadRecord(f"bad prompt: unknown role {message.get('role')!r}")
     messages = []
-    for message in prompt:
-        if not isinstance(message, Mapping) or "content" not in message:
-            raise BadRecord("bad prompt: each message needs role and content")
-        role = message.get("role", "user")
-        if role not in ROLES:
-            raise BadRecord(f"bad prompt: unknown role {role!r}")
+    for message in as_messages(prompt, n_images):  # InvalidInput when its image parts and the images disagree
         content = message["content"]
         parts = [_part(content)] if isinstance(content, str) else [_part(p) for p in content]
-        messages.append({"role": role, "content": parts})
+        messages.append({"role": message.get("role", "user"), "content": parts})
     return messages
 
 
@@ -142,9 +140,6 @@ def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: 
     if prompt is None or (isinstance(prompt, str) and not prompt.strip() and not images):
         raise BadRecord("missing field: prompt" if prompt is None else "empty field: prompt")
     messages = normalize_prompt(prompt, len(images))
-    n_parts = sum(p["type"] == "image" for m in messages for p in m["content"])
-    if n_parts != len(images):
-        raise BadRecord(f"image mismatch: {n_parts} image placeholders, {len(images)} images")
     has_text = any(p["type"] == "text" and p["text"].strip() for m in messages for p in m["content"])
     if not has_text and not images:
         raise BadRecord("empty field: prompt")

@@ -10,32 +10,30 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+
 import numpy as np
 
-from mrm_ray.ensemble import MODALITIES, EnsembleConfig, EnsembleMember, fit_weights, routing_mask
+from mrm_ray.config import MODALITIES, EnsembleConfig, EnsembleMember, FitConfig
+from mrm_ray.ensemble import fit_weights, routing_mask
 
 
-def fit_ensemble(members: Mapping[str, str], data: Sequence[tuple[str, str]], *, method: str = "mean",
-                 text_members: Sequence[str] = (), image_root: str | None = None, batch_size: int = 16,
-                 limit: int | None = None) -> EnsembleConfig:
+def fit_ensemble(config: FitConfig) -> EnsembleConfig:
     """With `text_members`, text-only inputs go to those members only and image inputs to the others
     (BaseReward's routing); without, every member scores everything it can (a text-only backbone
     scores the text-only inputs)."""
-    from mrm_ray.eval.report import EvalOptions, load_benchmarks
+    from mrm_ray.eval.report import load_benchmarks
     from mrm_ray.eval.scoring import has_images, score_pairs_on_ray
 
-    if unknown := set(text_members) - set(members):
-        raise ValueError(f"text members {sorted(unknown)} are not among the members {sorted(members)}")
-    per, rows = load_benchmarks(data, EvalOptions(image_root=image_root, limit=limit))
+    per, rows = load_benchmarks(config.data, image_root=config.image_root, limit=config.limit)
     if errors := [f"{n} ({d['path']}): {d['error']}" for n, d in per.items() if d["error"]]:
         raise ValueError("could not read the validation data: " + "; ".join(errors))
     if not rows:
         raise ValueError("no usable validation pairs: " + "; ".join(
             f"{n}: {len(d['bad'])} bad" for n, d in per.items()))
-    scores = score_pairs_on_ray(rows, members, batch_size=batch_size)
-    bad = [b["reason"].split(":")[0] for d in per.values() for b in d["bad"]]
-    return fit_scores(members, scores, [has_images(r) for r in rows], method=method, text_members=text_members,
-                      data={n: str(p) for n, p in data}, bad=bad)
+    scores = score_pairs_on_ray(rows, config.models, batch_size=config.batch_size)
+    bad = [b.reason.split(":")[0] for d in per.values() for b in d["bad"]]
+    return fit_scores(config.models, scores, [has_images(r) for r in rows], method=config.method,
+                      text_members=config.text_members, data=dict(config.data), bad=bad)
 
 
 def fit_scores(members: Mapping[str, str], scores: Mapping[str, dict], has_image: Sequence[bool], *, method: str,

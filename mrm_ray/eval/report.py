@@ -7,6 +7,11 @@ counted apart with theirs. Rows scored with stand-in images are counted and the 
 their accuracy means nothing about the model. A benchmark with nothing scored (a path that
 does not exist, every record bad) gets a `message` saying so, with the file and the reasons,
 and the other benchmarks are scored as usual.
+
+The report folder is a run folder (run_folder.py, local or s3://): the config that made it
+(run_config.json), report.json / .md / .html, scores.parquet (every pair's scores), summary.json
+(the headline figures), metrics.jsonl and TensorBoard (the same figures as events), every bad row in
+quarantine.jsonl, and the driver's log.
 """
 
 from __future__ import annotations
@@ -14,14 +19,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mrm_ray.data.quarantine import reason_kind
-from mrm_ray.ensemble import EnsembleConfig, aggregate, routing_mask
+from mrm_ray.config import EvalConfig, to_dict
+from mrm_ray.data.quarantine import Rejected, reason_kind
+from mrm_ray.ensemble import EnsembleConfig, aggregate, load_ensemble, routing_mask
 from mrm_ray.eval import metrics
 from mrm_ray.eval.benchmarks import benchmark, read_benchmark
 
@@ -29,47 +34,36 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-@dataclass(frozen=True, kw_only=True)
-class EvalOptions:
-    image_root: str | None = None
-    stand_in_images: str | None = None
-    batch_size: int = 16
-    concurrency: int = 1  # actors per member
-    num_gpus: float = 0.0  # per actor
-    num_cpus: float = 1.0
-    limit: int | None = None  # first N good rows per benchmark (smoke runs)
-    methods: tuple[str, ...] = ("mean", "z_mean")  # equal-weight methods; weighted ones come from ensemble.yaml
-
-
 def member_stats(path: str) -> tuple[float, float]:
-    """(score_mean, score_std) from a reward checkpoint's reward_config.json."""
-    from mrm_ray.model.reward_checkpoint import REWARD_CONFIG, resolve
+    """(score_mean, score_std) of a reward model, as model/checkpoints.py reads them (a reward checkpoint's
+    reward_config.json, a sequence classifier's config)."""
+    from mrm_ray.model import checkpoints
 
-    meta = json.loads((resolve(path) / REWARD_CONFIG).read_text())
-    return float(meta.get("score_mean", 0.0)), float(meta.get("score_std", 1.0))
+    meta = checkpoints.info(checkpoints.resolve(path))
+    return meta.score_mean, meta.score_std
 
 
-def load_benchmarks(specs: Sequence[tuple[str, str]], options: EvalOptions) -> tuple[dict, list[dict]]:
-    """Per benchmark: good rows, bad entries, rows of a kind not supported, and the read error that
-    stopped it (a missing file, say); all good rows with globally unique ids."""
-    from mrm_ray.data.quarantine import Rejected, is_not_supported
+def load_benchmarks(specs: Mapping[str, str], *, image_root: str | None = None, stand_in_images: str | None = None,
+                    limit: int | None = None) -> tuple[dict, list[dict]]:
+    """Per benchmark (name -> its file): good rows, bad entries, rows of a kind not supported, and the read
+    error that stopped it (a missing file, say); all good rows with globally unique ids."""
+    from mrm_ray.data.quarantine import is_not_supported
     from mrm_ray.storage import local_copy
 
-    for name, _ in specs:  # an unknown name fails before anything is read
+    for name in specs:  # an unknown name fails before anything is read
         benchmark(name)
     per: dict[str, dict] = {}
     every: list[dict] = []
-    image_root = options.image_root and str(local_copy(options.image_root))  # s3:// folders: copied once
-    stand_in = options.stand_in_images and str(local_copy(options.stand_in_images))
-    for name, path in specs:
+    image_root = image_root and str(local_copy(image_root))  # s3:// folders: copied once
+    stand_in = stand_in_images and str(local_copy(stand_in_images))
+    for name, path in specs.items():
         good, bad, unsupported, error = [], [], [], None
         try:
             for record in read_benchmark(name, local_copy(str(path)), image_root=image_root,
                                          stand_in_images=stand_in):
                 if isinstance(record, Rejected):
-                    entry = {"position": record.position, "reason": record.reason, "id": record.id}
-                    (unsupported if is_not_supported(record.reason) else bad).append(entry)
-                elif options.limit is None or len(good) < options.limit:
+                    (unsupported if is_not_supported(record.reason) else bad).append(record)
+                elif limit is None or len(good) < limit:
                     good.append({**record, "id": f"{name}/{record['id']}"})
         except (OSError, ValueError) as exc:  # the benchmark stops here; the others are still scored
             error = f"{type(exc).__name__}: {exc}"
@@ -85,34 +79,36 @@ def _nothing_scored(name: str, data: dict, unscorable: Counter) -> str:
         return f"{where}: could not be read: {data['error']}"
     if not (data["bad"] or data["unsupported"] or unscorable):
         return f"{where}: no records"
-    reasons = Counter(reason_kind(b["reason"]) for b in data["bad"])
-    reasons.update(b["reason"] for b in data["unsupported"])
+    reasons = Counter(reason_kind(b.reason) for b in data["bad"])
+    reasons.update(b.reason for b in data["unsupported"])
     reasons.update(unscorable)
     listed = "; ".join(f"{r} ({n})" for r, n in reasons.most_common(5))
     return (f"{where}: nothing readable: {len(data['bad'])} bad, {len(data['unsupported'])} not supported and "
             f"{sum(unscorable.values())} unscorable records: {listed}")
 
 
-def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, options: EvalOptions = EvalOptions(),
-             ensemble: EnsembleConfig | None = None) -> tuple[dict, "pa.Table"]:
+def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
     """Score every benchmark with every member on Ray Data.
 
     Returns the report (metrics and calibration per member and ensemble method, counts, bad
     and unsupported rows, and for a benchmark with nothing scored the message why) and a
     per-pair table of every member's chosen/rejected scores, for error analysis. A text-only
     member scores the text-only pairs only: its results are over those (`not_applicable`
-    counts the rest), and the ensembles take each pair from the members that scored it.
+    counts the rest), and the ensembles take each pair from the members that scored it. With
+    `config.ensemble`, its members are the members and its method, weights and routing one more row.
     """
     import pyarrow as pa
 
     from mrm_ray.eval.scoring import has_images, score_pairs_on_ray
 
-    if ensemble is not None:
-        members = {m.name: m.path for m in ensemble.members}
+    ensemble: EnsembleConfig | None = load_ensemble(config.ensemble) if config.ensemble else None
+    members = {m.name: m.path for m in ensemble.members} if ensemble is not None else dict(config.models)
     names = list(members)
-    per, every = load_benchmarks(specs, options)
-    scores = score_pairs_on_ray(every, members, batch_size=options.batch_size, concurrency=options.concurrency,
-                                num_gpus=options.num_gpus, num_cpus=options.num_cpus) if every else {
+    per, every = load_benchmarks(config.bench, image_root=config.image_root,
+                                 stand_in_images=config.stand_in_images, limit=config.limit)
+    scores = score_pairs_on_ray(every, members, batch_size=config.batch_size, concurrency=config.actors_per_model,
+                                num_gpus=config.gpus_per_model, num_cpus=config.cpus_per_model,
+                                max_batch_tokens=config.max_batch_tokens) if every else {
         n: {"chosen": np.zeros(0), "rejected": np.zeros(0), "errors": [], "applicable": np.zeros(0, bool),
             "takes_images": True} for n in names}
     stats = [member_stats(members[n]) for n in names]
@@ -128,8 +124,8 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
         table[f"{n}/error"] = scores[n]["errors"]
     report = {"members": {n: {"path": members[n], "score_mean": s[0], "score_std": s[1],
                               "takes_images": scores[n]["takes_images"]} for n, s in zip(names, stats)},
-              "methods": list(options.methods) + ([f"ensemble.yaml ({ensemble.method})"] if ensemble else []),
-              "benchmarks": {}}
+              "methods": list(config.methods) + ([f"ensemble.yaml ({ensemble.method})"] if ensemble else []),
+              "benchmarks": {}, "config": to_dict(config)}
     applicable = np.stack([scores[n]["applicable"] for n in names])  # (members, pairs)
     if ensemble is not None:  # what ensemble.yaml routes to whom, of what each member can take
         routed = applicable & routing_mask([m.modalities for m in ensemble.members], [has_images(r) for r in every])
@@ -159,9 +155,9 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
                        "bad_rows": len(data["bad"]), "not_supported": len(data["unsupported"]),
                        "unscorable": int((~keep).sum()),
                        "stand_in_images": sum(bool(r.get("stand_in")) for r in kept)},
-            "bad_reasons": dict(Counter(reason_kind(b["reason"]) for b in data["bad"])),
-            "not_supported_reasons": dict(Counter(b["reason"] for b in data["unsupported"])),
-            "unscorable_reasons": dict(failed), "bad_examples": data["bad"][:20],
+            "bad_reasons": dict(Counter(reason_kind(b.reason) for b in data["bad"])),
+            "not_supported_reasons": dict(Counter(b.reason for b in data["unsupported"])),
+            "unscorable_reasons": dict(failed), "bad_examples": [_example(b) for b in data["bad"][:20]],
             "not_applicable": {n: int((~applicable[m, idx[keep]]).sum()) for m, n in enumerate(names)
                                if (~applicable[m, idx[keep]]).any()},
             "results": {}, "calibration": {}}
@@ -170,14 +166,20 @@ def evaluate(specs: Sequence[tuple[str, str]], members: Mapping[str, str], *, op
             entry["message"] = _nothing_scored(name, data, failed)
             continue
         for label, (c, r, scored) in _rewards(names, stats, scores, idx[keep], applicable[:, idx[keep]],
-                                              routed[:, idx[keep]] if ensemble else None, options, ensemble).items():
+                                              routed[:, idx[keep]] if ensemble else None, config.methods,
+                                              ensemble).items():
             entry["results"][label] = bench.score(metrics.correct(c, r), [x for x, s in zip(kept, scored) if s])
             entry["calibration"][label] = metrics.reliability(c - r)
+    report["quarantine"] = [b.to_dict() for data in per.values() for b in data["bad"] + data["unsupported"]]
     return report, pa.table(table)
 
 
+def _example(bad: Rejected) -> dict:
+    return {"position": bad.position, "reason": bad.reason, "id": bad.id}
+
+
 def _rewards(names: list[str], stats: list[tuple[float, float]], scores: dict, idx: np.ndarray,
-             applicable: np.ndarray, routed: np.ndarray | None, options: EvalOptions,
+             applicable: np.ndarray, routed: np.ndarray | None, methods: Sequence[str],
              ensemble: EnsembleConfig | None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(chosen, rejected, which kept pairs they are) per member (over the pairs it scored; a member that
     scored none is left out) and per ensemble method (every kept pair, from the members that scored it)."""
@@ -185,7 +187,7 @@ def _rewards(names: list[str], stats: list[tuple[float, float]], scores: dict, i
     rejected = np.stack([scores[n]["rejected"][idx] for n in names])
     out = {n: (chosen[m][applicable[m]], rejected[m][applicable[m]], applicable[m])
            for m, n in enumerate(names) if applicable[m].any()}
-    methods = [(f"ensemble: {method}", method, np.ones(len(names)), applicable) for method in options.methods]
+    methods = [(f"ensemble: {method}", method, np.ones(len(names)), applicable) for method in methods]
     if ensemble is not None:
         methods.append((f"ensemble.yaml ({ensemble.method})", ensemble.method,
                         np.array([m.weight for m in ensemble.members]), routed))
@@ -202,28 +204,46 @@ REPORT_FILES = ("report.json", "report.md", "report.html", "scores.parquet")
 
 
 def write_report(report: dict, out_dir: str | Path, *, pairs: "pa.Table | None" = None) -> dict[str, str]:
-    """report.json, report.md, report.html (one self-contained page) and (with `pairs`) scores.parquet,
-    each written atomically (and uploaded when `out_dir` is a URI); returns where each file is."""
+    """The report folder (a run folder: see the module's header), each file written atomically and uploaded when
+    `out_dir` is a URI; returns where each report file is."""
     from mrm_ray.atomic import atomic_file
+    from mrm_ray.data.quarantine import write_quarantine
     from mrm_ray.eval.markdown import markdown
     from mrm_ray.eval.page import html_page
-    from mrm_ray.storage import RunFolder
+    from mrm_ray.run_folder import SUMMARY, RunFolder
 
     folder = RunFolder(out_dir)
     out = folder.local
+    body = {k: v for k, v in report.items() if k != "quarantine"}
+    if "config" in body:
+        folder.write_config(body["config"])
     if pairs is not None:
         import pyarrow.parquet as pq
 
         with atomic_file(out / "scores.parquet", "wb") as f:
             pq.write_table(pairs, f)
     with atomic_file(out / "report.json") as f:
-        json.dump(report, f, indent=2, default=float)
+        json.dump(body, f, indent=2, default=float)
         f.write("\n")
     with atomic_file(out / "report.md") as f:
-        f.write(markdown(report))
+        f.write(markdown(body))
     with atomic_file(out / "report.html") as f:
-        f.write(html_page(report))
+        f.write(html_page(body))
+    write_quarantine([Rejected(**r) for r in report.get("quarantine", [])], out)
+    log = folder.metrics()
+    headline = {}
+    for name, bench in body["benchmarks"].items():
+        headline[name] = {label: {h: result[h] for h in bench["headline"] if h in result}
+                          for label, result in bench["results"].items()}
+        for label, figures in headline[name].items():
+            log.event("benchmark", 0, {"benchmark": name, "model": label, **figures})
+            for h, value in figures.items():
+                log.scalar(f"eval/{name}/{label}/{h}", value, 0)
+    log.close()
     written = [name for name in REPORT_FILES if name != "scores.parquet" or pairs is not None]
-    for name in written:
+    for name in [*written, "quarantine.jsonl"]:
         folder.push(name)
+    folder.write_json(SUMMARY, {"benchmarks": headline,
+                                "counts": {name: bench["counts"] for name, bench in body["benchmarks"].items()},
+                                "report": {name: folder.uri(name) for name in written}})
     return {name: folder.uri(name) for name in written}

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 
+from mrm_ray.config import MAX_BATCH_TOKENS
 from mrm_ray.data.schema import MESSAGE
 
 SCORE_INPUT = pa.schema([("id", pa.string()), ("prompt", pa.list_(MESSAGE)), ("images", pa.list_(pa.binary())),
@@ -30,7 +31,7 @@ def has_images(pair: Mapping) -> bool:
 class PairScoring:
     """A `map_batches` actor holding one reward checkpoint."""
 
-    def __init__(self, path: str, max_batch_tokens: int = 16384) -> None:
+    def __init__(self, path: str, max_batch_tokens: int = MAX_BATCH_TOKENS) -> None:
         from mrm_ray.model.scorer import Scorer
 
         self.scorer = Scorer(path, max_batch_tokens=max_batch_tokens)
@@ -55,8 +56,8 @@ class PairScoring:
 
 
 def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, str], *, batch_size: int = 16,
-                       concurrency: int = 1, num_gpus: float = 0.0, num_cpus: float = 1.0
-                       ) -> dict[str, dict[str, np.ndarray | list]]:
+                       concurrency: int = 1, num_gpus: float = 0.0, num_cpus: float = 1.0,
+                       max_batch_tokens: int = MAX_BATCH_TOKENS) -> dict[str, dict[str, np.ndarray | list]]:
     """Per member: `chosen`, `rejected` (pairs,) aligned with `rows`, `errors` (message or None),
     `applicable` (bool (pairs,): False where a text-only member was given a pair with images) and
     `takes_images` (whether the member's backbone sees images)."""
@@ -71,7 +72,8 @@ def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, str], *, b
     if len(position) != len(rows):
         raise ValueError("pair ids must be unique across the scored rows")
     def run(path: str) -> pa.Table:
-        scored = ds.map_batches(PairScoring, fn_constructor_kwargs={"path": str(path)}, batch_size=batch_size,
+        scored = ds.map_batches(PairScoring, fn_constructor_kwargs={"path": str(path), "max_batch_tokens": max_batch_tokens},
+                                batch_size=batch_size,
                                 batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
                                 num_gpus=num_gpus, num_cpus=num_cpus).to_arrow_refs()
         return pa.concat_tables(ray.get(scored))

@@ -27,6 +27,12 @@ class BadImage(ValueError):
 SUPPORTED_MODES = ("RGB", "L")
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from an image's header, without decoding its pixels."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
 def check_image(data: bytes, config: DataConfig) -> tuple[bytes, int, int]:
     """(possibly converted bytes, width, height), or `BadImage` with the reason."""
     try:

@@ -1,10 +1,24 @@
-"""Encode prompts and their responses with the Qwen2.5-VL processor and chat template.
+"""The one input normaliser: what a prompt, an image and a response may be, and how they become model inputs.
 
-A prompt (chat messages or a plain string, plus its images) becomes token ids with the
-image placeholders expanded, `mm_token_type_ids`, `pixel_values` and `image_grid_thw`.
-A response becomes its text tokens followed by `<|im_end|>`, the token the reward is read
-at. A group (one prompt, K responses; a pair is K = 2) keeps the prompt once: the packed
-forward (model/packing.py) runs it, and its images, once.
+Every reader, the data pipeline's checks, the server, the GRPO prompts and both RL adapters go
+through these:
+
+- `image_bytes`: an image as encoded bytes, from bytes, a PIL image, a `{bytes, path}` struct
+  (JSON's bytes as base64 text), a `data:` URL or base64 text, or a file name, which is read only
+  under a given root (`file_under`, the one containment rule: no URL, no absolute or `..` path
+  leaving it). Without a root a string is never a path: the server reads no file.
+- `is_image_part`: whether a chat content part is an image (`{"type": "image"}`, `image_url`, or a
+  part carrying `image` / `image_url`).
+- `<image>` markers in text (LLaMA-Factory, veRL, MMRB2's responses): `split_markers`, `marker_parts`.
+- `as_messages`: a prompt (text, or chat messages with parts or markers) as chat messages whose
+  image parts are `{"type": "image"}`, one per image given; `response_text`: a response's text.
+- `PairEncoder`: a prompt and K responses as model-ready features (the prompt once), and
+  `count_prompt_tokens`: the prompt's length from its images' sizes alone, through the same rendering,
+  so the data pipeline's light pass decides truncation exactly as its encoder does (model/truncation.py).
+
+A prompt becomes token ids with the image placeholders expanded, `mm_token_type_ids`,
+`pixel_values` and `image_grid_thw`. A response becomes its text tokens followed by `<|im_end|>`,
+the token the reward is read at.
 
 A response with images inside it (`<image>` marks in its text, one image each) is its own
 group of one: the prompt, then the response up to and including its last image, form the
@@ -15,15 +29,146 @@ whole sequence, so the packed forward scores it unchanged; only the prompt is no
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 END_OF_TURN = "<|im_end|>"
-RESPONSE_IMAGE = "<image>"  # where an image sits inside a response's text (when the response has images)
-_IMAGE_KEYS = ("image", "image_url")
+IMAGE_MARKER = "<image>"  # where an image sits in text (a prompt's, or a response's when it shows images)
+RESPONSE_IMAGE = IMAGE_MARKER
+_IMAGE_TYPES = ("image", "image_url")
+_DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.I)
+_URL = ("http://", "https://", "file:", "ftp://", "s3://", "gs://")
+INLINE_ONLY = "images must be inline (base64 or data:image/...;base64,...); this never fetches URLs or reads paths"
+
+
+class InvalidInput(ValueError):
+    """An input that cannot be used; `reason` says why in a few words (a reader quarantines the record with it,
+    the server answers 422 with it)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TextOnly(InvalidInput):
+    """Images were given to a text-only backbone."""
+
+
+# ------------------------------------------------------------------------------ images
+def file_under(root: str | Path, name: str) -> Path:
+    """`root / name`, refusing URLs and absolute or `..` paths that leave `root`: the one containment rule."""
+    if not isinstance(name, str) or not name:
+        raise InvalidInput("missing image: empty file name")
+    if "://" in name:
+        raise InvalidInput(f"image outside root: {name!r} is a URL; only files under the image root are read")
+    root = Path(root)
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise InvalidInput(f"image outside root: {name!r} resolves outside {root}")
+    return path
+
+
+def image_reference(image: Any) -> Any:
+    """What an image is given as, unwrapped: its bytes (a struct's, or base64 text under `bytes`), or the text
+    that names it (a file name, base64, a data: URL), or a PIL image; anything else as it came."""
+    if isinstance(image, Mapping):
+        data = image.get("bytes")
+        if isinstance(data, str):  # JSON cannot hold bytes: base64 text
+            return _decode_base64(data)
+        if data is not None:
+            return bytes(data)
+        for key in ("path", "image", "image_url", "url"):
+            if image.get(key) is not None:
+                return image_reference(image[key])
+        return None
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    return image
+
+
+def _decode_base64(text: str) -> bytes:
+    if _DATA_URL.match(text):
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("not valid base64") from None
+
+
+def image_bytes(image: Any, *, root: str | Path | None = None) -> bytes:
+    """Encoded bytes of an image (see the module's header). A string is a file name under `root` when a root is
+    given (`file_under`), else base64 or a data: URL; a URL is never fetched."""
+    ref = image_reference(image)
+    if isinstance(ref, bytes):
+        return ref
+    if ref is not None and hasattr(ref, "save") and hasattr(ref, "mode"):  # a PIL image
+        buf = io.BytesIO()
+        ref.save(buf, format="PNG")
+        return buf.getvalue()
+    if not isinstance(ref, str) or not ref:
+        raise InvalidInput(f"missing image: no bytes or file name in {type(ref).__name__}")
+    if _DATA_URL.match(ref):
+        return _decode_base64(ref)
+    if root is not None:
+        path = file_under(root, ref)  # refuses URLs and paths leaving the root
+        if not path.is_file():
+            raise InvalidInput(f"missing image: {ref}")
+        return path.read_bytes()
+    if ref.startswith(_URL) or ref.startswith("data:"):
+        raise InvalidInput(INLINE_ONLY)
+    try:
+        return _decode_base64(ref)
+    except InvalidInput:
+        raise InvalidInput(INLINE_ONLY if ref.startswith(("/", "./", "../", "~")) else "not valid base64") from None
+
+
+def load_image(image: Any):
+    """A PIL RGB image from encoded bytes, a `{bytes: ...}` struct or a PIL image; never a path."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        pil = image
+    else:
+        data = image.get("bytes") if isinstance(image, Mapping) else image
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"image must be encoded bytes or a PIL image, got {type(data).__name__}")
+        pil = Image.open(io.BytesIO(bytes(data)))
+        pil.load()
+    return pil if pil.mode == "RGB" else pil.convert("RGB")
+
+
+# ------------------------------------------------------------------------------ prompts and responses
+def is_image_part(part: Any) -> bool:
+    """Whether a chat content part is an image (its `type`, or an `image` / `image_url` it carries)."""
+    return isinstance(part, Mapping) and (part.get("type") in _IMAGE_TYPES or part.get("image") is not None
+                                          or part.get("image_url") is not None)
+
+
+def split_markers(text: str) -> list[str]:
+    """The text between `<image>` markers, in order (one more piece than markers)."""
+    return text.split(IMAGE_MARKER)
+
+
+def marker_parts(text: str) -> list[dict]:
+    """Text split at `<image>` markers into text and image parts (whitespace-only text dropped)."""
+    parts: list[dict] = []
+    for i, piece in enumerate(split_markers(text)):
+        if i:
+            parts.append({"type": "image"})
+        if piece.strip():
+            parts.append({"type": "text", "text": piece})
+    return parts
+
+
+def count_image_parts(messages: Sequence[Mapping]) -> int:
+    return sum(is_image_part(p) for m in messages if not isinstance(m["content"], str) for p in m["content"])
 
 
 def response_text(response: Any) -> str:
@@ -46,23 +191,30 @@ def response_text(response: Any) -> str:
     raise TypeError(f"response must be text or messages, got {type(response).__name__}")
 
 
-def _is_image_part(part: Any) -> bool:
-    return isinstance(part, Mapping) and (part.get("type") in _IMAGE_KEYS or any(k in part for k in _IMAGE_KEYS))
-
-
-def count_image_parts(messages: Sequence[Mapping]) -> int:
-    return sum(_is_image_part(p) for m in messages if not isinstance(m["content"], str) for p in m["content"])
-
-
 def as_messages(prompt: str | Sequence[Mapping], n_images: int) -> list[dict]:
-    """Chat messages for a prompt; a plain string becomes one user turn with its images first."""
+    """Chat messages for a prompt, its image parts `{"type": "image"}`: a plain string becomes one user turn with
+    its images first; with images, `<image>` markers in text say where they go instead (text without images keeps
+    any `<image>` as text). InvalidInput when the image parts and the images given disagree."""
+    strings = [prompt] if isinstance(prompt, str) else [m.get("content") for m in prompt if isinstance(m, Mapping)]
+    markers = n_images > 0 and any(isinstance(c, str) and IMAGE_MARKER in c for c in strings)
     if isinstance(prompt, str):
-        content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": prompt}]
-        return [{"role": "user", "content": content}]
-    messages = [dict(m) for m in prompt]
+        content = marker_parts(prompt) if markers else \
+            [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": prompt}]
+        messages = [{"role": "user", "content": content}]
+    else:
+        messages = []
+        for m in prompt:
+            if not isinstance(m, Mapping):
+                raise InvalidInput(f"bad prompt: a message must be a mapping, got {type(m).__name__}")
+            content = m.get("content")
+            if isinstance(content, str) and markers:
+                content = marker_parts(content)
+            elif isinstance(content, (list, tuple)):
+                content = [{"type": "image"} if is_image_part(p) else p for p in content]
+            messages.append({**m, "content": content})
     found = count_image_parts(messages)
     if found != n_images:
-        raise ValueError(f"prompt has {found} image placeholders but {n_images} images were given")
+        raise InvalidInput(f"image mismatch: {found} image placeholders, {n_images} images")
     return messages
 
 
@@ -78,21 +230,6 @@ def prompt_text(processor, messages: Sequence[Mapping]) -> str:
     if text.count(_REPLY) != 1:
         raise ValueError("the chat template did not render the assistant reply once; cannot place the response")
     return text[:text.index(_REPLY)]
-
-
-def load_image(image: Any):
-    """A PIL RGB image from encoded bytes, a `{bytes: ...}` struct or a PIL image; never a path."""
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        pil = image
-    else:
-        data = image.get("bytes") if isinstance(image, Mapping) else image
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"image must be encoded bytes or a PIL image, got {type(data).__name__}")
-        pil = Image.open(io.BytesIO(bytes(data)))
-        pil.load()
-    return pil if pil.mode == "RGB" else pil.convert("RGB")
 
 
 class PairEncoder:
@@ -121,6 +258,22 @@ class PairEncoder:
         text = response_text(response) + END_OF_TURN
         return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
 
+    def image_tokens(self, width: int, height: int) -> int:
+        """Tokens one image of this size becomes in the prompt (the processor's own resize and 2x2 merge)."""
+        images = self.processor.image_processor
+        return images.get_number_of_image_patches(height, width, {}) // images.merge_size ** 2
+
+    def count_prompt_tokens(self, prompt: str | Sequence[Mapping], image_sizes: Sequence[Sequence[int]]) -> int:
+        """The prompt's tokens as `encode_prompt` makes them, from its images' (width, height) alone: the same
+        rendering, each image placeholder (a special token, never merged with its neighbours) expanded to that
+        image's tokens. What the data pipeline's light pass and its encoder both decide truncation from
+        (model/truncation.py), so the two cannot treat a record differently."""
+        if image_sizes and self.processor.image_processor is None:
+            raise TextOnly("a text-only model takes no images; route image items to a vision-language member")
+        text = prompt_text(self.processor, as_messages(prompt, len(image_sizes)))
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return len(ids) + sum(self.image_tokens(w, h) - 1 for w, h in image_sizes)
+
     def encode_pair(self, prompt, images, chosen, rejected, *, margin: float | None = None) -> dict[str, Any]:
         """One pair: prompt features once, plus chosen and rejected response ids."""
         out = self.encode_prompt(prompt, images)
@@ -142,9 +295,10 @@ class PairEncoder:
     def encode_response_images(self, response: Any, images: Sequence[Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """A response with images inside: (the part up to its last image, as prompt features to append;
         the text after it with `<|im_end|>`, as ids)."""
-        segments = response_text(response).split(RESPONSE_IMAGE)
+        segments = split_markers(response_text(response))
         if len(segments) - 1 != len(images):
-            raise ValueError(f"response has {len(segments) - 1} {RESPONSE_IMAGE} marks but {len(images)} images")
+            raise InvalidInput(f"image mismatch: the response has {len(segments) - 1} {IMAGE_MARKER} marks but "
+                               f"{len(images)} images")
         ids, mm, pixels, grids = [], [], [], []
         for segment, image in zip(segments, images):
             ids.append(np.asarray(self.tokenizer(segment, add_special_tokens=False)["input_ids"], np.int64))

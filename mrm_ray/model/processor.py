@@ -17,11 +17,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from mrm_ray.model.inputs import TextOnly, is_image_part
+
 logger = logging.getLogger(__name__)
-
-
-class TextOnly(ValueError):
-    """Images were given to a text-only backbone."""
 
 
 class TextProcessor:
@@ -41,7 +39,7 @@ class TextProcessor:
             content = message.get("content")
             if not isinstance(content, str):
                 parts = list(content or ())
-                if any(p.get("type") in ("image", "image_url", "video") or "image" in p for p in parts):
+                if any(is_image_part(p) or p.get("type") == "video" for p in parts):
                     raise TextOnly("a text-only model takes no images; route image items to a vision-language member")
                 content = "".join(str(p.get("text", "")) for p in parts)
             out.append({**message, "content": content})

@@ -2,18 +2,15 @@
 
 The family (model/families.py) comes from the checkpoint's config: Qwen2-VL, Qwen2.5-VL,
 Qwen3-VL, Qwen3.5, or a text-only Qwen2 / Qwen3 LM. `from_pretrained` takes a plain
-checkpoint of the family (fresh head) or a reward checkpoint
-written by `save_pretrained`: the backbone in Hugging Face safetensors, the head in
-`reward_head.safetensors`, and `reward_config.json` (head settings, score statistics for
-ensemble normalisation, provenance). No pickle, no remote code.
+checkpoint of the family (fresh head), a reward checkpoint written by `save_pretrained`, or a
+Hugging Face `*ForSequenceClassification` reward model (model/checkpoints.py tells them apart
+and holds the reward checkpoint's format). No pickle, no remote code.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,17 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from mrm_ray.model import families
-
-from mrm_ray.atomic import atomic_dir
 from mrm_ray.config import HeadConfig, to_dict, validate
-from mrm_ray.model.head import RewardHead
+from mrm_ray.model import checkpoints, families
 from mrm_ray.model.attention import GroupPlan, choose_kernel, use_grouped_attention
+from mrm_ray.model.head import RewardHead
 from mrm_ray.model.packing import SEG_PROMPT, dense_attention_mask, last_index
 
-from mrm_ray.model.reward_checkpoint import HEAD_WEIGHTS, REWARD_CONFIG, is_reward_checkpoint, is_seq_cls
-
-FORMAT_VERSION = 1
 logger = logging.getLogger(__name__)
 _SAID: set[str] = set()  # families whose layout fallback was logged in this process
 
@@ -73,24 +65,28 @@ class RewardModel(nn.Module):
         path = Path(path)
         options = dict(dtype=dtype, attn_implementation=attn_implementation, vision_attention=vision_attention,
                        packed_attention=packed_attention)
-        if is_seq_cls(path):
-            from mrm_ray.model.seq_cls import load_seq_cls
-
-            if head is not None and head.num_layers != 1:
-                raise ValueError(f"{path} is a sequence-classification checkpoint: its head is one linear layer")
-            return load_seq_cls(path, **options)
-        if not is_reward_checkpoint(path):
+        found = checkpoints.kind(path)
+        if found == checkpoints.BACKBONE:
             return cls._wrap(path, head=head or HeadConfig(), **options)
-        meta = json.loads((path / REWARD_CONFIG).read_text())
-        if head is not None and to_dict(head) != meta["head"]:
-            raise ValueError(f"{path} is a reward checkpoint with head {meta['head']}; "
-                             "do not pass a different head config when loading it")
-        model = cls._wrap(path, head=validate(HeadConfig, meta["head"]), **options)
-        model.score_mean, model.score_std = float(meta["score_mean"]), float(meta["score_std"])
-        model.provenance = meta.get("provenance", {})
-        from safetensors.torch import load_file
+        meta = checkpoints.info(path)  # ValueError for a directory that is no checkpoint
+        saved_head = validate(HeadConfig, meta.head)
+        if head is not None and (head != saved_head if found == checkpoints.REWARD else head.num_layers != 1):
+            raise ValueError(f"{path} is a {'sequence-classification' if found == checkpoints.SEQ_CLS else 'reward'} "
+                             f"checkpoint with head {meta.head}; do not pass a different head config when loading it")
+        model = cls._wrap(path, head=saved_head, **options)
+        model.score_mean, model.score_std, model.provenance = meta.score_mean, meta.score_std, dict(meta.provenance)
+        if found == checkpoints.SEQ_CLS:
+            from mrm_ray.model.seq_cls import score_head
 
-        model.head.load_state_dict(load_file(path / HEAD_WEIGHTS))
+            weight, bias = score_head(path)
+            linear = model.head.mlp[-1]
+            with torch.no_grad():
+                linear.weight.copy_(weight.reshape(linear.weight.shape).to(linear.weight.dtype))
+                linear.bias.fill_(bias)
+        else:
+            from safetensors.torch import load_file
+
+            model.head.load_state_dict(load_file(path / checkpoints.HEAD_WEIGHTS))
         return model.to(model.dtype)
 
     @classmethod
@@ -130,27 +126,11 @@ class RewardModel(nn.Module):
 
     def save_pretrained(self, out_dir: str | os.PathLike, *, processor=None,
                         extra: Mapping[str, Any] | None = None) -> Path:
-        """Write the reward checkpoint atomically (temp dir, then rename)."""
-        from safetensors.torch import save_file
-
-        with atomic_dir(out_dir) as tmp:
-            self.backbone.save_pretrained(tmp, safe_serialization=True)
-            head_state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
-            save_file(head_state, tmp / HEAD_WEIGHTS, metadata={"format": "pt"})
-            if processor is not None:
-                processor.save_pretrained(tmp)
-            meta = {
-                "format_version": FORMAT_VERSION,
-                "head": to_dict(self.head_config),
-                "score_mean": self.score_mean,
-                "score_std": self.score_std,
-                "reward_token": "last real token (<|im_end|> closing the response)",
-                "provenance": {**self.provenance, **dict(extra or {}),
-                               "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "mrm_ray_version": _version()},
-            }
-            (tmp / REWARD_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        return Path(out_dir).resolve()
+        """Write the reward checkpoint atomically (temp dir, then rename; model/checkpoints.py's format)."""
+        meta = checkpoints.reward_meta(head=to_dict(self.head_config), score_mean=self.score_mean,
+                                       score_std=self.score_std, provenance={**self.provenance, **dict(extra or {})})
+        return checkpoints.write_reward_checkpoint(out_dir, backbone=self.backbone, head_state=self.head.state_dict(),
+                                                   meta=meta, processor=processor)
 
     # -------------------------------------------------------------------------- forward
     @property
@@ -271,12 +251,3 @@ def _set_vision_attention(backbone, attn_implementation: str, vision_attention: 
         from mrm_ray.model.attention import use_for_vision_tower
 
         use_for_vision_tower(backbone)
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("mrm-ray")
-    except Exception:
-        return "unknown"

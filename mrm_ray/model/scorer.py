@@ -10,20 +10,10 @@ row, no padding between them), so each prompt and its images run once per group.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from mrm_ray.model.reward_checkpoint import HEAD_WEIGHTS, REWARD_CONFIG
-
-
-def checkpoint_version(path: str | Path) -> str:
-    """A short content hash of the reward head and its config (which records when it was saved)."""
-    digest = hashlib.sha256()
-    for name in (REWARD_CONFIG, HEAD_WEIGHTS):
-        digest.update((Path(path) / name).read_bytes())
-    return digest.hexdigest()[:12]
+from mrm_ray.config import MAX_BATCH_TOKENS
 
 
 def budget_chunks(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
@@ -48,25 +38,25 @@ class Scorer:
     `Scorer(path)` loads a reward checkpoint (what members and evaluation actors do);
     `Scorer.from_model(model, encoder)` scores with a model already in memory."""
 
-    def __init__(self, path: str, *, max_batch_tokens: int = 16384, dtype: str = "auto",
+    def __init__(self, path: str, *, max_batch_tokens: int = MAX_BATCH_TOKENS, dtype: str = "auto",
                  score_mean: float | None = None, score_std: float | None = None) -> None:
         import torch
 
+        from mrm_ray.model import checkpoints
         from mrm_ray.model.inputs import PairEncoder
         from mrm_ray.model.processor import load_processor
-        from mrm_ray.model.reward_checkpoint import resolve
         from mrm_ray.model.reward_model import RewardModel
 
-        path = str(resolve(path))
+        path = str(checkpoints.resolve(path))  # a reward checkpoint or a sequence classifier, local or fetched
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if dtype == "auto":
             dtype = "bfloat16" if device.type == "cuda" else "float32"
         model = RewardModel.from_pretrained(path, dtype=dtype).to(device).eval()
         self._setup(model, PairEncoder(load_processor(path)), max_batch_tokens=max_batch_tokens, path=path,
-                    version=checkpoint_version(path), score_mean=score_mean, score_std=score_std)
+                    version=checkpoints.version(path), score_mean=score_mean, score_std=score_std)
 
     @classmethod
-    def from_model(cls, model, encoder, *, max_batch_tokens: int = 16384) -> "Scorer":
+    def from_model(cls, model, encoder, *, max_batch_tokens: int = MAX_BATCH_TOKENS) -> "Scorer":
         scorer = cls.__new__(cls)
         scorer._setup(model, encoder, max_batch_tokens=max_batch_tokens, path="", version="in-memory")
         return scorer

@@ -3,10 +3,10 @@
 Off-the-shelf reward models (Skywork-Reward, many others) ship as a backbone in its family's
 checkpoint layout (`model.` for the text LMs) and `score.weight` (1, hidden), no bias, the
 reward read at the last non-pad token; vLLM's pooling runner serves vision-language reward
-models in the same layout (`Qwen2_5_VLForSequenceClassification`). `load_seq_cls` reads one
-as a `RewardModel` with a linear head (`head.num_layers: 1`), so it can be scored, evaluated,
-served in an ensemble or trained further; `export_seq_cls` writes a reward model whose head
-is linear in that layout.
+models in the same layout (`Qwen2_5_VLForSequenceClassification`). `RewardModel.from_pretrained`
+reads one (model/checkpoints.py tells it apart) as a `RewardModel` with a linear head
+(`head.num_layers: 1`, `score_head` here), so it can be scored, evaluated, served in an ensemble
+or trained further; `export_seq_cls` writes a reward model whose head is linear in that layout.
 
 transformers itself has the class for the text-only families and Qwen3.5; for Qwen2-VL,
 Qwen2.5-VL and Qwen3-VL the layout is vLLM's (the architecture name its adapter registers
@@ -28,11 +28,13 @@ SCORE_BIAS = "mrm_ray_score_bias"
 SCORE_STATS = "mrm_ray_score_stats"  # {"mean": ..., "std": ...}: what ensembles normalise with
 
 
-def _score_weight(path: Path) -> torch.Tensor:
+def score_weight(path: str | os.PathLike) -> torch.Tensor:
+    """`score.weight` (1, hidden) of a sequence classifier, read alone from its (sharded) safetensors."""
     import json
 
     from safetensors import safe_open
 
+    path = Path(path)
     index = path / "model.safetensors.index.json"
     file = path / (json.loads(index.read_text())["weight_map"]["score.weight"] if index.is_file()
                    else "model.safetensors")
@@ -42,29 +44,18 @@ def _score_weight(path: Path) -> torch.Tensor:
         return f.get_tensor("score.weight")
 
 
-def load_seq_cls(path: str | os.PathLike, **options):
-    """A `*ForSequenceClassification` checkpoint as a `RewardModel` with its linear score head.
-    `options`: `RewardModel.from_pretrained`'s dtype, attention settings."""
-    from transformers import AutoConfig
+def score_head(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
+    """(score weight (hidden,), bias) of a sequence classifier: what its linear reward head holds."""
+    import json
 
-    from mrm_ray.config import HeadConfig
-    from mrm_ray.model.reward_model import RewardModel
+    from transformers import AutoConfig
 
     path = Path(path)
     config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     if getattr(config, "num_labels", 1) != 1:
         raise ValueError(f"{path}: a reward model has one score; this classifier has {config.num_labels} labels")
-    model = RewardModel._wrap(path, head=HeadConfig(num_layers=1), **options)
-    weight = _score_weight(path)
-    extra = config.to_dict()
-    stats = extra.get(SCORE_STATS) or {}
-    with torch.no_grad():
-        linear = model.head.mlp[-1]
-        linear.weight.copy_(weight.reshape(linear.weight.shape).to(linear.weight.dtype))
-        linear.bias.fill_(float(extra.get(SCORE_BIAS, 0.0)))
-    model.score_mean, model.score_std = float(stats.get("mean", 0.0)), float(stats.get("std", 1.0))
-    model.provenance = {"base_model": str(path), "format": "hf-seq-cls", "architecture": config.architectures}
-    return model
+    bias = json.loads((path / "config.json").read_text()).get(SCORE_BIAS, 0.0)
+    return score_weight(path).reshape(-1), float(bias)
 
 
 def export_seq_cls(model, out_dir: str | os.PathLike, *, processor=None) -> Path:

@@ -24,10 +24,22 @@ def _threads(n: float) -> None:
     torch.set_num_threads(max(1, int(n)))  # an actor's share of the node, not every core
 
 
+def _route_logs(location: str, process: str) -> None:
+    from mrm_ray.logs import no_progress_bars
+    from mrm_ray.run_folder import RunFolder
+
+    no_progress_bars()
+    RunFolder(location).route_logs(process)
+
+
 class RolloutWorker:
-    def __init__(self, policy_path: str, *, dtype: str, max_pixels: int | None, cpus: float, device: str) -> None:
+    def __init__(self, policy_path: str, *, dtype: str, max_pixels: int | None, cpus: float, device: str,
+                 log_to: tuple[str, str] | None = None) -> None:
+        """`log_to`: (the run folder, this process's name) for its library output."""
         from mrm_ray.rl.policy import Policy
 
+        if log_to is not None:
+            _route_logs(*log_to)
         _threads(cpus)
         self.policy = Policy(policy_path, dtype=dtype, device=device, max_pixels=max_pixels)
         self.version = -1
@@ -56,15 +68,22 @@ class RolloutWorker:
 
 class Learner:
     def __init__(self, cfg: dict, *, checkpoint: str | None, device: str) -> None:
+        """`checkpoint`: the run folder's entry to resume from (`checkpoints/step-N`), fetched from the bucket
+        for a run in object storage."""
         import copy
 
-        from mrm_ray.config import validate
-        from mrm_ray.rl.config import GRPOConfig
+        from mrm_ray.config import GRPOConfig, validate
         from mrm_ray.rl.policy import Policy
+        from mrm_ray.run_folder import RunFolder
 
         self.cfg = validate(GRPOConfig, cfg)
+        self.folder = RunFolder(self.cfg.location)
+        _route_logs(self.cfg.location, "learner")
         _threads(self.cfg.learner_cpus)
         torch.manual_seed(self.cfg.seed)
+        if checkpoint:
+            self.folder.pull(checkpoint)
+            checkpoint = str(self.folder.local / checkpoint)
         # float32 master weights (a 1e-6 step is below bf16's resolution); bf16 autocast on a GPU
         self.policy = Policy(checkpoint or cfg["policy"], dtype="float32", device=device, max_pixels=self.cfg.max_pixels)
         self.autocast = device.startswith("cuda") and self.cfg.dtype == "bfloat16"
@@ -135,13 +154,17 @@ class Learner:
                 "advantage_abs": float(advantages.abs().mean()),
                 "finite": bool(math.isfinite(totals["loss"]))}
 
-    def save(self, out_dir: str) -> str:
-        """A resumable checkpoint: the policy as a Hugging Face dir, optimizer state and step."""
+    def save(self, step: int) -> str:
+        """A resumable checkpoint in the run folder, `checkpoints/step-N` (uploaded for a run in object storage):
+        the policy as a Hugging Face dir, optimizer state and step, and the run's config."""
         from mrm_ray.atomic import atomic_dir
 
-        with atomic_dir(out_dir) as tmp:
+        name = f"checkpoints/step-{step}"
+        with atomic_dir(self.folder.local / name) as tmp:
             self.policy.model.save_pretrained(tmp, safe_serialization=True)
             self.policy.encoder.processor.save_pretrained(tmp)
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             (tmp / "learner_state.json").write_text(json.dumps({"step": self.step}) + "\n")
-        return str(out_dir)
+            self.folder.write_config(self.cfg, tmp)
+        self.folder.push(name, last="learner_state.json")
+        return name

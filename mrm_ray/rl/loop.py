@@ -5,32 +5,34 @@ each); as each group finishes its rewards are requested from the reward service 
 calls in flight, see reward_service.py) while other groups are still being sampled; the
 learner takes all groups and rewards, updates, and its new weights go to every worker as
 one object-store object. Every `eval_every` steps the held-out prompts are sampled with a
-fixed seed and scored: the reward curve in summary.json. Metrics go to TensorBoard and to
-one progress line per step. A reward service that stays down stops the job after saving a
+fixed seed and scored: the reward curve in summary.json. The run folder (run_folder.py,
+local or s3://) holds the config, metrics.jsonl and TensorBoard, the quarantined prompt
+rows, the checkpoints, summary.json and every process's log; one progress line per step
+goes to the console. A reward service that stays down stops the job after saving a
 checkpoint; running the same command again resumes from the latest checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 
-from mrm_ray.atomic import atomic_file
-from mrm_ray.rl.config import GRPOConfig
+from mrm_ray.config import GRPOConfig
+from mrm_ray.model import checkpoints
+from mrm_ray.references import is_tiny
 from mrm_ray.rl.reward_service import RewardService, RewardServiceDown
+from mrm_ray.run_folder import LOG_DIR, SUMMARY, RunFolder
 
 CHECKPOINTS = "checkpoints"
+CURVE = f"{CHECKPOINTS}/curve.json"  # beside the checkpoints: a resumed run continues it
 
 
 @dataclasses.dataclass
 class GRPOSummary:
-    run_dir: str
+    run_dir: str  # the run folder: a local path or a URI
     steps: int
     checkpoint: str
     curve: list[dict]
@@ -50,63 +52,38 @@ class GRPOSummary:
         return self.rise / sem if sem > 0 else float("inf")
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / CHECKPOINTS).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return found[-1] if found else None
+def saved_steps(folder: RunFolder) -> list[int]:
+    """The steps of the run's checkpoints, oldest first (in the bucket for a run in object storage)."""
+    return sorted(int(name.split("-")[1]) for name in folder.listing(CHECKPOINTS) if name.startswith("step-"))
 
 
 def resolve_policy(cfg: GRPOConfig) -> GRPOConfig:
-    """`policy: tiny` -> the tiny random Qwen2.5-VL the training job also uses (built once)."""
-    from mrm_ray.config import is_tiny
-    from mrm_ray.model.tiny import shared_tiny_checkpoint
-
+    """A tiny policy (references.py) -> the local tiny checkpoint it names, built once (the one the training job
+    also uses), so that every actor reads the same files."""
     if not is_tiny(cfg.policy):
         return cfg
-    return dataclasses.replace(cfg, policy=str(shared_tiny_checkpoint(cfg.output_dir, cfg.policy)))
+    return dataclasses.replace(cfg, policy=str(checkpoints.resolve(cfg.policy, want=checkpoints.BACKBONE)))
 
 
 def check_prompts(policy: str, prompts: list[dict]) -> None:
     """Refuse, before any actor starts, prompts with images for a text-only policy."""
-    import json
-
-    from mrm_ray.model.families import family_of
-
-    config = Path(policy) / "config.json"
-    if not config.is_file() or family_of(json.loads(config.read_text())).vision:
+    family = checkpoints.reference_family(policy)
+    if family is None or family.vision:
         return
     if shown := sum(bool(p["images"]) for p in prompts):
         raise ValueError(f"the policy {policy} is a text-only model and {shown} of the {len(prompts)} prompts show "
                          "images: give it text prompts (for the synthetic ones, prompts.task=colour_text)")
 
 
-class Metrics:
-    """TensorBoard scalars and the driver's progress line."""
-
-    def __init__(self, run_dir: Path, total: int) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-        self.total = total
-
-    def step(self, step: int, m: dict) -> None:
-        for key, value in m.items():
-            if isinstance(value, (int, float)) and value == value:
-                self.writer.add_scalar(key, value, step)
-        members = " ".join(f"{k.split('/', 2)[2]} {v:+.3f}" for k, v in m.items() if k.startswith("reward/member/"))
-        served = f" | served {m['reward/served_mean']:+.3f} ({members}; disagreement {m['reward/disagreement']:.3f})" \
-            if "reward/served_mean" in m else ""
-        print(f"[grpo] step {step}/{self.total} | reward {m['reward/mean']:.3f}±{m['reward/std']:.3f}{served} | "
-              f"kl {m['policy/kl']:.4f} | len {m['policy/response_length']:.1f} | rollout "
-              f"{m['time/rollout_s']:.1f}s reward wait {m['time/reward_wait_s']:.1f}s (call "
-              f"{m['time/reward_call_s']:.2f}s) update {m['time/update_s']:.1f}s", flush=True)
-
-    def evaluated(self, step: int, value: float, key: str) -> None:
-        self.writer.add_scalar(f"eval/{key}", value, step)
-        self.writer.flush()
-        print(f"[eval] step {step} | held-out {key} {value:+.4f}", flush=True)
-
-    def close(self) -> None:
-        self.writer.close()
+def progress_line(step: int, total: int, m: dict) -> str:
+    """The driver's line for one step: rewards (served, per member, disagreement), KL, lengths, time."""
+    members = " ".join(f"{k.split('/', 2)[2]} {v:+.3f}" for k, v in m.items() if k.startswith("reward/member/"))
+    served = f" | served {m['reward/served_mean']:+.3f} ({members}; disagreement {m['reward/disagreement']:.3f})" \
+        if "reward/served_mean" in m else ""
+    return (f"[grpo] step {step}/{total} | reward {m['reward/mean']:.3f}±{m['reward/std']:.3f}{served} | "
+            f"kl {m['policy/kl']:.4f} | len {m['policy/response_length']:.1f} | rollout "
+            f"{m['time/rollout_s']:.1f}s reward wait {m['time/reward_wait_s']:.1f}s (call "
+            f"{m['time/reward_call_s']:.2f}s) update {m['time/update_s']:.1f}s")
 
 
 def _items(prompt: dict, texts: list[str]) -> list[dict]:
@@ -138,25 +115,28 @@ class GRPORun:
         from mrm_ray.rl.prompts import load_prompts
 
         self.cfg = cfg = resolve_policy(cfg)
-        self.run_dir = cfg.run_dir
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.train, self.held = load_prompts(cfg, self.run_dir)
+        self.folder = folder = RunFolder(cfg.location)
+        folder.route_logs("driver")
+        folder.write_config(cfg)
+        self.train, self.held = load_prompts(cfg, folder)
         check_prompts(cfg.policy, self.train + self.held)
         self.service = RewardService(cfg.reward, cfg.reward.url)
-        resume = latest_checkpoint(self.run_dir)
+        steps = saved_steps(folder)
+        resume = f"{CHECKPOINTS}/step-{steps[-1]}" if steps else None
         device = "cuda" if cfg.learner_gpus else "cpu"
         self.learner = ray.remote(Learner).options(num_cpus=cfg.learner_cpus, num_gpus=cfg.learner_gpus).remote(
-            dataclasses.asdict(cfg), checkpoint=str(resume) if resume else None, device=device)
+            dataclasses.asdict(cfg), checkpoint=resume, device=device)
         r = cfg.rollout
         self.workers = [ray.remote(RolloutWorker).options(num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker)
                         .remote(cfg.policy, dtype=cfg.dtype, max_pixels=cfg.max_pixels, cpus=r.cpus_per_worker,
-                                device="cuda" if r.gpus_per_worker else "cpu") for _ in range(r.workers)]
+                                device="cuda" if r.gpus_per_worker else "cpu", log_to=(folder.location, f"rollout{i}"))
+                        for i in range(r.workers)]
         self._wait_scheduled()
         self.version = self._push_weights()
         self.start_step = self.version
         if resume:
-            print(f"[grpo] resumed from {resume} at step {self.start_step}/{cfg.steps}", flush=True)
-        self.metrics = Metrics(self.run_dir, cfg.steps)
+            print(f"[grpo] resumed from {folder.uri(resume)} at step {self.start_step}/{cfg.steps}", flush=True)
+        self.log = folder.metrics()
         self.curve = self._load_curve() if resume else []
 
     # ------------------------------------------------------------------------ pieces
@@ -215,22 +195,27 @@ class GRPORun:
         if served:
             point["hybrid_or_rule_reward"] = float(np.mean([r["reward"] for r in results]))
         self.curve.append(point)
-        self.metrics.evaluated(step, value, key)
+        self.log.event("eval", step, {k: v for k, v in point.items() if k != "step"}, scalars="eval")
+        self.log.flush()
+        print(f"[eval] step {step} | held-out {key} {value:+.4f}", flush=True)
         return point
 
-    def save(self, step: int) -> Path:
+    def save(self, step: int) -> str:
+        """The learner's checkpoint of `step` (written and uploaded by the learner itself) and the curve so far;
+        the two latest checkpoints are kept."""
         import ray
 
-        out = self.run_dir / CHECKPOINTS / f"step-{step}"
-        ray.get(self.learner.save.remote(str(out)))
-        with atomic_file(out.parent / "curve.json", "w") as f:  # beside the checkpoints: the resumed run continues it
-            json.dump(self.curve, f)
-        for old in sorted((self.run_dir / CHECKPOINTS).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
-            shutil.rmtree(old, ignore_errors=True)  # keep the last two
-        return out
+        name = ray.get(self.learner.save.remote(step))
+        self.folder.write_json(CURVE, self.curve)
+        for old in saved_steps(self.folder)[:-2]:
+            self.folder.remove(f"{CHECKPOINTS}/step-{old}")
+        return self.folder.uri(name)
 
     def _load_curve(self) -> list[dict]:
-        path = self.run_dir / CHECKPOINTS / "curve.json"
+        import json
+
+        self.folder.pull(CURVE)
+        path = self.folder.local / CURVE
         return json.loads(path.read_text()) if path.is_file() else []
 
     # -------------------------------------------------------------------------- a step
@@ -259,7 +244,8 @@ class GRPORun:
         m = {**_reward_metrics(flat), "time/rollout_s": rollout_s, "time/reward_wait_s": reward_wait_s,
              "time/update_s": update_s, "time/rollout_sample_s": float(np.mean([g["seconds"] for g in groups]))}
         m.update({f"policy/{k}": v for k, v in update.items() if k != "finite"})
-        self.metrics.step(step, m)
+        self.log.event("train", step, m, scalars="")
+        print(progress_line(step, cfg.steps, m), flush=True)
         return m
 
     def run(self) -> GRPOSummary:
@@ -282,20 +268,21 @@ class GRPORun:
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     self.save(step)
         finally:
-            self.metrics.close()
+            self.log.close()
             self.service.close()
+            self.folder.push(LOG_DIR)
         return self._summary(stopped)
 
     def _summary(self, stopped: str | None) -> GRPOSummary:
         key = ("served_reward" if "served_reward" in self.curve[0] else "rule_reward") if self.curve else "served_reward"
-        latest = latest_checkpoint(self.run_dir)
-        summary = GRPOSummary(run_dir=str(self.run_dir), steps=self.curve[-1]["step"] if self.curve else 0,
-                              checkpoint=str(latest) if latest else "", curve=self.curve, reward_key=key,
+        steps = saved_steps(self.folder)
+        summary = GRPOSummary(run_dir=self.folder.location, steps=self.curve[-1]["step"] if self.curve else 0,
+                              checkpoint=self.folder.uri(f"{CHECKPOINTS}/step-{steps[-1]}") if steps else "",
+                              curve=self.curve, reward_key=key,
                               first=self.curve[0][key] if self.curve else float("nan"),
                               last=self.curve[-1][key] if self.curve else float("nan"), stopped=stopped)
-        with atomic_file(self.run_dir / "summary.json", "w") as f:
-            json.dump({**dataclasses.asdict(summary), "rise": summary.rise,
-                       "rise_in_standard_errors": summary.rise_in_standard_errors}, f, indent=2)
+        self.folder.write_json(SUMMARY, {**dataclasses.asdict(summary), "rise": summary.rise,
+                                         "rise_in_standard_errors": summary.rise_in_standard_errors})
         return summary
 
 

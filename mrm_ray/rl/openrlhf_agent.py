@@ -13,29 +13,32 @@ engine, go as one request when `MRM_GROUP_SIZE` says how many there are.
         --rollout.n_samples_per_prompt 8 --data.apply_chat_template \\
         --train.agent_func_path "$(python -c 'import mrm_ray.rl.openrlhf_agent as m; print(m.__file__)')"
 
-Environment (OpenRLHF builds the executor without arguments): MRM_REWARD_URL (required),
-MRM_SERVE_TOKEN, MRM_REWARD (`model`, or `hybrid`: the label is the reference answer),
-MRM_GROUP_SIZE (default 1: every response alone), MRM_GROUP_WAIT_S (how long a group waits for
-its last response, default 60), MRM_REWARD_TIMEOUT_S (default 180, OpenRLHF's own).
+Environment (OpenRLHF builds the executor without arguments, so this is the only way in; checked
+as config/adapters.py's `OpenRLHFAgentConfig`): MRM_REWARD_URL (required), MRM_SERVE_TOKEN,
+MRM_REWARD (`model`, or `hybrid`: the label is the reference answer), MRM_GROUP_SIZE (default 1:
+every response alone), MRM_GROUP_WAIT_S (how long a group waits for its last response, default
+60), MRM_REWARD_TIMEOUT_S (default 180, OpenRLHF's own).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from openrlhf.utils.agent import SingleTurnAgentExecutor
 
 from mrm_ray import chatml
+from mrm_ray.config import OpenRLHFAgentConfig
+from mrm_ray.model.inputs import image_reference
 
 
 def _image(ref: Any) -> Any:
-    """An OpenRLHF image reference (bytes, base64, a data: URL, a path, a URL, PIL) as the client sends it:
-    read here, on the rollout worker, as OpenRLHF itself reads it."""
-    from mrm_ray.serve.client import read_local_image
+    """An OpenRLHF image reference (bytes, base64, a data: URL, a path, a URL, PIL) as the client sends it: a URL
+    loaded here, on the rollout worker, as OpenRLHF itself loads it; the rest the client inlines (a local file
+    read by it, the server reading none)."""
+    from mrm_ray.serve.client import local_image
 
-    ref = read_local_image(ref)
+    ref = local_image(image_reference(ref))
     if isinstance(ref, str) and ref.startswith(("http://", "https://")):
         from openrlhf.utils.vlm_utils import load_images
 
@@ -43,7 +46,7 @@ def _image(ref: Any) -> Any:
         if not loaded:
             raise ValueError(f"cannot load the image {ref[:80]!r}")
         return loaded[0]
-    return ref  # bytes, base64, a data: URL or a PIL image: the client inlines each
+    return ref
 
 
 def reward_item(prompt: str, images: Any, response: str, label: Any, *, hybrid: bool) -> dict:
@@ -83,18 +86,8 @@ class AgentExecutor(SingleTurnAgentExecutor):
                  group_size: int | None = None, group_wait_s: float | None = None,
                  timeout_s: float | None = None) -> None:
         super().__init__(None)  # no remote_rm_url: rewards come from execute() below
-        self.url = url or os.environ.get("MRM_REWARD_URL")
-        if not self.url:
-            raise ValueError("set MRM_REWARD_URL (the reward ensemble's base URL) in the rollout workers' "
-                             "environment, e.g. ray job submit --runtime-env-json "
-                             "'{\"env_vars\": {\"MRM_REWARD_URL\": \"http://HOST:8000\"}}'")
-        self.token = token or os.environ.get("MRM_SERVE_TOKEN")
-        self.reward = reward or os.environ.get("MRM_REWARD", "model")
-        if self.reward not in ("model", "hybrid"):
-            raise ValueError(f"MRM_REWARD must be model or hybrid, not {self.reward!r}")
-        self.group_size = int(group_size or os.environ.get("MRM_GROUP_SIZE", 1))
-        self.group_wait_s = float(group_wait_s or os.environ.get("MRM_GROUP_WAIT_S", 60))
-        self.timeout_s = float(timeout_s or os.environ.get("MRM_REWARD_TIMEOUT_S", 180))
+        self.settings = OpenRLHFAgentConfig.from_env(url=url, token=token, reward=reward, group_size=group_size,
+                                                     group_wait_s=group_wait_s, timeout_s=timeout_s)
         self._groups: dict[tuple, _Group] = {}
         self._client = None
 
@@ -104,7 +97,7 @@ class AgentExecutor(SingleTurnAgentExecutor):
                                        images=images)
         start, end = output["action_ranges"][0]
         response = hf_tokenizer.decode(output["observation_tokens"][start:end], skip_special_tokens=True)
-        item = reward_item(prompt, images, response, label, hybrid=self.reward == "hybrid")
+        item = reward_item(prompt, images, response, label, hybrid=self.settings.reward == "hybrid")
         result = await self._score(_group_key(prompt, label, images), item)
         logs = {"model_reward": result["model_reward"], "ensemble_std": result["std"]}
         if result.get("matched_reference") is not None:
@@ -117,11 +110,11 @@ class AgentExecutor(SingleTurnAgentExecutor):
         loop = asyncio.get_running_loop()
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = _Group(loop.call_later(self.group_wait_s, self._flush, key))
+            group = self._groups[key] = _Group(loop.call_later(self.settings.group_wait_s, self._flush, key))
         future = loop.create_future()
         group.items.append(item)
         group.futures.append(future)
-        if len(group.items) >= self.group_size:
+        if len(group.items) >= self.settings.group_size:
             self._flush(key)
         return await future
 
@@ -136,9 +129,10 @@ class AgentExecutor(SingleTurnAgentExecutor):
             if self._client is None:
                 from mrm_ray.serve.client import AsyncRewardClient
 
-                self._client = await AsyncRewardClient(self.url, token=self.token, timeout=self.timeout_s,
-                                                       max_wait_s=self.timeout_s).__aenter__()
-            results = await self._client.score(group.items, reward=self.reward)
+                s = self.settings
+                self._client = await AsyncRewardClient(s.url, token=s.token, timeout=s.timeout_s,
+                                                       max_wait_s=s.timeout_s).__aenter__()
+            results = await self._client.score(group.items, reward=self.settings.reward)
         except Exception as exc:
             for future in group.futures:
                 if not future.done():

@@ -1,10 +1,11 @@
 """RL prompts: a question (text or chat messages), its images, and a reference answer.
 
-Read from JSONL or Parquet in our layout (`prompt`, `images`, `answer`) or veRL's
-(`prompt` as chat messages with `<image>` markers, `images` as `{bytes, path}` structs,
-`reward_model.ground_truth`). Image paths are resolved beside the file and read once here,
-so actors only ever receive bytes. A row that cannot be used is quarantined with its
-reason and the others are kept. With no file, generated image questions are used.
+Read from JSONL or Parquet in our layout (`prompt`, `images`, `answer`) or veRL's (`prompt` as chat
+messages with `<image>` markers, `images` as `{bytes, path}` structs, `reward_model.ground_truth`),
+through the one input normaliser (model/inputs.py): image files are read from under the prompt
+file's folder only, once, here, so actors only ever receive bytes. A row that cannot be used is
+quarantined with its reason (data/quarantine.py's schema) and the others are kept. With no file,
+generated image questions are used.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import json
 import random
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-IMAGE_MARKER = "<image>"
+from mrm_ray.data.quarantine import Rejected, write_quarantine
+from mrm_ray.model.inputs import InvalidInput, as_messages, image_bytes
+
+SOURCE = "prompts"
 
 
 def synthetic_prompts(n: int, *, seed: int = 0, task: str = "colour") -> list[dict]:
@@ -30,50 +33,6 @@ def synthetic_prompts(n: int, *, seed: int = 0, task: str = "colour") -> list[di
     return out
 
 
-def _messages(prompt: Any, n_images: int) -> Any:
-    """veRL-style messages with `<image>` markers in text -> messages with image parts."""
-    if isinstance(prompt, str) or not any(isinstance(m.get("content"), str) and IMAGE_MARKER in m["content"]
-                                          for m in prompt):
-        return prompt
-    out = []
-    for message in prompt:
-        content = message["content"]
-        if isinstance(content, str) and IMAGE_MARKER in content:
-            parts: list[dict] = []
-            for i, text in enumerate(content.split(IMAGE_MARKER)):
-                if i:
-                    parts.append({"type": "image"})
-                if text.strip():
-                    parts.append({"type": "text", "text": text})
-            content = parts
-        out.append({**message, "content": content})
-    return out
-
-
-def _image_bytes(image: Any, base: Path) -> bytes:
-    if isinstance(image, Mapping):
-        data = image.get("bytes")
-        if isinstance(data, str):  # JSON cannot hold bytes: base64 text
-            import base64
-            import binascii
-
-            try:
-                return base64.b64decode(data, validate=True)
-            except binascii.Error:
-                raise ValueError("image bytes given as text are not base64") from None
-        if data:
-            return bytes(data)
-        image = image.get("path")
-    if isinstance(image, (bytes, bytearray)):
-        return bytes(image)
-    if isinstance(image, str) and image:
-        path = (base / image).resolve()
-        if not path.is_file():
-            raise ValueError(f"image file not found: {path}")
-        return path.read_bytes()
-    raise ValueError(f"image must be bytes, a {{bytes, path}} struct or a path, got {type(image).__name__}")
-
-
 def _answer(row: Mapping) -> str | None:
     for key in ("answer", "ground_truth", "solution"):
         if row.get(key) is not None:
@@ -85,70 +44,67 @@ def _answer(row: Mapping) -> str | None:
 
 
 def parse_row(row: Mapping, base: Path, index: int) -> dict:
-    """One usable prompt from a file row, or ValueError saying what is wrong with it."""
+    """One usable prompt from a file row (its images read from under `base`), or InvalidInput saying what is
+    wrong with it."""
     from PIL import Image
-
-    from mrm_ray.model.inputs import as_messages
 
     prompt = row.get("prompt", row.get("question"))
     if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
-        raise ValueError("no prompt (expected a 'prompt' or 'question' field)")
-    images = [_image_bytes(im, base) for im in (row.get("images") or [])]
+        raise InvalidInput("missing field: prompt (expected a 'prompt' or 'question' field)")
+    images = [image_bytes(im, root=base) for im in (row.get("images") or [])]
     if row.get("image") is not None:
-        images.append(_image_bytes(row["image"], base))
+        images.append(image_bytes(row["image"], root=base))
     for k, data in enumerate(images):
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.verify()
         except Exception as exc:
-            raise ValueError(f"images[{k}] is not a readable image ({exc})") from None
-    prompt = _messages(prompt, len(images))
-    as_messages(prompt, len(images))  # placeholders and images must agree
-    return {"id": str(row.get("id", index)), "prompt": prompt, "images": images, "answer": _answer(row)}
+            raise InvalidInput(f"corrupt image: images[{k}] is not a readable image ({exc})") from None
+    return {"id": str(row.get("id", index)), "prompt": as_messages(prompt, len(images)), "images": images,
+            "answer": _answer(row)}
 
 
-def read_prompt_file(path: str | Path) -> tuple[list[dict], list[dict]]:
-    """(prompts, quarantined rows with reasons) from a JSONL or Parquet file."""
+def read_prompt_file(path: str | Path) -> tuple[list[dict], list[Rejected]]:
+    """(prompts, quarantined rows with their reasons) from a JSONL or Parquet file."""
     path = Path(path)
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        rows = pq.read_table(path).to_pylist()
-        raw = [None] * len(rows)
+        rows = list(enumerate(pq.read_table(path).to_pylist()))
     else:
-        rows, raw = [], []
-        for line in path.read_text().splitlines():
+        rows = []
+        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
-            raw.append(line)
             try:
-                rows.append(json.loads(line))
+                rows.append((line_no, json.loads(line)))
             except json.JSONDecodeError as exc:
-                rows.append(exc)
+                rows.append((line_no, InvalidInput(f"malformed JSON: {exc.msg}")))
     good, bad = [], []
-    for i, row in enumerate(rows):
+    for i, (at, row) in enumerate(rows):
         try:
-            if isinstance(row, Exception):
-                raise ValueError(f"malformed JSON ({row})")
+            if isinstance(row, InvalidInput):
+                raise row
+            if not isinstance(row, Mapping):
+                raise InvalidInput(f"malformed JSON: a line must be an object, got {type(row).__name__}")
             good.append(parse_row(row, path.parent, i))
-        except (ValueError, TypeError, KeyError) as exc:
-            bad.append({"row": i, "reason": str(exc), "raw": raw[i][:2000] if raw[i] else None})
+        except (InvalidInput, TypeError, KeyError) as exc:
+            reason = exc.reason if isinstance(exc, InvalidInput) else f"bad record: {exc}"
+            record_id = row.get("id") if isinstance(row, Mapping) else None
+            bad.append(Rejected(SOURCE, f"{path.name}:{at}", reason, None if record_id is None else str(record_id)))
     return good, bad
 
 
-def load_prompts(cfg, run_dir: Path) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) prompts; bad rows go to run_dir/quarantine.jsonl with their reasons."""
-    from mrm_ray.atomic import atomic_file
-
+def load_prompts(cfg, folder) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) prompts; bad rows go to the run folder's quarantine.jsonl with their reasons."""
     p = cfg.prompts
     if p.path:
         prompts, bad = read_prompt_file(p.path)
         if bad:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_file(run_dir / "quarantine.jsonl", "w") as f:
-                f.writelines(json.dumps(b) + "\n" for b in bad)
-            print(f"[grpo] {len(bad)} of {len(prompts) + len(bad)} prompt rows quarantined "
-                  f"({run_dir / 'quarantine.jsonl'}); first: row {bad[0]['row']}: {bad[0]['reason']}", flush=True)
+            write_quarantine(bad, folder.local)
+            where = folder.push("quarantine.jsonl")
+            print(f"[grpo] {len(bad)} of {len(prompts) + len(bad)} prompt rows quarantined ({where}); first: "
+                  f"{bad[0].position}: {bad[0].reason}", flush=True)
     else:
         prompts = synthetic_prompts(p.synthetic + p.held_out, seed=p.seed, task=p.task)
     if len(prompts) <= p.held_out:

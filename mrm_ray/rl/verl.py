@@ -16,29 +16,26 @@ else `prompt` / `question` / `query` with `images` (base64 strings). Config (veR
     reward.custom_reward_function.name=compute_score_async     # or compute_score
     +reward.custom_reward_function.reward_kwargs.url=http://HOST:8000
     +reward.custom_reward_function.reward_kwargs.reward=hybrid  # or model
+    +reward.custom_reward_function.reward_kwargs.token='${oc.env:MRM_SERVE_TOKEN}'   # with a bearer token
+
+(config/adapters.py's `VerlReward`: a misspelt setting is an error naming the closest one.)
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from mrm_ray.config import VerlReward, validate
+from mrm_ray.model.inputs import image_reference, is_image_part
 
 PROMPT_KEYS = ("prompt", "question", "query")
 
 
-def _image(value: Any) -> Any:
-    """A veRL image (PIL, a local file path, bytes, base64) as the client sends it (read here, client-side)."""
-    from mrm_ray.serve.client import read_local_image
-
-    if isinstance(value, dict):  # {"image": ...} / {"bytes": ...} as veRL's datasets hold them
-        value = value.get("image", value.get("bytes"))
-    return read_local_image(value)
-
-
 def _raw_prompt(messages: Sequence[Mapping]) -> tuple[list[dict], list[Any]]:
-    """veRL's chat messages -> (our messages with image placeholders, the images in order)."""
+    """veRL's chat messages -> (our messages with image placeholders, the images in order: PIL images, bytes,
+    base64 or local files, which the client sends inline)."""
     out, images = [], []
     for message in messages:
         content = message.get("content")
@@ -47,8 +44,8 @@ def _raw_prompt(messages: Sequence[Mapping]) -> tuple[list[dict], list[Any]]:
             continue
         parts = []
         for part in content:
-            if part.get("type") == "image" or "image" in part:
-                images.append(_image(part.get("image", part)))
+            if is_image_part(part):
+                images.append(image_reference(part.get("image", part)))
                 parts.append({"type": "image"})
             elif part.get("type") == "text":
                 parts.append({"type": "text", "text": part.get("text", "")})
@@ -82,48 +79,46 @@ def _results(results: list[dict]) -> list[dict[str, float]]:
              **{f"score/{m}": r["scores"].get(m, math.nan) for m in members}} for r in results]
 
 
-def _endpoint(url: str | None, token: str | None) -> tuple[str, str | None]:
-    url = url or os.environ.get("MRM_REWARD_URL")
-    if not url:
-        raise ValueError("no reward server: pass reward_kwargs.url or set MRM_REWARD_URL")
-    return url, token or os.environ.get("MRM_SERVE_TOKEN")
+def _settings(**kwargs: Any) -> VerlReward:
+    """veRL's reward_kwargs, checked (a misspelt or missing setting is named, with the closest known one)."""
+    return validate(VerlReward, {k: v for k, v in kwargs.items() if v is not None}, where="reward_kwargs")
 
 
 def compute_score(data_source: Any = None, solution_str: Any = None, ground_truth: Any = None,
                   extra_info: Mapping[str, Any] | None = None, *, data_sources: Sequence[str] | None = None,
                   solution_strs: Sequence[str] | None = None, ground_truths: Sequence[Any] | None = None,
                   extra_infos: Sequence[Mapping[str, Any] | None] | None = None, url: str | None = None,
-                  token: str | None = None, reward: str = "hybrid", timeout: float = 120.0, chunk_items: int = 64,
-                  **_: Any) -> dict[str, float] | list[dict[str, float]]:
+                  token: str | None = None, reward: str | None = None, timeout: float | None = None,
+                  chunk_items: int | None = None, **_: Any) -> dict[str, float] | list[dict[str, float]]:
     """One sample's `{score, model_reward, ensemble_std, score/<member>...}`, or (called with the batch
     manager's plural arguments) one such dict per response, in order, the batch sent in chunks.
 
     reward="hybrid" uses the ground truth as the reference answer (1 on a match, else the sigmoid of the
     ensemble reward); "model" returns the ensemble reward itself. A shed request is sent again after the
-    server's Retry-After for up to `timeout` seconds.
+    server's Retry-After for up to `timeout` seconds. Settings: config/adapters.py's `VerlReward`.
     """
     from mrm_ray.serve.client import RewardClient
 
-    url, token = _endpoint(url, token)
+    s = _settings(url=url, token=token, reward=reward, timeout=timeout, chunk_items=chunk_items)
     batch = solution_strs is not None
     if batch:
-        items = [_item(s, t, info, reward, f"extra_infos[{i}]")
-                 for i, (s, t, info) in enumerate(zip(solution_strs, ground_truths, extra_infos))]
+        items = [_item(sol, t, info, s.reward, f"extra_infos[{i}]")
+                 for i, (sol, t, info) in enumerate(zip(solution_strs, ground_truths, extra_infos))]
     else:
-        items = [_item(solution_str, ground_truth, extra_info, reward, "extra_info")]
-    client = RewardClient(url, token=token, timeout=timeout, max_wait_s=timeout, chunk_items=chunk_items)
-    results = _results(client.score(items, reward=reward))
+        items = [_item(solution_str, ground_truth, extra_info, s.reward, "extra_info")]
+    client = RewardClient(s.url, token=s.token, timeout=s.timeout, max_wait_s=s.timeout, chunk_items=s.chunk_items)
+    results = _results(client.score(items, reward=s.reward))
     return results if batch else results[0]
 
 
 async def compute_score_async(data_source: Any, solution_str: Any, ground_truth: Any,
                               extra_info: Mapping[str, Any] | None = None, *, url: str | None = None,
-                              token: str | None = None, reward: str = "hybrid", timeout: float = 120.0,
+                              token: str | None = None, reward: str | None = None, timeout: float | None = None,
                               **_: Any) -> dict[str, float]:
     """`compute_score` for one sample as a coroutine: veRL's reward loop awaits it, many at once."""
     from mrm_ray.serve.client import AsyncRewardClient
 
-    url, token = _endpoint(url, token)
-    item = _item(solution_str, ground_truth, extra_info, reward, "extra_info")
-    async with AsyncRewardClient(url, token=token, timeout=timeout, max_wait_s=timeout) as client:
-        return _results(await client.score([item], reward=reward))[0]
+    s = _settings(url=url, token=token, reward=reward, timeout=timeout)
+    item = _item(solution_str, ground_truth, extra_info, s.reward, "extra_info")
+    async with AsyncRewardClient(s.url, token=s.token, timeout=s.timeout, max_wait_s=s.timeout) as client:
+        return _results(await client.score([item], reward=s.reward))[0]

@@ -1,24 +1,21 @@
-"""The HTTP API: request/response models, limits, and turning a request into model inputs.
+"""The HTTP API: request and response models, and turning a request into member inputs under its limits.
 
 Everything a client sends is checked here, in the ingress, before any member sees it, so a
 bad item costs one 4xx naming its field and never a member's batch. Images are accepted
-only inline (base64 or `data:` URLs): the server never opens a path or fetches a URL.
+only inline (base64 or `data:` URLs, read by the one input normaliser with no image root): the
+server never opens a path or fetches a URL. The limits are config/serve.py's `Limits`; the
+OpenRLHF and vLLM request forms are serve/protocols.py's.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
-import re
-import time
-from contextvars import ContextVar
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mrm_ray.config import Limits
+
 Role = Literal["system", "user", "assistant"]
-_DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.I)
 
 
 class BadInput(ValueError):
@@ -27,64 +24,6 @@ class BadInput(ValueError):
     def __init__(self, field: str, message: str, *, status: int = 422) -> None:
         super().__init__(f"{field}: {message}")
         self.field, self.message, self.status = field, message, status
-
-
-class Limits(BaseModel):
-    """Per-request limits; anything over them is a 413 naming the field."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    max_items: int = 64  # items per /v1/score or /get_reward request
-    max_responses: int = 16  # responses of one group item (`responses`)
-    max_pairs: int = 32  # pairs per /v1/compare request
-    max_images_per_item: int = 8
-    max_image_bytes: int = 10 * 2**20  # decoded size of one image
-    max_image_pixels: int = 4096 * 4096  # refused from the header, before decoding
-    max_text_chars: int = 32_768  # per prompt, response or reference
-    max_request_bytes: int = 64 * 2**20
-
-
-_max_request_bytes: int | None = None  # set by the ingress replica, read by its body-size middleware
-
-
-def set_max_request_bytes(limit: int) -> None:
-    global _max_request_bytes
-    _max_request_bytes = limit
-
-
-def max_request_bytes() -> int | None:
-    return _max_request_bytes
-
-
-# A request's deadline: `X-Request-Timeout: <seconds>` (what the client will wait). A call whose deadline
-# has passed when a member's batch would run it is dropped, not computed, and the request answers 504; a
-# batch already running finishes. Set per request by the ingress's middleware.
-TIMEOUT_HEADER = "X-Request-Timeout"
-_deadline: ContextVar[float | None] = ContextVar("mrm_request_deadline", default=None)
-
-
-def parse_timeout(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise BadInput(f"headers.{TIMEOUT_HEADER}", f"{value!r} is not a positive number of seconds")
-    return seconds
-
-
-def set_deadline(seconds: float):
-    """Start this request's clock (a token for `reset_deadline`)."""
-    return _deadline.set(time.monotonic() + seconds)
-
-
-def reset_deadline(token) -> None:
-    _deadline.reset(token)
-
-
-def time_left() -> float | None:
-    """Seconds until this request's deadline (<= 0: passed), or None without one."""
-    deadline = _deadline.get()
-    return None if deadline is None else deadline - time.monotonic()
 
 
 # ------------------------------------------------------------------------------ requests
@@ -138,27 +77,6 @@ class CompareRequest(BaseModel):
     pairs: list[ComparePair] = Field(min_length=1)
 
 
-class OpenRLHFRequest(BaseModel):
-    """OpenRLHF's remote reward model request: full texts, their prompts, optional labels."""
-
-    query: list[str] = Field(min_length=1)
-    prompts: list[str]
-    labels: list[str | None] | None = None
-
-
-class PoolingRequest(BaseModel):
-    """vLLM's `/classify` and `/pooling` request: chat-templated text `input` (one or a list), or one chat
-    `messages` list whose last message is the assistant response (image_url parts with data: URLs). vLLM's
-    other fields (truncate_prompt_tokens, priority, ...) are accepted and ignored, as vLLM itself does with
-    fields it does not know."""
-
-    model_config = ConfigDict(extra="allow")
-    model: str | None = None
-    input: str | list[str] | None = None
-    messages: list[Message] | None = None
-    use_activation: bool | None = Field(None, description="false: the raw ensemble reward; default: its sigmoid")
-
-
 # ----------------------------------------------------------------------------- responses
 class ItemScore(BaseModel):
     reward: float = Field(description="the ensemble's reward (hybrid: 1 on a reference match, else sigmoid)")
@@ -187,33 +105,24 @@ class CompareResponse(BaseModel):
     members: dict[str, str]
 
 
-class OpenRLHFResponse(BaseModel):
-    rewards: list[float]
-    scores: list[float]
-    extra_logs: dict[str, list[float]]
-
-
 # ------------------------------------------------------------------- requests -> model inputs
 def decode_image(value: str, *, field: str, limits: Limits) -> bytes:
-    """Encoded image bytes from base64 or a data: URL, checked against the limits."""
+    """Encoded image bytes from base64 or a data: URL (the normaliser's rule with no image root: no path is read,
+    no URL fetched), checked against the limits."""
     from mrm_ray.config import DataConfig
     from mrm_ray.model.images import BadImage, check_image
+    from mrm_ray.model.inputs import InvalidInput, image_bytes
 
     if not isinstance(value, str):
         raise BadInput(field, "an image must be a base64 string or a data: URL")
-    inline_only = ("images must be inline (base64 or data:image/...;base64,...); "
-                   "the server never fetches URLs or reads paths")
-    if _DATA_URL.match(value):
-        value = value.split(",", 1)[1]
-    elif value.startswith(("http://", "https://", "file:", "data:")):
-        raise BadInput(field, inline_only)
-    if len(value) > limits.max_image_bytes * 4 // 3 + 4:
+    if len(value) > limits.max_image_bytes * 4 // 3 + 64:
         raise BadInput(field, f"image over {limits.max_image_bytes} bytes", status=413)
     try:  # a JPEG's base64 starts with "/9j/": a leading "/" is data here, and nothing is ever opened
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        path_like = value.startswith(("/", "./", "../", "~"))
-        raise BadInput(field, inline_only if path_like else "not valid base64") from None
+        data = image_bytes(value)
+    except InvalidInput as exc:
+        raise BadInput(field, exc.reason) from None
+    if len(data) > limits.max_image_bytes:
+        raise BadInput(field, f"image over {limits.max_image_bytes} bytes", status=413)
     config = DataConfig(max_image_pixels=limits.max_image_pixels, image_modes="convert")
     try:
         data, _, _ = check_image(data, config)
@@ -316,49 +225,3 @@ def prepare_pairs(request: CompareRequest, limits: Limits) -> list[dict]:
         _check_text(pair.rejected, f"pairs[{i}].rejected", limits)
         out.append({"prompt": prompt, "images": images, "chosen": pair.chosen, "rejected": pair.rejected})
     return out
-
-
-def openrlhf_items(request: OpenRLHFRequest) -> ScoreRequest:
-    """OpenRLHF sends prompt+response texts and the prompts. A chat-templated query (what OpenRLHF sends when
-    its prompts use the chat template) is scored as the conversation it holds; a plain one's response is the
-    query minus its prompt."""
-    from mrm_ray.serve.chat_text import is_chat_text, split_chat_text
-
-    if len(request.prompts) != len(request.query):
-        raise BadInput("prompts", f"{len(request.prompts)} prompts for {len(request.query)} queries")
-    if request.labels is not None and len(request.labels) != len(request.query):
-        raise BadInput("labels", f"{len(request.labels)} labels for {len(request.query)} queries")
-    items = []
-    for i, (query, prompt) in enumerate(zip(request.query, request.prompts)):
-        reference = request.labels[i] if request.labels is not None else None
-        if is_chat_text(query):
-            messages, response = split_chat_text(query, field=f"query[{i}]")
-            items.append(ScoreItem(prompt=messages, response=response, reference=reference or None))
-            continue
-        if not query.startswith(prompt):
-            raise BadInput(f"query[{i}]", f"does not start with prompts[{i}]; the response is the query "
-                                          "minus its prompt prefix")
-        items.append(ScoreItem(prompt=prompt, response=query[len(prompt):], reference=reference or None))
-    return ScoreRequest(items=items)
-
-
-def pooling_items(request: PoolingRequest) -> ScoreRequest:
-    """The items of a vLLM-style request: each `input` text split into its conversation, or `messages`."""
-    from mrm_ray.serve.chat_text import split_chat_text
-
-    if (request.input is None) == (request.messages is None):
-        raise BadInput("input", "send either `input` (chat-templated text) or `messages`, not both or neither")
-    if request.messages is not None:
-        if len(request.messages) < 2 or request.messages[-1].role != "assistant":
-            raise BadInput("messages", "the last message must be the assistant response, after the prompt's")
-        last = request.messages[-1].content
-        if not isinstance(last, str) and any(p.type != "text" for p in last):
-            raise BadInput("messages[-1].content", "the response is text only")
-        response = last if isinstance(last, str) else "".join(p.text or "" for p in last)
-        return ScoreRequest(items=[ScoreItem(prompt=request.messages[:-1], response=response)])
-    texts = [request.input] if isinstance(request.input, str) else request.input
-    if not texts:
-        raise BadInput("input", "no inputs")
-    field = "input" if isinstance(request.input, str) else "input[{}]"
-    return ScoreRequest(items=[ScoreItem(prompt=prompt, response=response) for prompt, response in
-                               (split_chat_text(t, field=field.format(i)) for i, t in enumerate(texts))])

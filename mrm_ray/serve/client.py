@@ -1,6 +1,6 @@
 """Python clients for the reward endpoint, for RL rollout workers.
 
-Images may be given as bytes or PIL images; they are sent inline. Requests larger than the
+Images may be given as bytes, PIL images, base64 or local files; they are sent inline. Requests larger than the
 server's item limit are split. A failed request (429/502/503/504, a dropped connection) is sent
 again after the `Retry-After` the server asks for when it sheds load, else after a backoff;
 `retries` more times or, with `max_wait_s`, until that many seconds have passed. `timeout_s` on
@@ -11,10 +11,10 @@ request instead of computing it.
 from __future__ import annotations
 
 import base64
-import io
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 RETRY_STATUS = (429, 502, 503, 504)
@@ -48,27 +48,28 @@ class Backoff:
         return delay if self.attempt <= self.retries else None
 
 
-def read_local_image(image: Any) -> Any:
-    """A local image file's bytes when `image` is the path of one (clients read files; the server never
-    does), anything else unchanged."""
+def local_image(image: Any) -> Any:
+    """A local image file's bytes when `image` is the path of one (clients read files; the server never does),
+    read through the one normaliser (model/inputs.py) as a file under its own folder; anything else unchanged."""
+    from mrm_ray.model.inputs import image_bytes
+
     if isinstance(image, str) and os.path.isfile(image):
-        with open(image, "rb") as f:
-            return f.read()
+        path = Path(image).resolve()
+        return image_bytes(path.name, root=path.parent)
     return image
 
 
-def _inline(image: Any) -> str:
-    if isinstance(image, str):
-        return image  # already base64 or a data: URL
-    if not isinstance(image, (bytes, bytearray)):  # a PIL image
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        image = buf.getvalue()
-    return base64.b64encode(bytes(image)).decode()
+def inline_image(image: Any) -> str:
+    """An image as the request carries it (base64): bytes, a PIL image, a `{bytes, path}` struct, a local file
+    (read here), or base64 / a data: URL as given (the server checks them)."""
+    from mrm_ray.model.inputs import image_bytes
+
+    image = local_image(image)
+    return image if isinstance(image, str) else base64.b64encode(image_bytes(image)).decode()
 
 
 def encode_items(items: Sequence[dict]) -> list[dict]:
-    return [{**it, "images": [_inline(im) for im in it.get("images") or []]} for it in items]
+    return [{**it, "images": [inline_image(im) for im in it.get("images") or []]} for it in items]
 
 
 def group_items(items: Sequence[dict], *, max_responses: int = 16) -> list[dict]:

@@ -5,8 +5,8 @@ The ingress sends each member chunks of groups (one prompt, its responses; at mo
 until the batch holds `max_batch_size` responses or pairs (`batch_size_fn` counts those, not
 calls) or `batch_wait_timeout_s` passes, and the scorer packs the batch into forwards that
 fit `max_batch_tokens`, each prompt and its images encoded once per group. The checkpoint
-is `user_config`, so a new one is swapped in by `reconfigure` while the old one keeps
-answering.
+is in `user_config` (`MemberSettings`), so a new one is swapped in by `reconfigure` while the
+old one keeps answering.
 
 A call may carry the seconds its request has left (`timeout_s`): calls whose time has run
 out by the time their batch runs are dropped, not computed (`{"expired": true}`).
@@ -21,9 +21,8 @@ from typing import Any
 
 from ray import serve
 
+from mrm_ray.config import MemberSettings, validate
 from mrm_ray.model.scorer import Scorer
-
-RECONFIGURABLE = ("path", "score_mean", "score_std", "max_batch_tokens", "batch_wait_timeout_s", "dtype")
 
 
 def count_items(calls: list[list[dict]]) -> int:
@@ -45,19 +44,15 @@ class RewardMember:
         self.max_batch_size = max_batch_size
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Load the configured checkpoint beside the current one, then swap: no request fails."""
-        config = {**self._defaults, **(user_config or {})}
-        if unknown := set(config) - set(RECONFIGURABLE):
-            raise ValueError(f"member {self.name}: unknown user_config keys {sorted(unknown)}; use {RECONFIGURABLE}")
-        if not config.get("path"):
-            raise ValueError(f"member {self.name}: user_config needs a checkpoint `path`")
-        scorer = await asyncio.to_thread(
-            Scorer, config["path"], max_batch_tokens=int(config.get("max_batch_tokens", 16384)),
-            dtype=config.get("dtype", "auto"), score_mean=config.get("score_mean"), score_std=config.get("score_std"))
-        self._scorer = scorer
-        wait = float(config.get("batch_wait_timeout_s", 0.01))
+        """Load the configured checkpoint beside the current one, then swap: no request fails. `user_config`
+        holds the settings a new `serve deploy` changes (config/ensemble.py's `MemberSettings`), over the
+        ones the application was built with."""
+        settings = validate(MemberSettings, {**self._defaults, **(user_config or {})}, where=f"member {self.name}")
+        self._scorer = await asyncio.to_thread(
+            Scorer, settings.path, max_batch_tokens=settings.max_batch_tokens, dtype=settings.dtype,
+            score_mean=settings.score_mean, score_std=settings.score_std)
         for handler in (self._score_batch, self._compare_batch):
-            handler.set_batch_wait_timeout_s(wait)
+            handler.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
     def _reply(self, scorer: Scorer, values: list) -> dict[str, Any]:
         errors = {i: v for i, v in enumerate(values) if isinstance(v, str)}

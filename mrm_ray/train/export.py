@@ -35,13 +35,12 @@ def consolidated_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tenso
 
 
 def export_checkpoint(checkpoint_dir: str | Path, *, run: RunConfig, metrics: dict, out_dir: str | Path) -> Path:
+    from mrm_ray.model import checkpoints
     from mrm_ray.model.processor import load_processor
     from mrm_ray.model.reward_model import RewardModel
     from mrm_ray.train.loop import apply_lora
 
-    from mrm_ray.storage import local_copy
-
-    model_path = local_copy(run.model.path)
+    model_path = checkpoints.resolve(run.model.path, want=checkpoints.BACKBONE)
     model = RewardModel.from_pretrained(model_path, head=run.model.head)
     if run.train.lora is not None:
         model = apply_lora(model, run.train.lora)

@@ -5,21 +5,22 @@
     run_training(run)      fit, then export the best checkpoint as a reward checkpoint
 
 `output_dir` may be a URI (s3://bucket/runs): Ray Train keeps checkpoints there itself (and
-resumes from them), and the run's own files (metrics, TensorBoard, quarantine, the exported
-reward model, summary.json) are written locally and uploaded (storage.RunFolder).
+resumes from them), and the run's own files (its config, metrics, TensorBoard, quarantine, the
+exported reward model, summary.json, logs) are written locally and uploaded (run_folder.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mrm_ray import storage
-from mrm_ray.atomic import atomic_file
 from mrm_ray.config import RunConfig, to_dict
-from mrm_ray.model.reward_checkpoint import REWARD_CONFIG
+from mrm_ray.model import checkpoints
+from mrm_ray.references import is_tiny
+from mrm_ray.run_folder import LOG_DIR, SUMMARY, RunFolder
+from mrm_ray.storage import join
 
 EXPORT_DIR = "reward_model"
 
@@ -39,15 +40,10 @@ class TrainingSummary:
         return self.final_step < self.total_steps
 
 
-def run_folder(run: RunConfig) -> storage.RunFolder:
-    """{output_dir}/{name}."""
-    return storage.RunFolder(storage.join(run.output_dir, run.name))
-
-
 def local_root(run: RunConfig) -> Path:
-    """Where this driver keeps what it builds beside the runs (generated pairs, the tiny model):
-    output_dir itself, or the local folder of a URI's."""
-    return storage.RunFolder(run.output_dir).local
+    """Where this driver keeps what it builds beside the runs (generated pairs): output_dir itself, or the
+    local folder of a URI's."""
+    return RunFolder(run.output_dir).local
 
 
 def write_synthetic_source(out_dir: Path, *, pairs: int, task: str, seed: int, image_size: int) -> Path:
@@ -73,10 +69,11 @@ def write_synthetic_source(out_dir: Path, *, pairs: int, task: str, seed: int, i
 
 
 def prepare_data(run: RunConfig):
-    from mrm_ray.data.mixture import MixtureConfig, SourceConfig, load_mixture
+    from mrm_ray.config import MixtureConfig, SourceConfig
+    from mrm_ray.data.mixture import load_mixture
     from mrm_ray.data.pipeline import prepare_mixture
 
-    folder = run_folder(run)
+    folder = RunFolder(run.location)
     if run.mixture:
         mixture = load_mixture(run.mixture, paths=run.mixture_paths)
     else:
@@ -87,7 +84,8 @@ def prepare_data(run: RunConfig):
                                 sources=(SourceConfig(name=f"synthetic-{s.task}", reader="chat_messages",
                                                       path=str(path)),))
     try:
-        return prepare_mixture(mixture, processor_path=str(storage.local_copy(run.model.path)), data_config=run.data,
+        return prepare_mixture(mixture, processor_path=str(checkpoints.resolve(run.model.path, want=checkpoints.BACKBONE)),
+                               data_config=run.data,
                                run_dir=folder.local, concurrency=run.preprocess_workers, num_cpus=run.preprocess_cpus)
     finally:
         folder.push("quarantine.jsonl")
@@ -119,7 +117,8 @@ def build_trainer(run: RunConfig, data):
         "micro_steps_per_epoch": micro,
         "total_steps": total_steps,
         "held_out_steps": held_steps,
-        "pad_token_id": load_processor(storage.local_copy(run.model.path)).tokenizer.pad_token_id,
+        "pad_token_id": load_processor(checkpoints.resolve(run.model.path, want=checkpoints.BACKBONE)
+                                       ).tokenizer.pad_token_id,
         "sources": sorted(data.counts),
     }
     encoded = {split: data.encoded(split, cache=run.cache_encoded, concurrency=run.preprocess_workers,
@@ -131,7 +130,7 @@ def build_trainer(run: RunConfig, data):
                                                resources_per_worker=resources),
         datasets=encoded,
         run_config=ray.train.RunConfig(
-            name=run.name, storage_path=storage.join(run.output_dir, "ray_results"),
+            name=run.name, storage_path=join(run.output_dir, "ray_results"),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=t.keep_checkpoints, checkpoint_score_attribute="held_out_accuracy",
                 checkpoint_score_order="max"),
@@ -140,15 +139,12 @@ def build_trainer(run: RunConfig, data):
 
 
 def resolve_model(run: RunConfig) -> RunConfig:
-    """`model.path: tiny` (or `tiny:FAMILY`) -> the tiny random checkpoint, built once beside the runs."""
-    from dataclasses import replace
-
-    from mrm_ray.config import is_tiny
-    from mrm_ray.model.tiny import shared_tiny_checkpoint
-
+    """A tiny `model.path` (references.py) -> the local tiny checkpoint it names, built once here, so that every
+    worker reads the same files; any other reference each worker resolves itself (model/checkpoints.py)."""
     if not is_tiny(run.model.path):
         return run
-    return replace(run, model=replace(run.model, path=str(shared_tiny_checkpoint(local_root(run), run.model.path))))
+    return replace(run, model=replace(run.model, path=str(checkpoints.resolve(run.model.path,
+                                                                               want=checkpoints.BACKBONE))))
 
 
 def run_training(run: RunConfig, *, data=None) -> TrainingSummary:
@@ -157,12 +153,14 @@ def run_training(run: RunConfig, *, data=None) -> TrainingSummary:
     `data`: what `prepare_data` made for a run with the same model and data settings, when one driver
     trains several times on the same pairs (a sweep); by default the run prepares its own.
     """
+    from mrm_ray.logs import no_progress_bars
     from mrm_ray.train.export import export_checkpoint
-    from mrm_ray.train.logs import LOG_DIR, no_progress_bars, route_logs
 
     no_progress_bars()  # before the datasets are built: their executions everywhere inherit it
-    route_logs(run_folder(run).local / LOG_DIR / "driver.log")
+    folder = RunFolder(run.location)
+    folder.route_logs("driver")
     run = resolve_model(run)
+    folder.write_config(run)
     data = data if data is not None else prepare_data(run)
     trainer = build_trainer(run, data)
     result = trainer.fit()
@@ -172,22 +170,18 @@ def run_training(run: RunConfig, *, data=None) -> TrainingSummary:
     best, metrics = max(result.best_checkpoints, key=lambda cm: (cm[1]["held_out_accuracy"], cm[1]["step"]))
     metrics = {**metrics, "checkpoint_dir": _location(best)}
     final_step = int((result.metrics or {}).get("step", metrics["step"]))
-    folder = run_folder(run)
     out = None
     if final_step >= total_steps:
         with best.as_directory() as checkpoint_dir:  # a local copy of a checkpoint in object storage
             export_checkpoint(checkpoint_dir, run=run, metrics=metrics, out_dir=folder.local / EXPORT_DIR)
-        out = folder.push(EXPORT_DIR, last=REWARD_CONFIG, replace=True)  # readers check REWARD_CONFIG
+        out = folder.push(EXPORT_DIR, last=checkpoints.REWARD_CONFIG, replace=True)  # readers check REWARD_CONFIG
     summary = TrainingSummary(run_dir=folder.location, checkpoint=out, held_out_accuracy=metrics["held_out_accuracy"],
                               step=metrics["step"], final_step=final_step, total_steps=total_steps,
                               counts=data.counts)
     # The exported checkpoint is the best one, which may predate the last step (or a resume).
-    with atomic_file(folder.local / "summary.json") as f:
-        f.write(json.dumps({
-            "checkpoint": out, "held_out_accuracy": summary.held_out_accuracy,
-            "step": summary.step, "final_step": final_step, "total_steps": total_steps, "metrics": metrics,
-            "counts": data.counts, "config": to_dict(run)}, indent=2, default=str) + "\n")
-    folder.push("summary.json")
+    folder.write_json(SUMMARY, {"checkpoint": out, "held_out_accuracy": summary.held_out_accuracy,
+                                "step": summary.step, "final_step": final_step, "total_steps": total_steps,
+                                "metrics": metrics, "counts": data.counts, "config": to_dict(run)})
     folder.push(LOG_DIR)
     return summary
 

@@ -9,27 +9,13 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
-from mrm_ray.config import LossConfig
+from mrm_ray.config import LocalTrainConfig
 from mrm_ray.model.loss import bradley_terry_loss
 from mrm_ray.model.packing import collate_packed, collate_two_sequence
 from mrm_ray.model.reward_model import RewardModel
-
-
-@dataclass(frozen=True, kw_only=True)
-class LocalTrainConfig:
-    steps: int = 600
-    batch_size: int = 16
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 20
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    packed: bool = True
-    loss: LossConfig = field(default_factory=LossConfig)
 
 
 def cosine_with_warmup(step: int, *, warmup: int, total: int) -> float:

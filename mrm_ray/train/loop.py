@@ -29,8 +29,8 @@ def split_rewards(out) -> tuple[torch.Tensor, torch.Tensor]:
 
 def build_model(run, *, ds_config: dict):
     """RewardModel with the run's head, dtype, vision freezing, checkpointing and LoRA."""
+    from mrm_ray.model import checkpoints
     from mrm_ray.model.reward_model import RewardModel
-    from mrm_ray.storage import local_copy
 
     keep = None
     if run.train.zero_stage == 3:  # the model is then built with its weights already partitioned
@@ -39,7 +39,7 @@ def build_model(run, *, ds_config: dict):
         keep = HfDeepSpeedConfig(ds_config)  # must stay alive while the model loads
     dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
     load = RewardModel.from_config if run.model.random_init else RewardModel.from_pretrained
-    model = load(local_copy(run.model.path), head=run.model.head, dtype=dtype,
+    model = load(checkpoints.resolve(run.model.path, want=checkpoints.BACKBONE), head=run.model.head, dtype=dtype,
                  attn_implementation=run.model.attn_implementation, vision_attention=run.model.vision_attention,
                  packed_attention=run.model.packed_attention)
     del keep
@@ -53,12 +53,12 @@ def build_model(run, *, ds_config: dict):
 
 
 def apply_lora(model, lora):
-    """LoRA adapters on the language model's projections; the head stays fully trainable."""
+    """LoRA adapters on the language model's projections (where the family's entry says it is); the head
+    stays fully trainable."""
     from peft import LoraConfig, get_peft_model
 
-    inside = r".*language_model.*\." if families.vision_tower(model.backbone) is not None else r".*layers.*\."
     config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=inside + "(" + "|".join(lora.target_modules) + ")")
+                        target_modules=model.family.lora_scope + "(" + "|".join(lora.target_modules) + ")")
     model.backbone = get_peft_model(model.backbone, config)
     model.head.requires_grad_(True)
     return model
@@ -92,10 +92,12 @@ class Evaluator:
         for batch in batches:
             source = batch.pop("source_index")
             chosen, rejected = split_rewards(engine(**batch))
+            lengths = batch["chosen_lengths"], batch["rejected_lengths"]  # the loss normalises by them when asked
             for i, name in enumerate(self.sources):
                 sel = source == i
                 if sel.any():
-                    out = bradley_terry_loss(chosen[sel], rejected[sel], config=loss_config)
+                    out = bradley_terry_loss(chosen[sel], rejected[sel], config=loss_config,
+                                             chosen_lengths=lengths[0][sel], rejected_lengths=lengths[1][sel])
                     n = int(sel.sum())
                     stats[i] += torch.tensor([n, float(out.accuracy) * n, float(out.loss) * n], dtype=torch.float64)
             both = torch.cat([chosen, rejected]).double().cpu()
@@ -210,18 +212,17 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     from mrm_ray.config import RunConfig, validate
     from mrm_ray.data.collate import PairCollate, pair_batches
+    from mrm_ray.logs import no_progress_bars
+    from mrm_ray.run_folder import LOG_DIR, RunFolder
     from mrm_ray.train import checkpoint as ckpt
-    from mrm_ray.train.launch import run_folder
-    from mrm_ray.train.logs import LOG_DIR, no_progress_bars, route_logs
     from mrm_ray.train.progress import Progress
 
     run = validate(RunConfig, cfg["run"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    folder = run_folder(run)
-    log_name = f"{LOG_DIR}/rank{rank}.log"
+    folder = RunFolder(run.location)
     no_progress_bars()
-    route_logs(folder.local / log_name)
+    folder.route_logs(f"rank{rank}")
     on_gpu = run.train.use_gpu and torch.cuda.is_available()
     if not on_gpu:
         _skip_cpu_inference_comm_op()
@@ -302,7 +303,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     if stop_step < total_steps:
         progress.stopped(stop_step)
     progress.close()
-    folder.push(log_name)
+    folder.push(f"{LOG_DIR}/rank{rank}.log")
 
 
 def _to(batch: dict, device) -> dict:

@@ -144,16 +144,17 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
 
     from helpers.browser import render, shown
     from mrm_ray.eval.markdown import summary
-    from mrm_ray.eval.report import EvalOptions, evaluate, write_report
+    from mrm_ray.config import EvalConfig
+    from mrm_ray.eval.report import evaluate, write_report
 
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": "a"}\n{"id": "b", "prompt": "p", "chosen": "c"}\n{not json\n')
-    specs = [("mm_rlhf", str(shared_data / "benchmarks" / "mm_rlhf_reward_bench.jsonl")),
-             ("mmrb2", str(_mmrb2_file(tmp_path / "mmrb2"))), ("vl_rewardbench", str(broken)),
-             ("multimodal_rewardbench", str(tmp_path / "absent" / "all_data.json"))]
+    bench = {"mm_rlhf": str(shared_data / "benchmarks" / "mm_rlhf_reward_bench.jsonl"),
+             "mmrb2": str(_mmrb2_file(tmp_path / "mmrb2")), "vl_rewardbench": str(broken),
+             "multimodal_rewardbench": str(tmp_path / "absent" / "all_data.json")}
     members = {"a": str(reward_checkpoints[0]), "b": str(reward_checkpoints[1])}
-    report, table = evaluate(specs, members, options=EvalOptions(stand_in_images=str(shared_data / "real-images"),
-                                                                 limit=12))
+    report, table = evaluate(EvalConfig(models=members, bench=bench, stand_in_images=str(shared_data / "real-images"),
+                                        limit=12))
     benches = report["benchmarks"]
     assert benches["mm_rlhf"]["counts"] == {"read": 12 + 25, "scored": 12, "bad_rows": 0, "not_supported": 25,
                                             "unscorable": 0, "stand_in_images": 12}
@@ -209,13 +210,14 @@ def test_a_member_of_every_family_text_only_ones_on_the_text_pairs(ray_cluster, 
     text pairs (ShareGPT): the text-only members score the text pairs only, the image pairs stay scored
     by the others, and every figure equals the members scored in this process."""
     from mrm_ray.eval.markdown import markdown
-    from mrm_ray.eval.report import EvalOptions, evaluate
+    from mrm_ray.config import EvalConfig
+    from mrm_ray.eval.report import evaluate
 
-    specs = [("mm_rlhf", str(shared_data / "benchmarks" / "mm_rlhf_reward_bench.jsonl")),
-             ("sharegpt", str(shared_data / "text-preference" / "dpo_en_demo.json"))]
+    bench = {"mm_rlhf": str(shared_data / "benchmarks" / "mm_rlhf_reward_bench.jsonl"),
+             "sharegpt": str(shared_data / "text-preference" / "dpo_en_demo.json")}
     members = {f: str(p) for f, p in family_rewards.items()}
-    report, table = evaluate(specs, members, options=EvalOptions(stand_in_images=str(shared_data / "real-images"),
-                                                                 limit=3, num_cpus=0.5))
+    report, table = evaluate(EvalConfig(models=members, bench=bench, stand_in_images=str(shared_data / "real-images"),
+                                        limit=3, cpus_per_model=0.5))
     text_only = {"qwen2", "qwen3"}
     assert {n: m["takes_images"] for n, m in report["members"].items()} == {f: f not in text_only for f in members}
     mm, text = report["benchmarks"]["mm_rlhf"], report["benchmarks"]["sharegpt"]

@@ -9,11 +9,17 @@ import pytest
 import yaml
 
 from helpers.flaky_proxy import FlakyProxy
+from mrm_ray import storage
+from mrm_ray.run_folder import read_metrics
 from helpers.ray_head import job_status
-from mrm_ray.presets import shipped
+from mrm_ray.config.shipped import path as shipped
 
 SERVE_CONFIG = shipped("serve", "tiny")
 STEPS = 12
+
+
+def _read(uri: str) -> str:
+    return storage.local_copy(uri).read_text()
 
 
 def _free_port() -> int:
@@ -54,19 +60,32 @@ def test_job_raises_the_held_out_served_reward(grpo_job):
     for key in ("reward ", "served ", "disagreement", "kl ", "len ", "rollout ", "reward wait"):
         assert key in grpo_job["log"], key
     assert f"step {STEPS}/{STEPS}" in grpo_job["log"]
-    assert (grpo_job["run_dir"] / "checkpoints" / f"step-{STEPS}" / "model.safetensors").is_file()
-    assert list((grpo_job["run_dir"] / "tensorboard").glob("events.out.tfevents.*"))
+    run = grpo_job["run_dir"]
+    assert (run / "checkpoints" / f"step-{STEPS}" / "model.safetensors").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    # the one run folder: the resolved config (beside every checkpoint too), every step's numbers, every log
+    config = json.loads((run / "run_config.json").read_text())
+    assert config["steps"] == STEPS and config["policy"].endswith("qwen2_5_vl@0")
+    assert json.loads((run / "checkpoints" / f"step-{STEPS}" / "run_config.json").read_text()) == config
+    events = read_metrics(run)
+    train = [e for e in events if e["event"] == "train"]
+    assert [e["step"] for e in train] == list(range(1, STEPS + 1))
+    assert all({"reward/mean", "reward/disagreement", "policy/kl"} <= set(e) for e in train)
+    assert [e["step"] for e in events if e["event"] == "eval"] == [0, STEPS]
+    assert {p.name for p in (run / "logs").iterdir()} >= {"driver.log", "learner.log", "rollout0.log"}
 
 
-def test_blinking_service_is_retried_and_a_dead_one_stops_with_a_resumable_checkpoint(grpo_job, ray_cluster,
-                                                                                     tmp_path):
-    from mrm_ray.rl.config import load_grpo_config
+def test_blinking_service_is_retried_and_a_dead_one_stops_with_a_resumable_checkpoint(grpo_job, ray_cluster, s3):
+    """The run folder is in a bucket: the stopped run's checkpoint is uploaded there, and the same command again
+    resumes from it (fetched by the learner) and continues its curve."""
+    from mrm_ray.config import load_grpo_config
     from mrm_ray.rl.loop import run_grpo
 
     assert grpo_job["status"] == "SUCCEEDED", grpo_job["log"][-4000:]
     proxy = FlakyProxy(grpo_job["url"])
     # the policy here is a tiny Qwen3-VL (the job above: the default Qwen2.5-VL), so the whole loop runs on two families
-    overrides = [f"output_dir={tmp_path}", "name=faults", "policy=tiny:qwen3_vl", "steps=3", "eval_every=3", "checkpoint_every=1",
+    out = f"{s3.bucket()}/runs"
+    overrides = [f"output_dir={out}", "name=faults", "policy=tiny:qwen3_vl", "steps=3", "eval_every=3", "checkpoint_every=1",
                  f"reward.url={proxy.url}", "reward.members=[]", "reward.max_wait_s=4", "prompts.held_out=4",
                  "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.eval_samples=2", "rollout.workers=1"]
     cfg = load_grpo_config("tiny", overrides)
@@ -77,14 +96,18 @@ def test_blinking_service_is_retried_and_a_dead_one_stops_with_a_resumable_check
         stopped = run_grpo(cfg)
         assert proxy.refused >= 4 + 1
         assert stopped.stopped and "unavailable" in stopped.stopped and "same command" in stopped.stopped
-        checkpoints = tmp_path / "faults" / "checkpoints"
-        assert json.loads((checkpoints / "step-2" / "learner_state.json").read_text()) == {"step": 2}
-        assert not (checkpoints / "step-3").exists()  # the failed step was not applied
+        checkpoints = f"{out}/faults/checkpoints"
+        assert json.loads(_read(f"{checkpoints}/step-2/learner_state.json")) == {"step": 2}
+        assert not storage.exists(f"{checkpoints}/step-3")  # the failed step was not applied
+        assert stopped.checkpoint == f"{checkpoints}/step-2"
 
         proxy.up()
         resumed = run_grpo(cfg)  # the same command again
         assert resumed.stopped is None
         assert [p["step"] for p in resumed.curve] == [0, 3]  # the curve continues across the restart
-        assert json.loads((checkpoints / "step-3" / "learner_state.json").read_text()) == {"step": 3}
+        assert json.loads(_read(f"{checkpoints}/step-3/learner_state.json")) == {"step": 3}
+        assert not storage.exists(f"{checkpoints}/step-1")  # the two latest are kept, in the bucket too
+        summary = json.loads(_read(f"{out}/faults/summary.json"))
+        assert summary["curve"] == resumed.curve and summary["run_dir"] == f"{out}/faults"
     finally:
         proxy.close()

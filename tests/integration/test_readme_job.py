@@ -42,7 +42,7 @@ def job(ray_head, tmp_path_factory):
 
 
 def test_the_job_learns_the_image_only_preference_and_exports(job, encoder):
-    from mrm_ray.train.progress import read_metrics
+    from mrm_ray.run_folder import read_metrics
 
     assert job_status(job["log"]) == "SUCCEEDED", job["log"][-4000:]
     run = job["run"]

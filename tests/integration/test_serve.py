@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from mrm_ray.presets import shipped
+from mrm_ray.config.shipped import path as shipped
 from mrm_ray.model.scorer import Scorer, checkpoint_version
 
 from helpers.images import b64, data_url, huge_png, png
@@ -364,9 +364,10 @@ def ensemble_app(served, s3, tmp_path_factory):
     with small queues: 4 member calls in flight and 8 waiting, 200 HTTP requests in the ingress and 100 waiting.
     A mixed ensemble: the vision-language member (Qwen2.5-VL) and a text-only Qwen3 reward model for text."""
     from mrm_ray import storage
-    from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
-    from mrm_ray.model.reward_checkpoint import REWARD_CONFIG
-    from mrm_ray.model.tiny import build_tiny_reward_checkpoint
+    from mrm_ray.config import EnsembleConfig, EnsembleMember
+    from mrm_ray.ensemble import save_ensemble
+    from mrm_ray.model.checkpoints import REWARD_CONFIG
+    from mrm_ray.model.checkpoints import build_tiny_reward_checkpoint
 
     tmp_path = tmp_path_factory.mktemp("ensemble-app")
     bucket = s3.bucket()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mrm_ray.config import load_run_config
-from mrm_ray.train.progress import read_metrics
+from mrm_ray.run_folder import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.environ.get("MRM_TEST_ALL_FAMILIES") != "1",

@@ -27,7 +27,7 @@ import torch
 
 from mrm_ray import storage
 from mrm_ray.config import load_run_config
-from mrm_ray.train.progress import read_metrics
+from mrm_ray.run_folder import read_metrics
 
 
 pytestmark = pytest.mark.slow
@@ -227,7 +227,9 @@ def test_zero3_with_micro_batches_cut_by_tokens_gives_the_reference_losses(refer
 def test_every_trainable_parameter_moved(reference, out):
     from mrm_ray.model.reward_model import RewardModel
 
-    base = RewardModel.from_pretrained(Path(reference["summary"].run_dir).parent / "tiny-qwen2.5-vl").state_dict()
+    from mrm_ray.model import checkpoints
+
+    base = RewardModel.from_pretrained(checkpoints.resolve("tiny", want=checkpoints.BACKBONE)).state_dict()
     trained = reference["weights"]
     assert trained.keys() == base.keys()
     unchanged = [n for n in base if torch.equal(trained[n], base[n].float())]

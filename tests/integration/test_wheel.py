@@ -72,7 +72,7 @@ def test_the_wheel_holds_the_configs_and_its_requirements_are_met(installed):
 import json, mrm_ray
 from importlib import metadata
 from packaging.requirements import Requirement
-from mrm_ray import presets
+from mrm_ray.config import shipped as presets
 unmet = [str(r) for r in map(Requirement, metadata.requires("mrm-ray")) if not r.marker
          and metadata.version(r.name) not in r.specifier]
 print(json.dumps({"file": mrm_ray.__file__, "unmet": unmet,

@@ -9,7 +9,8 @@ import pytest
 
 from mrm_ray.data.synthetic import image_grounded_pairs
 from mrm_ray.model.reward_model import RewardModel
-from mrm_ray.train.local import LocalTrainConfig, pairwise_accuracy, train_pairs
+from mrm_ray.config import LocalTrainConfig
+from mrm_ray.train.local import pairwise_accuracy, train_pairs
 
 pytestmark = pytest.mark.slow
 

@@ -47,8 +47,9 @@ def test_evaluate_refuses_members_that_cannot_score_before_ray_starts(tmp_path, 
     import ray
 
     from mrm_ray.cli import main
-    from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
-    from mrm_ray.model.tiny import build_tiny_reward_checkpoint
+    from mrm_ray.config import EnsembleConfig, EnsembleMember
+    from mrm_ray.ensemble import save_ensemble
+    from mrm_ray.model.checkpoints import build_tiny_reward_checkpoint
 
     text = build_tiny_reward_checkpoint(tmp_path / "qwen3-reward", seed=1, family="qwen3")
     ensemble = save_ensemble(EnsembleConfig(members=[EnsembleMember(name="vl", path="tiny:0"),

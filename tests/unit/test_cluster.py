@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from mrm_ray.presets import shipped
+from mrm_ray.config.shipped import path as shipped
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTERS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((ROOT / "cluster").glob("*.yaml"))}
@@ -66,11 +66,11 @@ def test_training_presets_land_on_the_training_node_type(preset):
 def test_serving_config_lands_on_the_serving_node_type():
     from ray.serve.schema import ServeDeploySchema
 
-    from mrm_ray.serve.app import AppArgs
+    from mrm_ray.config import AppArgs, validate
 
     raw = yaml.safe_load(shipped("serve", "cluster").read_text())
     (app,) = ServeDeploySchema.model_validate(raw).applications
-    args = AppArgs.model_validate(app.args)
+    args = validate(AppArgs, app.args)
     serving = args.serving
     assert serving.num_gpus == 1 and serving.max_ongoing_requests >= 2 * serving.max_batch_size
     for name, config in CLUSTERS.items():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mrm_ray import presets
+from mrm_ray.config import shipped as presets
 from mrm_ray.config import ConfigError, RunConfig, load_run_config, parse_overrides, to_dict, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,21 +87,21 @@ def test_the_entry_point_exits_2_with_one_clear_error_before_anything_starts():
 
 @pytest.mark.parametrize("kind, name", CONFIGS, ids=[f"{k}/{n}" for k, n in CONFIGS])
 def test_every_shipped_config_loads_by_name_and_says_how_to_launch(kind, name):
-    first = presets.shipped(kind, name).read_text().splitlines()[0]
+    first = presets.path(kind, name).read_text().splitlines()[0]
     assert first.startswith(f"# mrm-ray {kind} --config {name}")
     if kind == "train":
         run = load_run_config(name)
         assert run.train.global_batch_size % (run.train.micro_batch_size * run.train.num_workers) == 0
     if kind == "grpo":
-        from mrm_ray.rl.config import load_grpo_config
+        from mrm_ray.config import load_grpo_config
 
         assert load_grpo_config(name).rollout.group_size >= 2
     if kind == "serve":  # the cluster's ensemble lives on its shared storage: its arguments are checked here
         import yaml
 
-        from mrm_ray.serve.app import AppArgs
+        from mrm_ray.config import AppArgs
 
-        AppArgs.model_validate(yaml.safe_load(presets.shipped(kind, name).read_text())["applications"][0]["args"])
+        validate(AppArgs, yaml.safe_load(presets.path(kind, name).read_text())["applications"][0]["args"])
 
 
 def test_an_unknown_config_name_lists_the_shipped_ones():

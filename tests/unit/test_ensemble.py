@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from mrm_ray.ensemble import (EnsembleConfig, EnsembleMember, aggregate, fit_weights, load_ensemble,
-                              routing_mask, save_ensemble)
+from mrm_ray.config import EnsembleConfig, EnsembleMember
+from mrm_ray.ensemble import aggregate, fit_weights, load_ensemble, routing_mask, save_ensemble
 
 NAN = float("nan")
 

@@ -3,7 +3,8 @@
 import pytest
 
 from mrm_ray import storage
-from mrm_ray.model import reward_checkpoint
+from mrm_ray.model import checkpoints
+from mrm_ray.run_folder import RunFolder
 
 
 def test_what_counts_as_a_uri():
@@ -34,26 +35,26 @@ def test_a_folder_round_trips_and_a_changed_object_is_fetched_again(s3, tmp_path
 
 
 def test_a_run_folder_writes_locally_and_uploads(s3, tmp_path):
-    folder = storage.RunFolder(f"{s3.bucket()}/runs/a")
+    folder = RunFolder(f"{s3.bucket()}/runs/a")
     (folder.local / "metrics.jsonl").write_text("1\n")
     assert folder.push("metrics.jsonl") == f"{folder.location}/metrics.jsonl"
     (folder.local / "metrics.jsonl").unlink()
     folder.pull("metrics.jsonl")
     assert (folder.local / "metrics.jsonl").read_text() == "1\n"
-    local = storage.RunFolder(tmp_path / "run")
+    local = RunFolder(tmp_path / "run")
     assert not local.remote and local.push("x") == str(tmp_path / "run" / "x")
 
 
 def test_a_reward_checkpoint_in_a_bucket_resolves_and_a_plain_folder_is_refused(s3, reward_checkpoints, tmp_path):
     bucket = s3.bucket()
-    storage.upload(reward_checkpoints[0], f"{bucket}/rm", last=reward_checkpoint.REWARD_CONFIG)
-    local = reward_checkpoint.resolve(f"{bucket}/rm")
-    assert (local / reward_checkpoint.HEAD_WEIGHTS).read_bytes() == \
-        (reward_checkpoints[0] / reward_checkpoint.HEAD_WEIGHTS).read_bytes()
+    storage.upload(reward_checkpoints[0], f"{bucket}/rm", last=checkpoints.REWARD_CONFIG)
+    local = checkpoints.resolve(f"{bucket}/rm")
+    assert (local / checkpoints.HEAD_WEIGHTS).read_bytes() == \
+        (reward_checkpoints[0] / checkpoints.HEAD_WEIGHTS).read_bytes()
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "config.json").write_text("{}")
     storage.upload(tmp_path / "plain", f"{bucket}/plain")
     with pytest.raises(ValueError, match="not a reward checkpoint"):
-        reward_checkpoint.resolve(f"{bucket}/plain")
-    with pytest.raises(ValueError, match="tiny:SEED"):
-        reward_checkpoint.check_reference("tiny:zero")
+        checkpoints.resolve(f"{bucket}/plain")
+    with pytest.raises(ValueError, match="no tiny checkpoint of family .zero.; tiny:FAMILY takes one of"):
+        checkpoints.check("tiny:zero")

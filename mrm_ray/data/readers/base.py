@@ -1,4 +1,5 @@
-"""What every reader shares: line-by-line JSON, guarded record building, image files, parts.
+"""What every reader shares: line-by-line JSON, guarded record building, containers, parts. Images, prompts
+and responses are read through the one input normaliser (model/inputs.py).
 
 A reader is a generator `read(path, *, source, **options)` yielding canonical rows (dicts
 from `canonical_pair`) or `Rejected` entries, never raising for one bad record.
@@ -24,7 +25,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrm_ray.data.quarantine import BadRecord, Rejected
+from mrm_ray.data.quarantine import Rejected
+from mrm_ray.model.inputs import InvalidInput
 
 
 # ---------------------------------------------------------------------------- parts
@@ -77,31 +79,12 @@ def _share(path: Path, kind: str) -> FilePart | None:
     return part if part.file == str(path) else None
 
 
-def resolve_under(root: Path, name: str) -> Path:
-    """`root / name`, refusing URLs and absolute or `..` paths that leave `root`."""
-    if not isinstance(name, str) or not name:
-        raise BadRecord("missing image: empty file name")
-    if "://" in name:
-        raise BadRecord(f"image outside root: {name!r} is a URL; only files under the image root are read")
-    path = (root / name).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise BadRecord(f"image outside root: {name!r} resolves outside {root}")
-    return path
-
-
-def read_image_file(root: Path, name: str) -> bytes:
-    """Encoded bytes of an image file under `root` (decoding is checked later, in parallel)."""
-    path = resolve_under(root, name)
-    if not path.is_file():
-        raise BadRecord(f"missing image: {name}")
-    return path.read_bytes()
-
-
 def guarded(build: Callable[[], dict], *, source: str, position: str, record_id: Any = None) -> dict | Rejected:
-    """Run `build`; a `BadRecord` (or a missing key / wrong type) becomes a `Rejected` entry."""
+    """Run `build`; a bad input (`BadRecord`, the normaliser's `InvalidInput`, a missing key, a wrong type)
+    becomes a `Rejected` entry."""
     try:
         return build()
-    except BadRecord as exc:
+    except InvalidInput as exc:
         return Rejected(source, position, exc.reason, None if record_id is None else str(record_id))
     except KeyError as exc:
         return Rejected(source, position, f"missing field: {exc.args[0]}",
@@ -218,26 +201,6 @@ def drop_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [drop_nulls(v) for v in value]
     return value
-
-
-def image_reference(image: Any) -> Any:
-    """An image given as `{bytes, path}`, raw bytes or a file name: its bytes when the record carries them,
-    else its file name (or whatever else was there, for the caller to refuse)."""
-    if isinstance(image, dict):
-        if image.get("bytes") is not None:
-            return bytes(image["bytes"])
-        image = image.get("path")
-    return bytes(image) if isinstance(image, (bytes, bytearray)) else image
-
-
-def image_bytes(image: Any, root: Path) -> bytes:
-    """Encoded bytes of one image given as `{bytes, path}`, raw bytes, or a file name under `root`."""
-    ref = image_reference(image)
-    if isinstance(ref, bytes):
-        return ref
-    if isinstance(ref, str):
-        return read_image_file(root, ref)
-    raise BadRecord(f"missing image: no bytes or file name in {type(ref).__name__}")
 
 
 # ---------------------------------------------------------------------------- containers

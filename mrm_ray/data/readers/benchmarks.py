@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from mrm_ray.data.quarantine import BadRecord, NotSupported, Rejected
-from mrm_ray.data.readers.base import guarded, image_reference, iter_dataset_rows, resolve_under
+from mrm_ray.data.readers.base import guarded, iter_dataset_rows
 from mrm_ray.data.schema import canonical_pair
-from mrm_ray.model.inputs import RESPONSE_IMAGE
+from mrm_ray.model.inputs import RESPONSE_IMAGE, file_under, image_reference
 
 MM_RLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")
 # VL-RewardBench's official categorisation: the id's first word, matched case-insensitively
@@ -86,7 +86,7 @@ class Media:
             return image
         if not isinstance(image, str) or not image:
             raise BadRecord("missing image: no bytes or file name")
-        for candidate in (resolve_under(self.root, image), resolve_under(self.root / "images", image)):
+        for candidate in (file_under(self.root, image), file_under(self.root / "images", image)):
             if candidate.is_file():
                 return candidate.read_bytes()
         if not self.stand_ins:

@@ -11,20 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from mrm_ray.data.quarantine import BadRecord, Rejected
-from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records, read_image_file
+from mrm_ray.data.quarantine import Rejected
+from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records
 from mrm_ray.data.schema import canonical_pair
-
-
-def _image_name(part: dict[str, Any]) -> str:
-    ref = part.get("image_url", part.get("image"))
-    if isinstance(ref, dict):
-        ref = ref.get("url")
-    if not isinstance(ref, str) or not ref:
-        raise BadRecord("missing image: image part without a file name")
-    return ref
+from mrm_ray.model.inputs import image_bytes, is_image_part
 
 
 def _pair(row: dict, *, root: Path, source: str, position: str) -> dict:
@@ -34,8 +25,8 @@ def _pair(row: dict, *, root: Path, source: str, position: str) -> dict:
         if isinstance(content, list):
             parts = []
             for part in content:
-                if isinstance(part, dict) and (part.get("type") in ("image_url", "image") or "image_url" in part):
-                    images.append(read_image_file(root, _image_name(part)))
+                if is_image_part(part):
+                    images.append(image_bytes(part, root=root))
                     parts.append({"type": "image"})
                 else:
                     parts.append(part)

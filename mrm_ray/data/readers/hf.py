@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mrm_ray.data.quarantine import BadRecord, Rejected
-from mrm_ray.data.readers.base import build_each, image_bytes, iter_dataset_rows
+from mrm_ray.data.readers.base import build_each, iter_dataset_rows
 from mrm_ray.data.readers.ultrafeedback import score
 from mrm_ray.data.schema import canonical_pair
+from mrm_ray.model.inputs import image_bytes
 
 
 def _read(path: str | Path, *, source: str | None, split: str,
@@ -39,7 +40,7 @@ def read_hf_rlaif_v(path: str | Path, *, source: str | None = None, split: str =
             raise BadRecord("missing image: the row has no image")
         record_id = position if row.get("id") is None else row["id"]
         return canonical_pair(id=record_id, source=name, position=position, prompt=row.get("question"),
-                              images=[image_bytes(row["image"], root)],
+                              images=[image_bytes(row["image"], root=root)],
                               chosen=row.get("chosen"), rejected=row.get("rejected"))
 
     return _read(path, source=source, split=split, build=build)

@@ -10,23 +10,15 @@ LLaMA-Factory does. The conversation must end on a user turn: the pair answers i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from mrm_ray.data.quarantine import BadRecord, Rejected
-from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records, read_image_file
+from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records
 from mrm_ray.data.schema import canonical_pair
+from mrm_ray.model.inputs import image_bytes, marker_parts
 
 ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-IMAGE_TAG = "<image>"
-_TAG_SPLIT = re.compile(f"({re.escape(IMAGE_TAG)})")
-
-
-def _content(text: str) -> list[dict]:
-    """Text split at `<image>` tags into text and image parts (whitespace-only text dropped)."""
-    return [{"type": "image"} if piece == IMAGE_TAG else {"type": "text", "text": piece}
-            for piece in _TAG_SPLIT.split(text) if piece == IMAGE_TAG or piece.strip()]
 
 
 def _messages(row: dict, n_images: int) -> list[dict]:
@@ -40,7 +32,7 @@ def _messages(row: dict, n_images: int) -> list[dict]:
             raise BadRecord(f"unsupported role: {turn.get('from')!r}")
         if not isinstance(turn.get("value"), str):
             raise BadRecord(f"missing field: value in a {turn.get('from')} turn")
-        messages.append({"role": role, "content": _content(turn["value"])})
+        messages.append({"role": role, "content": marker_parts(turn["value"])})
     if messages[-1]["role"] != "user":
         raise BadRecord(f"bad conversation: last turn is {messages[-1]['role']}, not user")
     tagged = any(p["type"] == "image" for m in messages for p in m["content"])
@@ -51,7 +43,7 @@ def _messages(row: dict, n_images: int) -> list[dict]:
 
 
 def _pair(row: dict, *, root: Path, source: str, position: str) -> dict:
-    images = [read_image_file(root, name) for name in row.get("images") or []]
+    images = [image_bytes(name, root=root) for name in row.get("images") or []]
     return canonical_pair(id=row.get("id", position), source=source, position=position,
                           prompt=_messages(row, len(images)), images=images,
                           chosen=row.get("chosen"), rejected=row.get("rejected"))

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from mrm_ray.data.quarantine import BadRecord, Rejected
-from mrm_ray.data.readers.base import build_each, drop_nulls, expand_files, image_bytes, iter_table_records
+from mrm_ray.data.readers.base import build_each, drop_nulls, expand_files, iter_table_records
 from mrm_ray.data.schema import canonical_pair
+from mrm_ray.model.inputs import image_bytes
 
 def _split_implicit(chosen: Any, rejected: Any) -> tuple[list, Any, Any]:
     if not (isinstance(chosen, list) and isinstance(rejected, list) and chosen and rejected):
@@ -30,7 +31,7 @@ def _pair(row: dict, *, root: Path, source: str, position: str) -> dict:
     prompt, chosen, rejected = (drop_nulls(row.get(k)) for k in ("prompt", "chosen", "rejected"))
     if prompt is None:
         prompt, chosen, rejected = _split_implicit(chosen, rejected)
-    images = [image_bytes(image, root) for image in row.get("images") or []]
+    images = [image_bytes(image, root=root) for image in row.get("images") or []]
     record_id = position if row.get("id") is None else row["id"]
     return canonical_pair(id=record_id, source=source, position=position, prompt=prompt,
                           images=images, chosen=chosen, rejected=rejected, margin=row.get("margin"))

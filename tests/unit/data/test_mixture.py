@@ -2,8 +2,9 @@
 
 import pytest
 
-from mrm_ray.data.mixture import (MixtureConfig, SourceConfig, is_held_out, load_mixture, plan_counts,
-                                  shipped_mixtures)
+from mrm_ray.config import MixtureConfig, SourceConfig
+from mrm_ray.config.shipped import names
+from mrm_ray.data.mixture import is_held_out, load_mixture, plan_counts
 from mrm_ray.data.readers import READERS
 
 
@@ -62,11 +63,11 @@ def test_yaml_paths_resolve_and_overrides_apply(tmp_path):
         load_mixture(tmp_path / "m.yaml", paths={"c": "/x"})
 
 
-@pytest.mark.parametrize("name", shipped_mixtures())
+@pytest.mark.parametrize("name", names("mixture"))
 def test_every_shipped_mixture_loads_once_filled_in(name):
     import yaml
 
-    from mrm_ray.presets import shipped
+    from mrm_ray.config.shipped import path as shipped
 
     raw = yaml.safe_load(shipped("mixture", name).read_text())
     names = [s["name"] for s in raw["sources"]]
@@ -79,7 +80,7 @@ def test_every_shipped_mixture_loads_once_filled_in(name):
 def test_basereward_recipe_has_its_seven_sources():
     import yaml
 
-    from mrm_ray.presets import shipped
+    from mrm_ray.config.shipped import path as shipped
 
     raw = yaml.safe_load(shipped("mixture", "basereward").read_text())
     assert len(raw["sources"]) == 7

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mrm_ray.data.mixture import SourceConfig
+from mrm_ray.config import SourceConfig
 from mrm_ray.data.parts import plan_parts, read_part
 from mrm_ray.data.readers import get_reader
 

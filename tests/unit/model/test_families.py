@@ -16,7 +16,8 @@ from mrm_ray.model.inputs import END_OF_TURN, PairEncoder, prompt_text
 from mrm_ray.model.packing import collate_groups, collate_sequences
 from mrm_ray.model.processor import TextOnly, load_processor
 from mrm_ray.model.reward_model import RewardModel
-from mrm_ray.model.tiny import FAMILY_NAMES, TINY, chat_template
+from mrm_ray.model.families import TINY_FAMILIES
+from mrm_ray.model.tiny import chat_template
 
 CONFIG_CLASS = {"qwen2_vl": "Qwen2VLConfig", "qwen2_5_vl": "Qwen2_5_VLConfig", "qwen3_vl": "Qwen3VLConfig",
                 "qwen3_5": "Qwen3_5Config", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
@@ -37,7 +38,7 @@ def _text(rng, lo, hi):
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
 
 
-@pytest.fixture(scope="module", params=FAMILY_NAMES)
+@pytest.fixture(scope="module", params=TINY_FAMILIES)
 def family(request, family_checkpoint):
     path = family_checkpoint(request.param)
     return request.param, path, RewardModel.from_pretrained(path).eval(), PairEncoder(load_processor(path))
@@ -51,17 +52,17 @@ def test_every_family_is_a_real_checkpoint_of_its_config_class(family):
     assert type(config).__name__ == CONFIG_CLASS[name]
     assert family_of(config).name == name == model.family.name
     assert (path / "model.safetensors").is_file() and not list(path.glob("*.bin"))
-    assert (path / "chat_template.jinja").read_text() == chat_template(TINY[name].template)
+    assert (path / "chat_template.jinja").read_text() == chat_template(FAMILIES[name].template)
     tok = encoder.tokenizer
-    ids = [tok.convert_tokens_to_ids(t) for t in TINY[name].tokens]
+    ids = [tok.convert_tokens_to_ids(t) for t in FAMILIES[name].tiny.tokens]
     assert len(set(ids)) == len(ids) and min(ids) >= len(tok) - len(ids)  # the family's tokens, after the vocabulary
-    for token in TINY[name].tokens:
+    for token in FAMILIES[name].tiny.tokens:
         assert tok(token, add_special_tokens=False)["input_ids"] == [tok.convert_tokens_to_ids(token)]
     if family_named(name).vision:
         assert config.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
         assert config.vision_start_token_id == tok.convert_tokens_to_ids("<|vision_start|>")
         pre = json.loads((path / "preprocessor_config.json").read_text())
-        assert pre["patch_size"] == TINY[name].patch_size == encoder.processor.image_processor.patch_size
+        assert pre["patch_size"] == FAMILIES[name].tiny.patch_size == encoder.processor.image_processor.patch_size
     else:
         assert not (path / "preprocessor_config.json").exists()
     if name == "qwen3_5":
@@ -127,7 +128,7 @@ def test_packed_groups_equal_each_response_alone(family):
 def test_an_unsupported_architecture_names_the_supported_ones():
     with pytest.raises(UnsupportedArchitecture, match="qwen2_5_vl.*qwen3_5.*qwen3"):
         family_of({"model_type": "llama"})
-    assert set(FAMILY_NAMES) <= set(FAMILIES)
+    assert set(TINY_FAMILIES) <= set(FAMILIES)
 
 
 def test_a_text_only_processor_refuses_images(family_checkpoint):
@@ -138,15 +139,14 @@ def test_a_text_only_processor_refuses_images(family_checkpoint):
 
 
 def test_a_text_only_member_scores_text_and_is_refused_for_images(tmp_path):
-    from mrm_ray.model.reward_checkpoint import check_reference, reference_family
+    from mrm_ray.model.checkpoints import build_tiny_reward_checkpoint, check, reference_family
     from mrm_ray.model.scorer import Scorer
-    from mrm_ray.model.tiny import build_tiny_reward_checkpoint
 
     path = str(build_tiny_reward_checkpoint(tmp_path / "qwen3-reward", seed=1, family="qwen3"))
     assert reference_family(path).name == "qwen3"
     with pytest.raises(ValueError, match="member t: .*text-only qwen3 .*modalities: \\[text\\]"):
-        check_reference(path, modalities=("image", "text"), name="t")
-    check_reference(path, modalities=("text",))
+        check(path, modalities=("image", "text"), name="t")
+    check(path, modalities=("text",))
     text, image = Scorer(path).score_items([{"prompt": "Is it red?", "response": "Yes."},
                                             {"prompt": "And this?", "images": [_image(random.Random(0))],
                                              "response": "Yes."}])

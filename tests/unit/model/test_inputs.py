@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from mrm_ray.model.inputs import as_messages, load_image, response_text
+from mrm_ray.model.inputs import (INLINE_ONLY, InvalidInput, as_messages, image_bytes, is_image_part, load_image,
+                                  marker_parts, response_text)
 from mrm_ray.data.quarantine import Rejected
 from mrm_ray.data.readers.chat_messages import read_chat_messages
 from mrm_ray.data.synthetic import image_grounded_pairs
@@ -25,8 +26,60 @@ def test_response_text_forms():
 def test_as_messages_checks_image_count():
     msgs = as_messages("hi", 2)
     assert [p.get("type") for p in msgs[0]["content"]] == ["image", "image", "text"]
-    with pytest.raises(ValueError, match="2 image placeholders but 1"):
+    with pytest.raises(InvalidInput, match="image mismatch: 2 image placeholders, 1 images"):
         as_messages(msgs, 1)
+
+
+def test_image_markers_place_images_only_where_there_are_images():
+    assert marker_parts("Compare <image> and\n<image>: which?") == [
+        {"type": "text", "text": "Compare "}, {"type": "image"}, {"type": "text", "text": " and\n"},
+        {"type": "image"}, {"type": "text", "text": ": which?"}]
+    (turn,) = as_messages("<image>What colour?", 1)
+    assert turn["content"] == [{"type": "image"}, {"type": "text", "text": "What colour?"}]
+    (turn,) = as_messages([{"role": "user", "content": "Look: <image>"}], 1)
+    assert turn["content"] == [{"type": "text", "text": "Look: "}, {"type": "image"}]
+    (turn,) = as_messages("Write <image> in HTML", 0)  # no images: a marker is just text
+    assert turn["content"] == [{"type": "text", "text": "Write <image> in HTML"}]
+    with pytest.raises(InvalidInput, match="image mismatch: 2 image placeholders, 1 images"):
+        as_messages("<image> or <image>?", 1)
+
+
+@pytest.mark.parametrize("part, image", [
+    ({"type": "image"}, True), ({"type": "image_url", "image_url": {"url": "a.png"}}, True),
+    ({"image": "a.png"}, True), ({"image_url": "data:image/png;base64,AA=="}, True),
+    ({"type": "text", "text": "x", "image": None}, False),  # Parquet unifies part structs with null keys
+    ({"type": "text", "text": "x"}, False), ("plain text", False)])
+def test_what_counts_as_an_image_part(part, image):
+    assert is_image_part(part) is image
+
+
+def test_image_bytes_reads_every_inline_form_and_files_only_under_the_root(tmp_path):
+    import base64
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (6, 4), "blue").save(buf, format="PNG")
+    png = buf.getvalue()
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "a.png").write_bytes(png)
+    (tmp_path / "outside.png").write_bytes(png)
+    text = base64.b64encode(png).decode()
+    for given in (png, bytearray(png), {"bytes": png, "path": "ignored.png"}, {"bytes": text}, text,
+                  f"data:image/png;base64,{text}", Image.open(io.BytesIO(png))):
+        assert Image.open(io.BytesIO(image_bytes(given))).size == (6, 4), type(given)
+    root = tmp_path / "root"
+    for name in ("a.png", {"path": "a.png"}, {"type": "image_url", "image_url": {"url": "a.png"}}):
+        assert image_bytes(name, root=root) == png
+    for outside in ("../outside.png", str(tmp_path / "outside.png"), "http://example.invalid/a.png"):
+        with pytest.raises(InvalidInput, match="image outside root"):
+            image_bytes(outside, root=root)
+    with pytest.raises(InvalidInput, match="missing image: b.png"):
+        image_bytes("b.png", root=root)
+    for no_root in (str(tmp_path / "outside.png"), "./a.png", "https://example.invalid/a.png", "file:///etc/passwd"):
+        with pytest.raises(InvalidInput, match="never fetches URLs or reads paths") as refused:
+            image_bytes(no_root)  # without a root nothing is ever read: the server's rule
+        assert refused.value.reason == INLINE_ONLY
 
 
 def test_load_image_never_opens_paths(tmp_path):

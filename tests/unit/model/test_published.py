@@ -4,14 +4,13 @@ import json
 
 import pytest
 
-from mrm_ray.model.families import family_named
 from mrm_ray.model.published import PUBLISHED, published_config, published_config_dir
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_every_published_architecture_is_its_familys_config(name):
     config = published_config(name)
-    family = family_named(PUBLISHED[name].family)
+    family = PUBLISHED[name]
     assert type(config).__name__ == family.config
     assert config.vision_config.out_hidden_size == config.text_config.hidden_size
     assert config.image_token_id is not None and config.vision_start_token_id is not None

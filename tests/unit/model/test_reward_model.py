@@ -8,7 +8,8 @@ import torch
 from mrm_ray.config import HeadConfig
 from mrm_ray.data.synthetic import image_grounded_pairs
 from mrm_ray.model.packing import collate_sequences
-from mrm_ray.model.reward_model import HEAD_WEIGHTS, REWARD_CONFIG, RewardModel
+from mrm_ray.model.checkpoints import HEAD_WEIGHTS, REWARD_CONFIG
+from mrm_ray.model.reward_model import RewardModel
 from mrm_ray.model.scorer import Scorer
 
 

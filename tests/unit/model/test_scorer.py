@@ -7,8 +7,9 @@ import torch
 from mrm_ray.model.packing import collate_sequences
 
 from mrm_ray.data.synthetic import image_grounded_pairs
-from mrm_ray.model.reward_checkpoint import resolve
-from mrm_ray.model.scorer import Scorer, budget_chunks, checkpoint_version
+from mrm_ray.model.checkpoints import resolve
+from mrm_ray.model.checkpoints import version as checkpoint_version
+from mrm_ray.model.scorer import Scorer, budget_chunks
 
 
 def test_budget_chunks_sorts_by_length_and_respects_the_token_budget():

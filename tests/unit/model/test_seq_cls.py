@@ -13,7 +13,7 @@ from mrm_ray.config import HeadConfig
 from mrm_ray.model.inputs import PairEncoder
 from mrm_ray.model.packing import collate_groups
 from mrm_ray.model.processor import load_processor
-from mrm_ray.model.reward_checkpoint import resolve
+from mrm_ray.model.checkpoints import resolve
 from mrm_ray.model.reward_model import RewardModel
 from mrm_ray.model.seq_cls import SCORE_BIAS, export_seq_cls
 

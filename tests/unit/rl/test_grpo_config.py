@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from mrm_ray.rl.config import load_grpo_config
+from mrm_ray.config import load_grpo_config
 
-from mrm_ray.presets import shipped
+from mrm_ray.config.shipped import path as shipped
 
 
 @pytest.mark.parametrize("name", ["tiny", "qwen2_5_vl_3b"])

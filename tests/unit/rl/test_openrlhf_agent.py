@@ -38,10 +38,11 @@ def test_the_executor_is_configured_by_the_environment_and_says_what_is_missing(
         AgentExecutor()
     monkeypatch.setenv("MRM_REWARD_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("MRM_REWARD", "rule")
-    with pytest.raises(ValueError, match="model or hybrid"):
+    with pytest.raises(ValueError, match="reward: Input should be 'model' or 'hybrid'"):
         AgentExecutor()
     monkeypatch.setenv("MRM_REWARD", "hybrid")
     monkeypatch.setenv("MRM_GROUP_SIZE", "8")
     executor = AgentExecutor()
-    assert (executor.url, executor.reward, executor.group_size, executor.reward_endpoints) == (
+    assert (executor.settings.url, executor.settings.reward, executor.settings.group_size,
+            executor.reward_endpoints) == (
         "http://127.0.0.1:9", "hybrid", 8, [])

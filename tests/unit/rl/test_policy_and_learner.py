@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from mrm_ray.model.tiny import FAMILY_NAMES
+from mrm_ray.model.families import TINY_FAMILIES
 from mrm_ray.rl.actors import Learner, RolloutWorker
-from mrm_ray.rl.config import load_grpo_config
+from mrm_ray.config import load_grpo_config
 from mrm_ray.rl.policy import Policy
 from mrm_ray.rl.prompts import synthetic_prompts
 
@@ -25,7 +25,7 @@ def _family_prompts(family, n=6):
     return synthetic_prompts(n, seed=3, task="colour_text" if family in TEXT_ONLY else "colour")
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_sampled_tokens_have_the_log_probs_the_learner_computes(family_checkpoint, family):
     policy = Policy(str(family_checkpoint(family)))
     prompt = _family_prompts(family)[0]
@@ -105,7 +105,7 @@ def test_checkpoint_resumes_weights_optimizer_and_step_with_the_original_referen
     assert state and all(int(s["step"]) == 1 for s in state.values())
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILY_NAMES if f != "qwen2_5_vl"])  # the default: test_grpo
+@pytest.mark.parametrize("family", [f for f in TINY_FAMILIES if f != "qwen2_5_vl"])  # the default: test_grpo
 def test_every_family_runs_the_grpo_actors_round(family_checkpoint, family, tmp_path):
     """A rollout worker samples a group with the learner's weights, the learner updates on its rewards,
     and the worker takes the new weights: the round `mrm-ray grpo` runs, in each family."""

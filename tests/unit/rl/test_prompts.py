@@ -7,8 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mrm_ray.rl.config import load_grpo_config
+from mrm_ray.config import load_grpo_config
 from mrm_ray.rl.prompts import load_prompts, read_prompt_file, synthetic_prompts
+from mrm_ray.run_folder import RunFolder
 
 from helpers.images import png
 
@@ -23,6 +24,9 @@ def test_synthetic_prompts_carry_the_answer_in_the_picture():
 
 
 def test_jsonl_with_both_layouts_and_every_kind_of_bad_row(tmp_path):
+    (tmp_path / "outside.png").write_bytes(RED)  # a real image, but not under the prompt file's folder
+    tmp_path = tmp_path / "prompts"
+    tmp_path.mkdir()
     (tmp_path / "red.png").write_bytes(RED)
     rows = [
         {"id": "ours", "prompt": "What colour?", "images": ["red.png"], "answer": "red"},
@@ -33,6 +37,8 @@ def test_jsonl_with_both_layouts_and_every_kind_of_bad_row(tmp_path):
         {"prompt": "x", "images": ["missing.png"]},
         {"prompt": "x", "images": [{"bytes": base64.b64encode(b"not a png").decode()}]},
         {"prompt": [{"role": "user", "content": "<image><image>two?"}], "images": ["red.png"]},
+        {"prompt": "x", "images": ["../outside.png"]},
+        {"prompt": "x", "images": [str(tmp_path.parent / "outside.png")]},
     ]
     lines = [json.dumps(r) if i != 1 else "" for i, r in enumerate(rows)]
     lines[1] = json.dumps({**rows[1], "images": [{"path": "red.png"}]})  # JSON holds paths, Parquet bytes
@@ -43,10 +49,13 @@ def test_jsonl_with_both_layouts_and_every_kind_of_bad_row(tmp_path):
     assert [g["answer"] for g in good] == ["red", "red", "42"]
     assert good[1]["prompt"][0]["content"] == [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]
     assert good[0]["images"] == [RED] and good[2]["images"] == []
-    reasons = [b["reason"] for b in bad]
-    assert len(bad) == 5
-    for expected in ("malformed JSON", "no prompt", "not found", "not a readable image", "placeholders"):
+    reasons = [b.reason for b in bad]
+    assert len(bad) == 7
+    for expected in ("malformed JSON", "missing field: prompt", "missing image", "not a readable image",
+                     "image mismatch"):
         assert any(expected in r for r in reasons), (expected, reasons)
+    # a path leaving the prompt file's folder is never read, however it is written (the one containment rule)
+    assert sum("image outside root" in r for r in reasons) == 2, reasons
 
 
 def test_parquet_in_verl_layout_and_quarantine_file(tmp_path):
@@ -59,10 +68,11 @@ def test_parquet_in_verl_layout_and_quarantine_file(tmp_path):
     pq.write_table(table, tmp_path / "train.parquet")
     cfg = load_grpo_config(None, [f"prompts.path={tmp_path / 'train.parquet'}", "prompts.held_out=1",
                                   f"output_dir={tmp_path}"])
-    train, held = load_prompts(cfg, cfg.run_dir)
+    folder = RunFolder(cfg.location)
+    train, held = load_prompts(cfg, folder)
     assert len(train) + len(held) == 3 and len(held) == 1
-    quarantined = [json.loads(line) for line in (cfg.run_dir / "quarantine.jsonl").read_text().splitlines()]
+    quarantined = [json.loads(line) for line in (folder.local / "quarantine.jsonl").read_text().splitlines()]
     assert len(quarantined) == 3 and all("not a readable image" in q["reason"] for q in quarantined)
     with pytest.raises(ValueError, match="none to train on"):
         load_prompts(load_grpo_config(None, [f"prompts.path={tmp_path / 'train.parquet'}", "prompts.held_out=3",
-                                             f"output_dir={tmp_path}"]), cfg.run_dir)
+                                             f"output_dir={tmp_path}"]), folder)

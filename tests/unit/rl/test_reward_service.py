@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from mrm_ray.rl.config import RewardServiceConfig
+from mrm_ray.config import RewardServiceConfig
 from mrm_ray.rl.reward_service import RewardService, RewardServiceDown
 
 from helpers.flaky_proxy import FlakyProxy

@@ -2,8 +2,9 @@
 
 import pytest
 
-from mrm_ray.serve.api import (BadInput, CompareRequest, Limits, OpenRLHFRequest, ScoreRequest, openrlhf_items,
-                               prepare_items, prepare_pairs)
+from mrm_ray.config import Limits
+from mrm_ray.serve.api import BadInput, CompareRequest, ScoreRequest, prepare_items, prepare_pairs
+from mrm_ray.serve.protocols import OpenRLHFRequest, openrlhf_items
 
 from helpers.images import b64, data_url, huge_png, png
 
@@ -116,7 +117,7 @@ def test_image_count_is_checked_before_any_image_is_decoded():
 
 
 def test_chat_text_splits_into_the_conversation_the_template_made(processor):
-    from mrm_ray.serve.chat_text import split_chat_text
+    from mrm_ray.serve.protocols import split_chat_text
 
     messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi?\nSay hi."},
                 {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Again?"}]
@@ -137,8 +138,7 @@ def test_chat_text_splits_into_the_conversation_the_template_made(processor):
     ("<|im_start|>assistant\nyo", "no prompt"),
 ])
 def test_chat_text_that_cannot_be_scored_is_refused_naming_the_field(text, message):
-    from mrm_ray.serve.api import BadInput
-    from mrm_ray.serve.chat_text import split_chat_text
+    from mrm_ray.serve.protocols import split_chat_text
 
     with pytest.raises(BadInput, match=message) as refused:
         split_chat_text(text, field="query[3]")
@@ -146,7 +146,7 @@ def test_chat_text_that_cannot_be_scored_is_refused_naming_the_field(text, messa
 
 
 def test_openrlhf_and_vllm_requests_become_items():
-    from mrm_ray.serve.api import BadInput, OpenRLHFRequest, PoolingRequest, openrlhf_items, pooling_items
+    from mrm_ray.serve.protocols import PoolingRequest, pooling_items
 
     chat = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n\\boxed{4}<|im_end|>"
     items = openrlhf_items(OpenRLHFRequest(query=[chat, "Q: x A: y"], prompts=["ignored", "Q: x A:"],

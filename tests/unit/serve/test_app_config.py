@@ -4,9 +4,11 @@
 import pytest
 import yaml
 
-from mrm_ray.presets import shipped
-from mrm_ray.ensemble import EnsembleConfig, EnsembleMember, save_ensemble
-from mrm_ray.serve.app import AppArgs, build_app
+from mrm_ray.config.shipped import path as shipped
+from mrm_ray.config import EnsembleConfig, EnsembleMember
+from mrm_ray.ensemble import save_ensemble
+from mrm_ray.config import AppArgs, to_dict, validate
+from mrm_ray.serve.app import build_app
 
 CONFIG = shipped("serve", "tiny")
 
@@ -19,7 +21,7 @@ def test_shipped_config_matches_serves_schema_and_builds():
     schema = ServeDeploySchema.model_validate(yaml.safe_load(text))
     (app,) = schema.applications
     assert app.import_path == "mrm_ray.serve.app:build_app" and schema.http_options.host == "127.0.0.1"
-    args = AppArgs.model_validate(app.args)
+    args = validate(AppArgs, app.args)
     assert [m.name for m in args.ensemble_config().members] == ["tiny-a", "tiny-b"]
     assert args.serving.max_ongoing_requests >= args.serving.max_batch_size  # Serve's default 5 would cap batches
     assert build_app(app.args) is not None
@@ -40,51 +42,51 @@ def test_ensemble_file_members_and_method_override(tmp_path):
 
 def test_token_never_shows_in_reprs():
     args = AppArgs(members=[{"name": "a", "path": "tiny:0"}], auth_token="s3cret-token")
-    assert "s3cret" not in repr(args) and "s3cret" not in str(args.model_dump())
+    assert "s3cret" not in repr(args) and "s3cret" not in str(to_dict(args))
     with pytest.raises(ValueError):
         AppArgs(members=[{"name": "a", "path": "x"}], servng={})  # typos are errors, not silently ignored
 
 
 def test_job_deploy_applies_env_vars_and_refuses_a_runtime_env_it_cannot_apply(tmp_path):
-    from mrm_ray.serve.deploy import load_serve_config
+    from mrm_ray.serve.deploy import load_target
 
     config = yaml.safe_load(CONFIG.read_text())
     save_ensemble(EnsembleConfig(members=[EnsembleMember(name="a", path="tiny:0")]), tmp_path / "e.yaml")
-    target = load_serve_config("tiny", ensemble=str(tmp_path / "e.yaml"), name="x", route_prefix="/x")
-    assert "members" not in target.args and "method" not in target.args and target.args["ensemble"].endswith("e.yaml")
+    target = load_target("tiny", ensemble=str(tmp_path / "e.yaml"), name="x", route_prefix="/x")
+    assert not target.args.members and target.args.method is None and target.args.ensemble.endswith("e.yaml")
     assert target.logging_config == {"enable_access_log": False} and target.http_options["host"] == "127.0.0.1"
     config["applications"][0]["runtime_env"] = {"env_vars": {"MRM_SERVE_TOKEN": "t"}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    assert load_serve_config(tmp_path / "c.yaml").runtime_env == {"env_vars": {"MRM_SERVE_TOKEN": "t"}}
+    assert load_target(tmp_path / "c.yaml").runtime_env == {"env_vars": {"MRM_SERVE_TOKEN": "t"}}
     config["applications"][0]["runtime_env"]["pip"] = ["requests"]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="runtime_env.env_vars"):
-        load_serve_config(tmp_path / "c.yaml")
+        load_target(tmp_path / "c.yaml")
 
 
 def test_a_serve_config_is_validated_before_anything_is_deployed(tmp_path):
     from mrm_ray.config import ConfigError
-    from mrm_ray.serve.deploy import load_serve_config
+    from mrm_ray.serve.deploy import load_target
 
     config = yaml.safe_load(CONFIG.read_text())
     config["applications"][0]["args"]["serving"]["max_batch_sise"] = 8
     config["applications"][0]["args"]["limits"] = {"max_items": "many"}
     (tmp_path / "typo.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError) as caught:
-        load_serve_config(tmp_path / "typo.yaml")
+        load_target(tmp_path / "typo.yaml")
     assert "args.serving.max_batch_sise: unknown setting; did you mean max_batch_size?" in str(caught.value)
     assert "args.limits.max_items" in str(caught.value)
     config = yaml.safe_load(CONFIG.read_text())
     config["applications"][0]["args"]["members"][0]["path"] = str(tmp_path / "not-a-checkpoint")
     (tmp_path / "missing.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="extra_forbidden|not a reward checkpoint|tiny"):
-        load_serve_config(tmp_path / "missing.yaml")
+        load_target(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="no serve config 'nope'.*tiny"):
-        load_serve_config("nope")
+        load_target("nope")
 
 
 def test_member_calls_hold_at_most_a_batch_of_responses_and_split_big_groups():
-    from mrm_ray.serve.app import member_calls
+    from mrm_ray.serve.calls import member_calls
 
     inputs = [{"prompt": "a", "images": [], "responses": ["1", "2", "3"]},
               {"prompt": "b", "images": [], "responses": ["4"]},

@@ -1,8 +1,8 @@
-"""What a training job prints, and where the rest goes: the console (and `ray job logs`) gets our
-progress and evaluation lines, warnings and errors; each process's library chatter (DeepSpeed's
-engine configuration, transformers' and Ray Data's INFO lines) goes in full to
-`{run dir}/logs/{process}.log`. Progress bars, which a job log shows as one line per refresh,
-are off: Ray Data's (per epoch, from every training worker) and transformers' weight loading.
+"""What a job prints, and where the rest goes: the console (and `ray job logs`) gets our progress and
+evaluation lines, warnings and errors; each process's library chatter (DeepSpeed's engine
+configuration, transformers' and Ray Data's INFO lines) goes in full to `{run folder}/logs/{process}.log`
+(run_folder.py). Progress bars, which a job log shows as one line per refresh, are off: Ray Data's (per
+epoch, from every training worker) and transformers' weight loading.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import logging
 import sys
 from pathlib import Path
 
-LOG_DIR = "logs"
 CHATTY = ("DeepSpeed", "deepspeed", "transformers", "ray.data", "ray.train", "torch.distributed", "peft")
 
 

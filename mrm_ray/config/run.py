@@ -1,130 +1,19 @@
-"""The one typed config system: frozen, keyword-only dataclasses, validated with pydantic.
-
-Every config (runs, GRPO, mixtures, ensembles; Serve's `AppArgs` is a pydantic model of its
-own) is a dataclass whose fields carry their types and ranges. `validate(cls, data)` builds
-one from plain data (YAML, `a.b=value` overrides, a Ray worker's dict): values are checked
-and coerced (`"1e-6"` is a float), unknown keys are refused with the dotted path and the
-closest valid key, and every problem comes back at once in one `ConfigError` (entry points
-exit with code 2). Ray workers receive plain dicts and rebuild configs with `validate`, so a
-config never depends on objects captured from a driver process.
-"""
+"""What one training run is: the model and its head, the loss, the data checks, Ray Train and DeepSpeed, and the
+in-process trainer's schedule. `RunConfig` is saved with every checkpoint and export the run makes."""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import os
-import typing
 from dataclasses import field
-from functools import lru_cache
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from annotated_types import Ge, Gt, Interval
-from pydantic import ConfigDict
-from pydantic.dataclasses import dataclass as _pydantic_dataclass
+from annotated_types import Ge, Interval
 
-Positive = Annotated[int, Ge(1)]
-PositiveFloat = Annotated[float, Gt(0)]
-NonNegative = Annotated[float, Ge(0)]
-Fraction = Annotated[float, Interval(ge=0, le=1)]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names every problem by its dotted path."""
-
-
-def run_main(main) -> int:
-    """Call an entry point's `main()`; a ConfigError prints one clear error and returns exit code 2."""
-    import sys
-
-    try:
-        return main() or 0
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def config_dataclass(cls):
-    """A frozen, keyword-only dataclass whose fields pydantic checks on construction; unknown keys are errors."""
-    return _pydantic_dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid"))(cls)
-
-
-@lru_cache(maxsize=None)
-def _adapter(cls):
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(cls)
-
-
-def validate(cls, data: dict | None, *, where: str = ""):
-    """`cls` built from plain data, every field checked; raises one ConfigError listing all problems.
-
-    `where` prefixes the dotted paths in messages (e.g. "reward" for a sub-config).
-    """
-    from pydantic import ValidationError
-
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping of settings, got {data!r}")
-    try:
-        return _adapter(cls).validate_python(dict(data or {}))
-    except ValidationError as exc:
-        problems = [_describe(cls, error, where) for error in exc.errors()]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
-
-
-def _is_config(tp) -> bool:
-    from pydantic import BaseModel
-
-    return dataclasses.is_dataclass(tp) or (isinstance(tp, type) and issubclass(tp, BaseModel))
-
-
-def _field_types(cls) -> dict[str, Any]:
-    """name -> type of a config dataclass's or pydantic model's fields ({} for anything else)."""
-    if dataclasses.is_dataclass(cls):
-        return typing.get_type_hints(cls)
-    if _is_config(cls):
-        return {name: f.annotation for name, f in cls.model_fields.items()}
-    return {}
-
-
-def _unwrap(tp):
-    """The config class inside `X | None`, `tuple[X, ...]`, `list[X]`, `Annotated[X, ...]`, if any."""
-    if _is_config(tp):
-        return tp
-    for arg in typing.get_args(tp) or ():
-        inner = _unwrap(arg)
-        if inner is not None:
-            return inner
-    return None
-
-
-def _describe(cls, error: dict, where: str) -> str:
-    loc = [str(part) for part in error["loc"] if not isinstance(part, int)]
-    shown_loc = [str(part) if not isinstance(part, int) else f"[{part}]" for part in error["loc"]]
-    path = ".".join(filter(None, [where, *shown_loc])).replace(".[", "[")
-    if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
-        owner = cls
-        for part in loc[:-1]:
-            owner = _unwrap(_field_types(owner).get(part)) or owner
-        known = list(_field_types(owner))
-        close = difflib.get_close_matches(loc[-1], known, n=1)
-        hint = f"; did you mean {close[0]}?" if close else f"; known here: {', '.join(known)}"
-        return f"{path}: unknown setting{hint}"
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "value_error":  # the dataclass's own check, which names its fields
-        return message if not path or message.startswith(path.rpartition(".")[2]) else f"{path}: {message}"
-    value = error.get("input")
-    shown = f" (got {value!r})" if not isinstance(value, (dict, list, tuple)) else ""
-    return f"{path or cls.__name__}: {message}{shown}"
+from mrm_ray.config.core import Fraction, NonNegative, Positive, PositiveFloat, config_dataclass
+from mrm_ray.references import anchored
+from mrm_ray.storage import join
 
 ACTIVATIONS = ("silu", "tanh", "relu", "none")
-TINY_MODEL = "tiny"  # model.path value: build (once) and use the tiny random checkpoint; tiny:FAMILY for a family's
-
-
-def is_tiny(path: str) -> bool:
-    """`tiny` (the tiny random Qwen2.5-VL) or `tiny:FAMILY` (mrm-ray tiny --family)."""
-    return path == TINY_MODEL or path.startswith(TINY_MODEL + ":")
 PAIR_FORWARDS = ("packed", "two_sequence")
 
 
@@ -164,7 +53,7 @@ class LossConfig:
 class ModelConfig:
     """Which checkpoint to load and how to run its pair forward."""
 
-    path: str = ""  # a Hugging Face checkpoint directory or its s3:// URI; `tiny` = the tiny random one
+    path: str = ""  # a checkpoint directory, its s3:// URI, or tiny[:FAMILY][@SEED] (a tiny random one; references.py)
     head: HeadConfig = field(default_factory=HeadConfig)
     pair_forward: str = "packed"  # packed | two_sequence (the reference)
     # kernel for packed groups: auto (flash varlen on CUDA in bf16/fp16, padded SDPA elsewhere) | varlen | sdpa |
@@ -182,11 +71,6 @@ class ModelConfig:
         if self.packed_attention not in ("auto", "varlen", "sdpa", "dense"):
             raise ValueError(f"model.packed_attention must be auto, varlen, sdpa or dense, got "
                              f"{self.packed_attention!r}")
-
-
-def to_dict(config: Any) -> dict:
-    """A plain, JSON-ready dict of a config dataclass."""
-    return dataclasses.asdict(config)
 
 
 IMAGE_MODE_POLICIES = ("reject", "convert")
@@ -226,28 +110,6 @@ class DataConfig:
                              f"({self.max_prompt_tokens} + 2 x {self.min_response_tokens} > {self.max_length})")
         if self.min_response_tokens < 2:
             raise ValueError("data.min_response_tokens must be >= 2 (one text token and <|im_end|>)")
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """["max_length=512", "image_modes=convert"] -> {"max_length": 512, "image_modes": "convert"}.
-
-    Values are read as YAML scalars, so numbers, booleans and null come out typed.
-    """
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.learning_rate=1e-6)")
-        parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):  # YAML 1.1 reads "2e-3" as text; people mean a number
-            try:
-                parsed = float(parsed)
-            except ValueError:
-                pass
-        out[key.strip()] = parsed
-    return out
 
 
 @config_dataclass
@@ -346,51 +208,28 @@ class RunConfig:
     preprocess_cpus: PositiveFloat = 1.0  # CPUs each of them holds
     cache_encoded: bool = False  # encode once and keep it in the object store (small sets only)
 
+    @property
+    def location(self) -> str:
+        """The run's folder (run_folder.py): {output_dir}/{name}, a path or a URI."""
+        return join(self.output_dir, self.name)
 
-def set_path(data: dict, dotted: str, value) -> None:
-    """data["a"]["b"] = value for "a.b"."""
-    *parents, leaf = dotted.split(".")
-    node = data
-    for key in parents:
-        if node.get(key) is None:
-            node[key] = {}
-        if not isinstance(node[key], dict):
-            raise ConfigError(f"override {dotted!r}: {key!r} is a setting, not a section")
-        node = node[key]
-    node[leaf] = value
+    def anchored(self, base=None) -> "RunConfig":
+        """Local paths made absolute (Ray workers and submitted jobs run in other directories); model paths and
+        output folders of a run file are relative to where the command runs, as on a command line."""
+        return dataclasses.replace(self, output_dir=anchored(self.output_dir),
+                                   model=dataclasses.replace(self.model, path=anchored(self.model.path)))
 
 
-def read_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> dict:
-    """A YAML file's mapping (or {}) with `a.b=value` overrides applied."""
-    import yaml
+@config_dataclass
+class LocalTrainConfig:
+    """The in-process trainer's schedule (train/local.py: the learning tests, the CPU demo, benchmarks)."""
 
-    data = {}
-    if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read the config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a mapping of settings, not a {type(data).__name__}")
-    for key, value in parse_overrides(list(overrides)).items():
-        set_path(data, key, value)
-    return data
-
-
-def load_run_config(path: str | None, overrides: list[str] = ()) -> RunConfig:
-    """RunConfig from a preset's name or a YAML file, plus `a.b=c` overrides, validated (ConfigError) before
-    anything runs."""
-    from mrm_ray import presets
-
-    run = validate(RunConfig, read_config(path and presets.config_file("train", path), overrides))
-    from mrm_ray.storage import is_uri
-
-    # Ray workers and `ray job submit` drivers run in other directories: make local paths absolute
-    def absolute(path: str) -> str:
-        return path if is_uri(path) else str(Path(path).expanduser().resolve())
-
-    output_dir = absolute(run.output_dir)
-    model_path = run.model.path if is_tiny(run.model.path) else absolute(run.model.path)
-    return dataclasses.replace(run, output_dir=output_dir, model=dataclasses.replace(run.model, path=model_path))
+    steps: Positive = 600
+    batch_size: Positive = 16
+    lr: PositiveFloat = 3e-4
+    weight_decay: NonNegative = 0.0
+    warmup_steps: Annotated[int, Ge(0)] = 20
+    max_grad_norm: PositiveFloat = 1.0
+    seed: int = 0
+    packed: bool = True
+    loss: LossConfig = field(default_factory=LossConfig)

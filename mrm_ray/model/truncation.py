@@ -1,4 +1,5 @@
-"""The truncation policy, one pure function used both when checking and when encoding.
+"""The truncation policy, one pure function the data pipeline's light pass and the encoder both decide with,
+from the same counts (`PairEncoder.count_tokens`), so the two cannot treat a record differently.
 
 Prompts are never cut (cutting one can split an image's tokens or drop the question):
 a prompt over `max_prompt_tokens` makes the pair unfit, and it is quarantined rather than
@@ -14,22 +15,16 @@ from __future__ import annotations
 import numpy as np
 
 from mrm_ray.config import DataConfig
-from mrm_ray.data.quarantine import BadRecord
-
-
-def fit_pair(prompt: int, chosen: int, rejected: int, config: DataConfig) -> tuple[int, int]:
-    """Token counts (prompt, chosen, rejected) -> kept (chosen, rejected) lengths, or BadRecord."""
-    keep_c, keep_r = fit_responses(prompt, [chosen, rejected], config)
-    return keep_c, keep_r
+from mrm_ray.model.inputs import InvalidInput
 
 
 def fit_responses(prompt: int, responses: list[int], config: DataConfig) -> list[int]:
-    """Token counts of a prompt and its responses -> kept response lengths, or BadRecord. Every pair
+    """Token counts of a prompt and its responses -> kept response lengths, or InvalidInput. Every pair
     (the prompt and any two responses) fits `max_length`: the longest response is cut down toward
     the next longest (or the floor) until the two longest fit; for a pair, the longer toward the
     shorter."""
     if prompt > config.max_prompt_tokens:
-        raise BadRecord(f"prompt too long: {prompt} tokens > max_prompt_tokens {config.max_prompt_tokens}")
+        raise InvalidInput(f"prompt too long: {prompt} tokens > max_prompt_tokens {config.max_prompt_tokens}")
     keep = [min(n, config.max_response_tokens) for n in responses]
     while True:
         order = sorted(range(len(keep)), key=lambda i: (-keep[i], i))  # ties: the first response is cut first

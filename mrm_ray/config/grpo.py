@@ -1,20 +1,13 @@
-"""The GRPO job's configuration: policy, prompts, rollouts, the reward service, the update.
-
-Typed config dataclasses read from YAML plus `a.b=value` overrides and validated, as the
-training job's (mrm_ray.config).
-"""
+"""The GRPO job's configuration: policy, prompts, rollouts, the reward service, the update."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from pathlib import Path
 
-from mrm_ray import presets
-from mrm_ray.config import (TINY_MODEL, is_tiny, NonNegative, Positive, PositiveFloat, config_dataclass, read_config,
-                            validate)
-from mrm_ray.model.reward_checkpoint import tiny_seed
-from mrm_ray.storage import is_uri
+from mrm_ray.config.core import NonNegative, Positive, PositiveFloat, config_dataclass, config_file
+from mrm_ray.references import TINY, anchored
+from mrm_ray.storage import join
 
 REWARD_MODES = ("model", "hybrid", "rule")
 
@@ -53,7 +46,7 @@ class RewardServiceConfig:
 
     mode: str = "hybrid"  # model | hybrid (1 on a verified answer, else sigmoid of the model reward) | rule
     url: str | None = None  # e.g. http://127.0.0.1:8000 (a `jobs/serve.py` deployment)
-    members: tuple[str, ...] = ()  # reward checkpoints to deploy when no url is given (tiny:SEED allowed)
+    members: tuple[str, ...] = ()  # reward checkpoints to deploy when no url is given (tiny[:FAMILY][@SEED] too)
     serve_config: str = "tiny"  # the Serve settings used for `members`: a shipped name (mrm-ray configs) or a path
     keep_deployed: bool = False  # leave the members' app serving after the run (else it is deleted)
     token_env: str = "MRM_SERVE_TOKEN"
@@ -82,7 +75,7 @@ class OptimConfig:
 class GRPOConfig:
     name: str = "grpo-tiny"
     output_dir: str = "~/mrm-ray-runs"
-    policy: str = TINY_MODEL  # a Qwen2.5-VL checkpoint dir; `tiny` = the tiny random one
+    policy: str = TINY  # a checkpoint of a supported family (a generator), or tiny[:FAMILY][@SEED]
     dtype: str = "float32"  # rollout weights; bfloat16 on GPUs (the learner keeps float32 and autocasts)
     learner_cpus: float = 1.0
     learner_gpus: float = 0.0
@@ -97,21 +90,14 @@ class GRPOConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
+    def location(self) -> str:
+        """The run's folder (run_folder.py): {output_dir}/{name}, a path or a URI."""
+        return join(self.output_dir, self.name)
 
-
-def load_grpo_config(path: str | None, overrides: list[str] = ()) -> GRPOConfig:
-    """GRPOConfig from a shipped name or a YAML path plus overrides, validated; local paths made absolute (actors run elsewhere)."""
-    cfg = validate(GRPOConfig, read_config(path and presets.config_file("grpo", path), overrides))
-
-    def absolute(p: str) -> str:
-        return str(Path(p).expanduser().resolve())
-
-    members = tuple(m if tiny_seed(m) is not None or is_uri(m) else absolute(m) for m in cfg.reward.members)
-    serve_config = presets.config_file("serve", cfg.reward.serve_config)
-    return dataclasses.replace(
-        cfg, output_dir=absolute(cfg.output_dir),
-        policy=cfg.policy if is_tiny(cfg.policy) else absolute(cfg.policy),
-        prompts=dataclasses.replace(cfg.prompts, path=absolute(cfg.prompts.path) if cfg.prompts.path else None),
-        reward=dataclasses.replace(cfg.reward, members=members, serve_config=str(serve_config)))
+    def anchored(self, base=None) -> "GRPOConfig":
+        """Local paths made absolute (actors run elsewhere); the Serve config found by shipped name or path."""
+        return dataclasses.replace(
+            self, output_dir=anchored(self.output_dir), policy=anchored(self.policy),
+            prompts=dataclasses.replace(self.prompts, path=anchored(self.prompts.path) if self.prompts.path else None),
+            reward=dataclasses.replace(self.reward, members=tuple(anchored(m) for m in self.reward.members),
+                                       serve_config=str(config_file("serve", self.reward.serve_config))))

@@ -1,0 +1,113 @@
+"""The settings of the commands around the jobs: evaluation, ensemble fitting, data inspection and preparation,
+and the memory plan. Each command's flags are spellings of these fields (`--batch-size 32` is
+`batch_size=32`), so a command also takes `--config FILE` and `a.b=value` overrides, checked as every
+config is."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+from typing import Annotated, Literal
+
+from annotated_types import Ge
+
+from mrm_ray.config.core import NonNegative, Positive, PositiveFloat, config_dataclass
+from mrm_ray.config.ensemble import MAX_BATCH_TOKENS, METHODS
+from mrm_ray.config.run import DataConfig
+from mrm_ray.references import anchored
+
+EQUAL_WEIGHT_METHODS = ("mean", "z_mean")  # what an evaluation can aggregate with no fitted weights
+
+
+def _anchored_values(mapping: dict[str, str]) -> dict[str, str]:
+    return {name: anchored(path) for name, path in mapping.items()}
+
+
+@config_dataclass
+class EvalConfig:
+    """`mrm-ray evaluate`: reward models (and ensembles) scored on benchmarks, written as a report."""
+
+    models: dict[str, str] = field(default_factory=dict)  # name -> reward model (a path, an s3:// URI, tiny:...)
+    ensemble: str | None = None  # ensemble.yaml: its members (instead of models), and its method as one more row
+    bench: dict[str, str] = field(default_factory=dict)  # benchmark (or reader) name -> its file or folder
+    image_root: str | None = None  # folder the benchmark image paths are relative to
+    stand_in_images: str | None = None  # photos used where a benchmark image is missing (smoke runs)
+    out: str = "eval-report"  # report folder (a path or s3:// URI)
+    batch_size: Positive = 16
+    actors_per_model: Positive = 1
+    gpus_per_model: NonNegative = 0.0
+    cpus_per_model: PositiveFloat = 1.0
+    limit: Positive | None = None  # first N good pairs per benchmark
+    methods: tuple[Literal[EQUAL_WEIGHT_METHODS], ...] = EQUAL_WEIGHT_METHODS
+    max_batch_tokens: Positive = MAX_BATCH_TOKENS
+
+    def __post_init__(self) -> None:
+        if not self.bench:
+            raise ValueError("bench: give at least one benchmark (--bench NAME=PATH)")
+        if not self.models and self.ensemble is None:
+            raise ValueError("models: give --models or --ensemble")
+
+    def anchored(self, base=None) -> "EvalConfig":
+        return dataclasses.replace(
+            self, models=_anchored_values(self.models), bench=_anchored_values(self.bench), out=anchored(self.out),
+            ensemble=self.ensemble and anchored(self.ensemble), image_root=self.image_root and anchored(self.image_root),
+            stand_in_images=self.stand_in_images and anchored(self.stand_in_images))
+
+
+@config_dataclass
+class FitConfig:
+    """`mrm-ray ensemble fit`: members scored on validation pairs, written as ensemble.yaml."""
+
+    models: dict[str, str] = field(default_factory=dict)  # name -> reward model
+    data: dict[str, str] = field(default_factory=dict)  # benchmark or reader name -> validation pairs
+    method: Literal[METHODS] = "mean"
+    text_members: tuple[str, ...] = ()  # route text-only inputs to these members only, image inputs to the others
+    image_root: str | None = None
+    batch_size: Positive = 16
+    limit: Positive | None = None
+    out: str = "ensemble.yaml"
+
+    def __post_init__(self) -> None:
+        if not self.models or not self.data:
+            raise ValueError("give the members (--models NAME=PATH ...) and validation data (--data READER=PATH)")
+        if unknown := set(self.text_members) - set(self.models):
+            raise ValueError(f"text_members {sorted(unknown)} are not among the models {sorted(self.models)}")
+
+    def anchored(self, base=None) -> "FitConfig":
+        return dataclasses.replace(self, models=_anchored_values(self.models), data=_anchored_values(self.data),
+                                   image_root=self.image_root and anchored(self.image_root), out=anchored(self.out))
+
+
+@config_dataclass
+class DataCommandConfig:
+    """`mrm-ray data inspect | prepare`: a mixture checked (and written as Parquet shards)."""
+
+    mixture: str = ""  # a mixture YAML, or a shipped mixture's name
+    model: str = ""  # the checkpoint whose processor encodes the data
+    paths: dict[str, str] = field(default_factory=dict)  # source -> path, filling in or overriding the mixture's
+    image_roots: dict[str, str] = field(default_factory=dict)  # source -> its image root
+    skip_missing: bool = False  # drop sources that have no path
+    run_dir: str = "runs/data"  # where the quarantine file goes
+    workers: Positive = 1  # preprocessing actors
+    out: str | None = None  # prepare: the output folder
+    encoded: bool = False  # prepare: model-ready columns, not canonical pairs
+    data: DataConfig = field(default_factory=DataConfig)  # the checks (trailing key=value settings)
+
+    def __post_init__(self) -> None:
+        if not self.mixture or not self.model:
+            raise ValueError("give the mixture and --model (the checkpoint whose processor encodes the data)")
+
+    def anchored(self, base=None) -> "DataCommandConfig":
+        return dataclasses.replace(self, model=anchored(self.model), run_dir=anchored(self.run_dir),
+                                   out=self.out and anchored(self.out))
+
+
+@config_dataclass
+class PlanConfig:
+    """`mrm-ray plan`: per-GPU memory of a training preset with a published architecture."""
+
+    preset: str  # qwen2_5_vl_3b ... qwen3_5_27b (or its YAML)
+    gpus: Positive
+    gpu_mem: PositiveFloat  # GiB per GPU
+    tokens: Positive = 4096  # packed tokens per pair (prompt + both responses)
+    image_tokens: Annotated[int, Ge(0)] = 1280  # image tokens per pair

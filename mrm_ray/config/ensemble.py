@@ -1,0 +1,119 @@
+"""An ensemble of reward models: what `ensemble.yaml` holds, and how one member is served.
+
+    # serve with `mrm-ray serve --ensemble THIS_FILE`; written by `mrm-ray ensemble fit`
+    method: mean
+    members:
+      - {name: a, path: runs/a/reward_model, weight: 1.0, modalities: [image, text], score_mean: 0.1, score_std: 1.2}
+      - {name: text, path: s3://bucket/text_rm, modalities: [text], serving: {num_replicas: 2}}
+    fitted_on: {...}            # what `mrm-ray ensemble fit` measured, for the record
+
+Relative member paths resolve against the file's folder (or its URI's). A member's `serving` (its
+Serve deployment's settings) defaults to the application's; the same `EnsembleMember` is what a Serve
+config's inline `members:` holds (config/serve.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+from typing import Any, Literal
+
+from mrm_ray.config.core import NonNegative, Positive, config_dataclass
+from mrm_ray.references import anchored, parse_tiny
+
+METHODS = ("mean", "z_mean", "accuracy_weighted", "confidence_weighted")
+MODALITIES = ("image", "text")  # an item with any image is "image", else "text"
+MAX_BATCH_TOKENS = 16384  # real tokens per packed scoring forward (packed rows hold no padding between groups)
+
+
+@config_dataclass
+class MemberServing:
+    """How one member is deployed on Ray Serve; `max_ongoing_requests` must let batches fill (Serve's default 5
+    caps them)."""
+
+    max_batch_size: Positive = 16  # responses (or pairs) per dynamic batch
+    batch_wait_timeout_s: NonNegative = 0.01
+    max_batch_tokens: Positive = MAX_BATCH_TOKENS  # real tokens per forward
+    max_ongoing_requests: Positive = 32  # calls queued per replica; about 2x the batch
+    max_queued_requests: Positive = 64  # calls waiting for a replica at the ingress; past them, 503 + Retry-After
+    num_replicas: Positive | None = None  # fixed replicas; None = autoscaling_config
+    autoscaling_config: dict[str, Any] = field(
+        default_factory=lambda: {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16})
+    num_cpus: NonNegative = 1.0
+    num_gpus: float | Literal["auto"] = "auto"  # auto: 1 when the cluster has GPUs
+    resources: dict[str, NonNegative] = field(default_factory=dict)  # custom resources, e.g. {reward_serving: 1}
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+
+
+@config_dataclass
+class MemberSettings:
+    """What a running member reloads in place (its Serve `user_config`, applied by `reconfigure`): a new
+    checkpoint, its normalisation, its batching."""
+
+    path: str
+    score_mean: float | None = None
+    score_std: float | None = None
+    max_batch_tokens: Positive = MAX_BATCH_TOKENS
+    batch_wait_timeout_s: NonNegative = 0.01
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+
+
+@config_dataclass
+class EnsembleMember:
+    """One reward model in the ensemble."""
+
+    name: str
+    path: str  # a reward checkpoint directory, an s3:// URI of one, or tiny[:FAMILY][@SEED] (references.py)
+    weight: NonNegative = 1.0  # used by the *_weighted methods; `mrm-ray ensemble fit` sets it
+    modalities: tuple[Literal["image", "text"], ...] = MODALITIES  # which inputs this member scores
+    score_mean: float | None = None  # z-normalisation; None = the checkpoint's own (model/checkpoints.py)
+    score_std: float | None = None
+    serving: MemberServing | None = None  # its Serve deployment; None = the application's `serving`
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"member name must be non-empty without '/', got {self.name!r}")
+        parse_tiny(self.path)  # a malformed tiny reference, named now
+        if self.score_std is not None and self.score_std <= 0:
+            raise ValueError(f"member {self.name}: score_std must be > 0, got {self.score_std}")
+
+    def settings(self, serving: MemberServing) -> MemberSettings:
+        """What this member's replicas load, served with `serving`."""
+        return MemberSettings(path=self.path, score_mean=self.score_mean, score_std=self.score_std,
+                              max_batch_tokens=serving.max_batch_tokens,
+                              batch_wait_timeout_s=serving.batch_wait_timeout_s, dtype=serving.dtype)
+
+
+@config_dataclass
+class EnsembleConfig:
+    """What `ensemble.yaml` holds: members, aggregation method, and how it was fitted."""
+
+    members: tuple[EnsembleMember, ...]
+    method: Literal[METHODS] = "mean"
+    fitted_on: dict = field(default_factory=dict)  # validation set and per-member metrics, for the record
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("an ensemble needs at least one member")
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"member names must be unique, got {names}")
+        for modality in MODALITIES:
+            if not any(modality in m.modalities for m in self.members):
+                raise ValueError(f"no member scores {modality} inputs; list {modality!r} in some member's modalities")
+        if self.method.endswith("_weighted") and not any(m.weight > 0 for m in self.members):
+            raise ValueError("every member weight is 0")
+
+    def anchored(self, base=None) -> "EnsembleConfig":
+        """Relative member paths resolved against `base` (the file's folder, or its URI's)."""
+        return dataclasses.replace(self, members=tuple(dataclasses.replace(m, path=anchored(m.path, base))
+                                                       for m in self.members))
+
+    def to_yaml_dict(self) -> dict:
+        """The file's contents: every member's settings, a member's `serving` only where it has its own."""
+        def member(m: EnsembleMember) -> dict:
+            out = {"name": m.name, "path": m.path, "weight": m.weight, "modalities": list(m.modalities),
+                   "score_mean": m.score_mean, "score_std": m.score_std}
+            return out | ({"serving": dataclasses.asdict(m.serving)} if m.serving is not None else {})
+
+        return {"method": self.method, "members": [member(m) for m in self.members], "fitted_on": self.fitted_on}

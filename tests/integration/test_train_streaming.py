@@ -1,0 +1,46 @@
+"""Training streamed from a mixture, on a cluster the run fills: the held-out split is read at every evaluation
+while the train split's stream is still running and holds every CPU the trainers leave, and the run goes
+through all its evaluations (it hung at the first one when the held-out read needed CPUs of its own).
+
+The same run trains with `loss.length_normalize` (it crashed at its first held-out evaluation, which called
+the loss without the responses' lengths), so one Ray Train run covers both."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mrm_ray.config import load_run_config
+from mrm_ray.run_folder import read_metrics
+from mrm_ray.train.launch import write_synthetic_source
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a hang fails here, not after the suite's 20 minutes
+PAIRS, HELD_OUT = 800, 0.1
+STEPS = 3
+
+
+def test_a_streamed_run_on_a_full_cluster_goes_through_every_evaluation(ray_cluster, tmp_path):
+    source = write_synthetic_source(tmp_path / "data", pairs=PAIRS, task="colour", seed=3, image_size=84)
+    mixture = tmp_path / "mixture.yaml"
+    mixture.write_text(f"name: streamed\nheld_out_fraction: {HELD_OUT}\nsources:\n"
+                       f"  - {{name: colour, reader: chat_messages, path: {source}}}\n")
+    total_cpus = ray_cluster.cluster_resources()["CPU"]
+    # the trainers take all but one CPU; the train stream's read tasks and encoding actor (0.5 each) the last one
+    run = load_run_config("tiny", [f"output_dir={tmp_path / 'runs'}", "name=streamed", f"mixture={mixture}",
+                                   "cache_encoded=false", "preprocess_cpus=0.5",
+                                   f"train.cpus_per_worker={(total_cpus - 1) / 2}", f"train.max_steps={STEPS}",
+                                   "train.eval_every=1", "train.log_every=1", "loss.length_normalize=true"])
+    from mrm_ray.train.launch import run_training
+
+    summary = run_training(run)
+    assert summary.final_step == STEPS and summary.checkpoint is not None
+    events = read_metrics(summary.run_dir)
+    assert [e["step"] for e in events if e["event"] == "train"] == list(range(1, STEPS + 1))
+    evals = [e for e in events if e["event"] == "eval"]
+    held_out = sum(c["held_out"] for c in summary.counts.values())
+    assert [e["step"] for e in evals] == list(range(1, STEPS + 1))
+    # every evaluation read the whole held-out split (all but what does not fill a batch on every worker)
+    assert all(held_out - 2 * 8 < e["held_out_pairs"] <= held_out for e in evals), (held_out, evals)
+    assert all(0 < e["held_out_loss"] < 2 for e in evals)  # the length-normalised loss, finite
+    meta = json.loads((Path(summary.checkpoint) / "reward_config.json").read_text())
+    assert meta["provenance"]["run_config"]["loss"]["length_normalize"] is True

@@ -1,0 +1,77 @@
+"""The light pass and the encoder decide alike: `CheckPairs` counts a record's tokens from its images' sizes with
+the encoder's own rendering, and `EncodePairs` truncates every record the check passed as the check decided,
+never refusing one (the two map_batches classes called in-process; no Ray here)."""
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mrm_ray.config import DataConfig, to_dict
+from mrm_ray.data.pipeline import CheckPairs, EncodePairs
+from mrm_ray.data.schema import canonical_pair
+from mrm_ray.model.inputs import InvalidInput
+from mrm_ray.model.truncation import fit_responses
+
+WORDS = "the a red blue shape image shows is there cat dog on table two three left right why".split()
+# tight enough that some prompts are over max_prompt_tokens and many responses are cut
+CONFIG = DataConfig(max_length=130, max_prompt_tokens=70, max_response_tokens=40, min_response_tokens=4,
+                    min_image_side=8)
+
+
+def _png(rng: random.Random) -> bytes:
+    w, h = rng.randint(8, 300), rng.randint(8, 300)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(rng.randint(0, 10**6)).integers(0, 255, (h, w, 3), np.uint8)).save(
+        buf, format="PNG")
+    return buf.getvalue()
+
+
+def _text(rng: random.Random, lo: int, hi: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+def _records(n: int, *, images: bool, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        shown = [_png(rng) for _ in range(rng.randint(0, 2) if images else 0)]
+        prompt = [{"role": "system", "content": _text(rng, 0, 8)}] * rng.randint(0, 1) + [
+            {"role": "user", "content": [{"type": "image"}] * len(shown) + [{"type": "text", "text": _text(rng, 1, 60)}]}]
+        chosen, rejected = _text(rng, 1, 70), _text(rng, 1, 70)
+        if chosen == rejected:
+            rejected += " no"
+        more = [_text(rng, 1, 50)] if i % 5 == 0 else []
+        scores = [3.0, 1.0, 2.0] if more else None
+        pair = canonical_pair(id=str(i), source="s", position=f"f:{i}", prompt=prompt, images=shown, chosen=chosen,
+                              rejected=rejected, more_responses=more, scores=scores)
+        out.append(pair)
+    return out
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3"])
+def test_every_record_the_check_passes_encodes_as_it_counted(family, family_checkpoint):
+    path = str(family_checkpoint(family))
+    check, encode = CheckPairs(path, to_dict(CONFIG)), EncodePairs(path, to_dict(CONFIG))
+    vision = family != "qwen3"
+    records = _records(40, images=vision)
+    passed = refused = 0
+    for row in records:
+        try:
+            checked = check.check(row)
+        except InvalidInput as exc:
+            refused += 1
+            assert exc.reason.startswith(("prompt too long", "identical after truncation")), exc.reason
+            continue
+        passed += 1
+        feats = encode._encode({**row, "images": checked["images"]})  # the heavy pass never refuses it
+        assert len(feats["prompt_ids"]) == checked["prompt_tokens"], row["id"]  # counted from sizes == encoded
+        lengths = [checked["chosen_tokens"], checked["rejected_tokens"], *checked["more_tokens"]]
+        keep = fit_responses(checked["prompt_tokens"], lengths, CONFIG)
+        assert [len(r) for r in feats["responses"]] == keep
+        assert all(r[-1] == encode.encoder.tokenizer.convert_tokens_to_ids("<|im_end|>") for r in feats["responses"])
+        longest_two = sorted(keep)[-2:]
+        assert checked["prompt_tokens"] + sum(longest_two) <= CONFIG.max_length
+    assert passed >= 20 and refused >= 1, (passed, refused)  # both kinds happen in this sample
