@@ -30,9 +30,19 @@ def test_a_streamed_run_on_a_full_cluster_goes_through_every_evaluation(ray_clus
                                    "cache_encoded=false", "preprocess_cpus=0.5",
                                    f"train.cpus_per_worker={(total_cpus - 1) / 2}", f"train.max_steps={STEPS}",
                                    "train.eval_every=1", "train.log_every=1", "loss.length_normalize=true"])
+    from ray.data import DataContext, ExecutionResources
+
     from mrm_ray.train.launch import run_training
 
-    summary = run_training(run)
+    # a store budget a real mixture's images always fill: the train stream stays running (backpressured),
+    # its actor and tasks held, when the evaluations come
+    context = DataContext.get_current()
+    limits = context.execution_options.resource_limits
+    context.execution_options.resource_limits = ExecutionResources(object_store_memory=16 * 2**20)
+    try:
+        summary = run_training(run)
+    finally:
+        context.execution_options.resource_limits = limits
     assert summary.final_step == STEPS and summary.checkpoint is not None
     events = read_metrics(summary.run_dir)
     assert [e["step"] for e in events if e["event"] == "train"] == list(range(1, STEPS + 1))
