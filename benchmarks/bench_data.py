@@ -183,7 +183,7 @@ def fresh_ray(cpus: int, store_mb: int, spill: Path):
 
 
 def _mixture(path: Path, name: str = "bench"):
-    from mrm_ray.data.mixture import MixtureConfig, SourceConfig
+    from mrm_ray.config import MixtureConfig, SourceConfig
 
     return MixtureConfig(name=name, held_out_fraction=0.1, seed=0,
                          sources=(SourceConfig(name=name, reader="chat_messages", path=str(path)),))

@@ -68,16 +68,21 @@ def bare_loop(model_path: Path, pairs: list[dict], pad: int, *, batch: int, step
     return steps * batch / (time.perf_counter() - start)
 
 
-def full_path(model_path: Path, out: Path, *, pairs: int, batch: int, steps: int, zero_stage: int) -> float:
+def bench_run(model_path: Path, out: Path, *, pairs: int, batch: int, steps: int, zero_stage: int):
+    """The full path's run: the tiny preset on `pairs` generated pairs, one worker."""
     from mrm_ray.config import load_run_config
-    from mrm_ray.ray_session import connect
-    from mrm_ray.train.launch import run_training
 
-    run = load_run_config("tiny", [
+    return load_run_config("tiny", [
         f"output_dir={out}", "name=bench", f"model.path={model_path}", f"synthetic.pairs={pairs}",
         "held_out_fraction=0.05", "cache_encoded=false", "preprocess_cpus=1", "train.num_workers=1",
         "train.cpus_per_worker=1", f"train.zero_stage={zero_stage}", f"train.micro_batch_size={batch}",
         f"train.global_batch_size={batch}", f"train.max_steps={steps}", f"train.eval_every={steps}"])
+
+
+def full_path(run) -> float:
+    from mrm_ray.ray_session import connect
+    from mrm_ray.train.launch import run_training
+
     connect(num_cpus=2)
     summary = run_training(run)
     return json.loads((Path(summary.run_dir) / "summary.json").read_text())["metrics"]["train_pairs_per_s"]
@@ -96,14 +101,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_path = wide_checkpoint(Path(tmp) / "wide")
+        run = bench_run(model_path, Path(tmp) / "runs", pairs=args.pairs, batch=args.batch, steps=args.steps,
+                        zero_stage=args.zero_stage)
         encoder = PairEncoder(load_processor(model_path))
+        s = run.synthetic  # the bare loop's pairs drawn as the full path's are (the preset's image size: 84 px)
         pairs = [encoder.encode_pair(r["prompt"], r["images"], r["chosen"], r["rejected"])
-                 for r in image_grounded_pairs(args.pairs, seed=0)]
+                 for r in image_grounded_pairs(s.pairs, seed=s.seed, task=s.task, size=s.image_size)]
         bare = bare_loop(model_path, pairs, encoder.pad_token_id, batch=args.batch, steps=args.steps)
-        full = full_path(model_path, Path(tmp) / "runs", pairs=args.pairs, batch=args.batch, steps=args.steps,
-                         zero_stage=args.zero_stage)
-    print(f"model: tiny tokenizer, text 256 x 4 layers, vision 128 x 2 blocks; batch {args.batch} pairs, "
-          f"{args.steps} steps, 1 thread each")
+        full = full_path(run)
+    print(f"model: tiny tokenizer, text 256 x 4 layers, vision 128 x 2 blocks; batch {args.batch} pairs of "
+          f"{s.image_size} px images, {args.steps} steps, 1 thread each")
     print(f"{'bare PyTorch loop (pre-collated batches)':<58} {bare:>8.2f} pairs/s")
     print(f"{f'Ray Data -> Ray Train -> DeepSpeed ZeRO-{args.zero_stage} (1 worker)':<58} {full:>8.2f} pairs/s")
     print(f"ratio full / bare: {full / bare:.2f} (goal >= 0.9)")

@@ -101,3 +101,22 @@ def s3():
 
     yield s3_server()
     stop_s3_server()
+
+
+@pytest.fixture(scope="session")
+def hf_seq_cls(tmp_path_factory, family_checkpoint) -> Path:
+    """A reward model saved by transformers itself: `Qwen3ForSequenceClassification` (a linear `score` head of
+    seed 5) on the tiny Qwen3, with its tokenizer, as off-the-shelf text reward models ship."""
+    import torch
+    from transformers import Qwen3ForSequenceClassification
+
+    from mrm_ray.model.processor import load_processor
+
+    base = family_checkpoint("qwen3")
+    torch.manual_seed(5)
+    model = Qwen3ForSequenceClassification.from_pretrained(base, num_labels=1).eval()
+    model.config.pad_token_id = model.config.get_text_config().pad_token_id
+    out = tmp_path_factory.mktemp("hf-seq-cls") / "Qwen3-RM"
+    model.save_pretrained(out)
+    load_processor(base).save_pretrained(out)
+    return out

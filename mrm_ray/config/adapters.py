@@ -13,6 +13,7 @@ import os
 from typing import Literal
 
 from mrm_ray.config.core import ConfigError, Positive, PositiveFloat, config_dataclass, validate
+from mrm_ray.config.ensemble import TOKEN_ENV
 
 
 @config_dataclass
@@ -37,7 +38,7 @@ class OpenRLHFAgentConfig:
     group_wait_s: PositiveFloat = 60.0  # MRM_GROUP_WAIT_S: how long a group waits for its last response
     timeout_s: PositiveFloat = 180.0  # MRM_REWARD_TIMEOUT_S (OpenRLHF's own reward timeout)
 
-    ENV = {"url": "MRM_REWARD_URL", "token": "MRM_SERVE_TOKEN", "reward": "MRM_REWARD",
+    ENV = {"url": "MRM_REWARD_URL", "token": TOKEN_ENV, "reward": "MRM_REWARD",
            "group_size": "MRM_GROUP_SIZE", "group_wait_s": "MRM_GROUP_WAIT_S", "timeout_s": "MRM_REWARD_TIMEOUT_S"}
 
     @classmethod

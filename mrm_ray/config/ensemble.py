@@ -24,6 +24,9 @@ from mrm_ray.references import anchored, parse_tiny
 METHODS = ("mean", "z_mean", "accuracy_weighted", "confidence_weighted")
 MODALITIES = ("image", "text")  # an item with any image is "image", else "text"
 MAX_BATCH_TOKENS = 16384  # real tokens per packed scoring forward (packed rows hold no padding between groups)
+BATCH_WAIT_S = 0.01  # how long a member's dynamic batch waits to fill
+TOKEN_ENV = "MRM_SERVE_TOKEN"  # the environment variable that holds the endpoint's bearer token
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]  # auto: bfloat16 on a GPU, float32 on a CPU
 
 
 @config_dataclass
@@ -32,7 +35,7 @@ class MemberServing:
     caps them)."""
 
     max_batch_size: Positive = 16  # responses (or pairs) per dynamic batch
-    batch_wait_timeout_s: NonNegative = 0.01
+    batch_wait_timeout_s: NonNegative = BATCH_WAIT_S
     max_batch_tokens: Positive = MAX_BATCH_TOKENS  # real tokens per forward
     max_ongoing_requests: Positive = 32  # calls queued per replica; about 2x the batch
     max_queued_requests: Positive = 64  # calls waiting for a replica at the ingress; past them, 503 + Retry-After
@@ -42,7 +45,7 @@ class MemberServing:
     num_cpus: NonNegative = 1.0
     num_gpus: float | Literal["auto"] = "auto"  # auto: 1 when the cluster has GPUs
     resources: dict[str, NonNegative] = field(default_factory=dict)  # custom resources, e.g. {reward_serving: 1}
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    dtype: Dtype = "auto"
 
 
 @config_dataclass
@@ -54,8 +57,8 @@ class MemberSettings:
     score_mean: float | None = None
     score_std: float | None = None
     max_batch_tokens: Positive = MAX_BATCH_TOKENS
-    batch_wait_timeout_s: NonNegative = 0.01
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    batch_wait_timeout_s: NonNegative = BATCH_WAIT_S
+    dtype: Dtype = "auto"
 
 
 @config_dataclass

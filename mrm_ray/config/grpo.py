@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import field
 
 from mrm_ray.config.core import NonNegative, Positive, PositiveFloat, config_dataclass, config_file
+from mrm_ray.config.ensemble import TOKEN_ENV
 from mrm_ray.references import TINY, anchored
 from mrm_ray.storage import join
 
@@ -49,7 +50,7 @@ class RewardServiceConfig:
     members: tuple[str, ...] = ()  # reward checkpoints to deploy when no url is given (tiny[:FAMILY][@SEED] too)
     serve_config: str = "tiny"  # the Serve settings used for `members`: a shipped name (mrm-ray configs) or a path
     keep_deployed: bool = False  # leave the members' app serving after the run (else it is deleted)
-    token_env: str = "MRM_SERVE_TOKEN"
+    token_env: str = TOKEN_ENV  # the environment variable holding the endpoint's bearer token
     timeout_s: PositiveFloat = 30.0  # one HTTP call
     chunk_items: Positive = 32  # items per call (several calls in flight)
     max_concurrency: Positive = 8

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from mrm_ray.config.core import ConfigError, NonNegative, Positive, config_dataclass, load, validate
-from mrm_ray.config.ensemble import METHODS, EnsembleConfig, EnsembleMember, MemberServing
+from mrm_ray.config.ensemble import METHODS, TOKEN_ENV, EnsembleConfig, EnsembleMember, MemberServing
 from mrm_ray.references import anchored
 
 
@@ -63,7 +63,7 @@ class AppArgs:
     ingress: IngressServing = field(default_factory=IngressServing)
     limits: Limits = field(default_factory=Limits)
     auth_token: SecretStr | None = None  # bearer token; prefer auth_token_env
-    auth_token_env: str = "MRM_SERVE_TOKEN"  # the ingress reads the token from this variable when set
+    auth_token_env: str = TOKEN_ENV  # the ingress reads the token from this variable when set
 
     def __post_init__(self) -> None:
         if self.ensemble and self.members:

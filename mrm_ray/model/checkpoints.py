@@ -142,16 +142,16 @@ def reference_family(ref: str) -> Family | None:
         return None
     path = Path(ref).expanduser()
     if kind(path) is None:
-        raise ValueError(_not_a_reward_model(ref))
+        raise ValueError(_not_a_checkpoint(ref))
     return family_of(_config_json(path))
 
 
 def check(ref: str, *, modalities: Iterable[str] = ("image", "text"), name: str = "", reward: bool = True) -> None:
     """Refuse, before anything is deployed or trained, a reference that cannot be what it is used as (a reward
     model, with `reward`), or a text-only one asked to score images (ValueError naming it and what to change)."""
-    family = reference_family(ref)
     if reward and references.is_local(ref) and not is_reward_model(Path(ref).expanduser()):
         raise ValueError(_not_a_reward_model(ref))
+    family = reference_family(ref)
     if family is not None and "image" in modalities and not family.vision:
         raise ValueError(f"member {name or ref}: {ref} is a text-only {family.name} reward model and cannot score "
                          "images; set its `modalities: [text]` (image items then go to the vision-language members)")
@@ -174,10 +174,13 @@ def resolve(ref: str, *, want: str = REWARD) -> Path:
     out = storage.local_copy(ref) if storage.is_uri(ref) else Path(ref).expanduser()
     found = kind(out)
     if found is None or (want == REWARD and found == BACKBONE):
-        raise ValueError(_not_a_reward_model(ref) if want == REWARD else
-                         f"{ref} is not a checkpoint (no config.json): give a checkpoint directory of a supported "
-                         "family, its s3:// URI, or tiny[:FAMILY] for a tiny random one")
+        raise ValueError(_not_a_reward_model(ref) if want == REWARD else _not_a_checkpoint(ref))
     return out
+
+
+def _not_a_checkpoint(ref: str) -> str:
+    return (f"{ref} is not a checkpoint (no config.json): give a checkpoint directory of a supported family, its "
+            "s3:// URI, or tiny[:FAMILY][@SEED] for a tiny random one")
 
 
 def _not_a_reward_model(ref: str) -> str:

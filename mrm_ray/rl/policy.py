@@ -1,4 +1,4 @@
-"""The policy: a Qwen2.5-VL causal LM with its processor, for sampling and for log-probs.
+"""The policy: a causal LM of any supported family (model/families.py) with its processor, for sampling and log-probs.
 
 Rollout workers and the learner hold the same class, so a response is sampled and scored
 (log-probabilities) with the same chat template, image processing and M-RoPE positions.
@@ -21,12 +21,14 @@ from mrm_ray.rl.grpo import token_logprobs
 
 class Policy:
     def __init__(self, path: str, *, dtype: str = "float32", device: str = "cpu", max_pixels: int | None = None) -> None:
+        """`path`: any model reference (a checkpoint directory, its s3:// URI, tiny[:FAMILY][@SEED])."""
         from transformers import AutoConfig
 
-        from mrm_ray.model import families
+        from mrm_ray.model import checkpoints, families
         from mrm_ray.model.attention import use_for_vision_tower
         from mrm_ray.model.processor import load_processor
 
+        path = str(checkpoints.resolve(path, want=checkpoints.BACKBONE))
         family = families.family_of(AutoConfig.from_pretrained(path, trust_remote_code=False))
         self.model = family.transformers_class("generator").from_pretrained(
             path, dtype=getattr(torch, dtype), attn_implementation="sdpa", trust_remote_code=False,

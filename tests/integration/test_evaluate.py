@@ -94,6 +94,10 @@ def test_evaluate_job_on_real_benchmarks_with_stand_in_images(ray_head, fitted, 
 
     # every metric follows from the per-pair scores, which equal the members scored in this process
     pairs = pq.read_table(out / "scores.parquet").to_pandas()
+    sharegpt = [r for r in read_benchmark("sharegpt", bench["sharegpt"]) if not isinstance(r, Rejected)][:3]
+    theirs = [[_transformers_score(hf_seq_cls, r["prompt"], r[side]) for side in ("chosen", "rejected")]
+              for r in sharegpt]
+    assert np.allclose(offline["sharegpt", "hf-qwen3"], theirs, atol=1e-4)
     mm_pairs = pairs[pairs.benchmark == "mm_rlhf"]
     ok = metrics.correct(mm_pairs["a/chosen"], mm_pairs["a/rejected"])
     expected = metrics.mm_rlhf(ok, list(mm_pairs.group_id), list(mm_pairs.category))
@@ -205,30 +209,48 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
     assert "  paper: BaseReward" in text and "91.76" in text and "NOTHING SCORED: vl_rewardbench" in text
 
 
-def test_a_member_of_every_family_text_only_ones_on_the_text_pairs(ray_cluster, family_rewards, shared_data):
-    """One member per family (Qwen2.5-VL: the tests above) on image pairs (MM-RLHF, stand-in images) and
-    text pairs (ShareGPT): the text-only members score the text pairs only, the image pairs stay scored
-    by the others, and every figure equals the members scored in this process."""
+def _transformers_score(path, prompt, response) -> float:
+    """A sequence classifier's score by transformers' own class on the conversation's token ids."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from mrm_ray.model.inputs import PairEncoder
+    from mrm_ray.model.processor import load_processor
+
+    encoder = PairEncoder(load_processor(path))
+    ids = np.concatenate([encoder.encode_prompt(to_chat_messages(prompt))["prompt_ids"],
+                          encoder.encode_response(response)])
+    with torch.no_grad():
+        return float(AutoModelForSequenceClassification.from_pretrained(path).eval()(
+            input_ids=torch.as_tensor(ids)[None]).logits[0, 0])
+
+
+def test_a_member_of_every_family_text_only_ones_on_the_text_pairs(ray_cluster, family_rewards, hf_seq_cls,
+                                                                  shared_data):
+    """One member per family (Qwen2.5-VL: the tests above), and a Qwen3 reward model as transformers saves one
+    (`Qwen3ForSequenceClassification`), on image pairs (MM-RLHF, stand-in images) and text pairs (ShareGPT):
+    the text-only members score the text pairs only, the image pairs stay scored by the others, every figure
+    equals the members scored in this process, and the classifier's scores are transformers' own."""
     from mrm_ray.eval.markdown import markdown
     from mrm_ray.config import EvalConfig
     from mrm_ray.eval.report import evaluate
 
     bench = {"mm_rlhf": str(shared_data / "benchmarks" / "mm_rlhf_reward_bench.jsonl"),
              "sharegpt": str(shared_data / "text-preference" / "dpo_en_demo.json")}
-    members = {f: str(p) for f, p in family_rewards.items()}
+    members = {**{f: str(p) for f, p in family_rewards.items()}, "hf-qwen3": str(hf_seq_cls)}
     report, table = evaluate(EvalConfig(models=members, bench=bench, stand_in_images=str(shared_data / "real-images"),
                                         limit=3, cpus_per_model=0.5))
-    text_only = {"qwen2", "qwen3"}
+    text_only = {"qwen2", "qwen3", "hf-qwen3"}
     assert {n: m["takes_images"] for n, m in report["members"].items()} == {f: f not in text_only for f in members}
     mm, text = report["benchmarks"]["mm_rlhf"], report["benchmarks"]["sharegpt"]
     assert mm["counts"]["scored"] == 3 and mm["counts"]["unscorable"] == 0 and text["counts"]["scored"] == 3
-    assert mm["not_applicable"] == {"qwen2": 3, "qwen3": 3} and text["not_applicable"] == {}
+    assert mm["not_applicable"] == {"qwen2": 3, "qwen3": 3, "hf-qwen3": 3} and text["not_applicable"] == {}
     assert set(mm["results"]) == set(members) - text_only | {"ensemble: mean", "ensemble: z_mean"}
     assert set(text["results"]) == set(members) | {"ensemble: mean", "ensemble: z_mean"}
     assert "qwen2 skipped 3 with images" in markdown(report) and "| text only |" in markdown(report)
 
     offline = {}
-    for name, path in specs:
+    for name, path in bench.items():
         rows = [r for r in read_benchmark(name, path, stand_in_images=shared_data / "real-images")
                 if not isinstance(r, Rejected)][:3]
         for member, checkpoint in members.items():
@@ -241,9 +263,13 @@ def test_a_member_of_every_family_text_only_ones_on_the_text_pairs(ray_cluster, 
         mine = pairs[pairs.benchmark == name]
         assert np.allclose(mine[f"{member}/chosen"], got[:, 0], atol=1e-4)
         assert np.allclose(mine[f"{member}/rejected"], got[:, 1], atol=1e-4)
+    sharegpt = [r for r in read_benchmark("sharegpt", bench["sharegpt"]) if not isinstance(r, Rejected)][:3]
+    theirs = [[_transformers_score(hf_seq_cls, r["prompt"], r[side]) for side in ("chosen", "rejected")]
+              for r in sharegpt]
+    assert np.allclose(offline["sharegpt", "hf-qwen3"], theirs, atol=1e-4)
     mm_pairs = pairs[pairs.benchmark == "mm_rlhf"]
     assert mm_pairs["qwen3/chosen"].isna().all() and mm_pairs["qwen3/error"].isna().all()
-    # the plain mean of MM-RLHF takes the three vision-language members; of ShareGPT, all five
+    # the plain mean of MM-RLHF takes the three vision-language members; of ShareGPT, all six
     for name, who in (("mm_rlhf", set(members) - text_only), ("sharegpt", set(members))):
         c = np.mean([offline[name, m][:, 0] for m in who], axis=0)
         r = np.mean([offline[name, m][:, 1] for m in who], axis=0)

@@ -358,22 +358,22 @@ def test_live_checkpoint_swap_fails_no_request(served, offline):
 
 
 @pytest.fixture(scope="module")
-def ensemble_app(served, s3, tmp_path_factory):
+def ensemble_app(served, s3, tmp_path_factory, hf_seq_cls):
     """`ray job submit ... jobs/serve.py --ensemble s3://...`: a second app beside the main one, without auth
     (OpenRLHF's client sends no token), members loaded from the bucket (paths relative to the ensemble file),
     with small queues: 4 member calls in flight and 8 waiting, 200 HTTP requests in the ingress and 100 waiting.
-    A mixed ensemble: the vision-language member (Qwen2.5-VL) and a text-only Qwen3 reward model for text."""
+    A mixed ensemble: the vision-language member (Qwen2.5-VL) and, for text, a text-only Qwen3 reward model as
+    transformers saves one (`Qwen3ForSequenceClassification`: no reward_config.json, a linear `score` head)."""
     from mrm_ray import storage
     from mrm_ray.config import EnsembleConfig, EnsembleMember
     from mrm_ray.ensemble import save_ensemble
     from mrm_ray.model.checkpoints import REWARD_CONFIG
-    from mrm_ray.model.checkpoints import build_tiny_reward_checkpoint
 
     tmp_path = tmp_path_factory.mktemp("ensemble-app")
     bucket = s3.bucket()
-    text_only = build_tiny_reward_checkpoint(tmp_path / "qwen3-reward", seed=1, family="qwen3")
-    for name, checkpoint in (("vl", served.checkpoints[0]), ("text", text_only)):
-        storage.upload(checkpoint, f"{bucket}/members/{name}", last=REWARD_CONFIG)
+    text_only = hf_seq_cls
+    storage.upload(served.checkpoints[0], f"{bucket}/members/vl", last=REWARD_CONFIG)
+    storage.upload(text_only, f"{bucket}/members/text", last="config.json")
     local = save_ensemble(EnsembleConfig(method="z_mean", members=[
         EnsembleMember(name="vl", path="members/vl", score_mean=0.5, score_std=2.0),
         EnsembleMember(name="text", path="members/text", modalities=("text",))]),
@@ -391,6 +391,24 @@ def ensemble_app(served, s3, tmp_path_factory):
     return {"url": served.url + "/ens", "log": result.stdout + result.stderr, "text_only": text_only}
 
 
+def _transformers_score(path, item) -> float:
+    """A `*ForSequenceClassification` checkpoint's score by transformers' own class, on the token ids of the
+    conversation as the chat template writes it (prompt, response, end of turn)."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from mrm_ray.model.inputs import PairEncoder
+    from mrm_ray.model.processor import load_processor
+
+    encoder = PairEncoder(load_processor(path))
+    ids = np.concatenate([encoder.encode_prompt(item["prompt"])["prompt_ids"],
+                          encoder.encode_response(item["response"])])
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    with torch.no_grad():
+        return float(model(input_ids=torch.as_tensor(ids)[None]).logits[0, 0])
+
+
 def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, ensemble_app, offline):
     """The app above: text-only items also reach the text-only member, image items the vision member alone."""
     import asyncio
@@ -405,6 +423,9 @@ def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, en
     assert set(text["scores"]) == {"vl", "text"} and set(image["scores"]) == {"vl"}
     vl, txt = offline[0].score_items(DECODED[:2]), Scorer(str(ensemble_app["text_only"])).score_items(DECODED[:1])
     assert text["reward"] == pytest.approx(((vl[0] - 0.5) / 2.0 + txt[0]) / 2, abs=1e-4)  # z: override, own stats
+    # the sequence classifier's score is the one transformers' own class gives the same conversation
+    assert text["scores"]["text"] == pytest.approx(_transformers_score(ensemble_app["text_only"], DECODED[0]),
+                                                   abs=1e-4)
     assert image["reward"] == pytest.approx((vl[1] - 0.5) / 2.0, abs=1e-4) and image["std"] == 0.0
     assert [m["modalities"] for m in client.models()["members"]] == [["image", "text"], ["text"]]
 

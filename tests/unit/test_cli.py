@@ -64,3 +64,33 @@ def test_evaluate_refuses_members_that_cannot_score_before_ray_starts(tmp_path, 
     err = capsys.readouterr().err
     assert str(tmp_path / "plain") in err and "member text" not in err, err
     assert not ray.is_initialized() and not (tmp_path / "report").exists()
+
+
+def test_score_reads_any_format_by_what_the_file_holds_and_fails_when_it_reads_nothing(tmp_path, tiny_checkpoint,
+                                                                                     capsys):
+    """A TRL file (`prompt`, `chosen`, `rejected`) is read as one (it was read as chat messages: 0 of 0 pairs,
+    exit 0); `--reader` names another; a file with nothing readable exits 1 saying why."""
+    import json
+
+    from mrm_ray.cli import main
+    from mrm_ray.data.readers import detect_reader
+
+    trl = tmp_path / "pairs.jsonl"
+    trl.write_text("".join(json.dumps({"prompt": f"Is {c} a colour?", "chosen": "Yes.", "rejected": "No."}) + "\n"
+                           for c in ("red", "blue", "green")))
+    assert detect_reader(trl) == "trl"
+    assert main(["score", "--model", str(tiny_checkpoint), "--data", str(trl)]) == 0
+    out = capsys.readouterr().out
+    assert "scored 3 of 3 pairs from" in out and "(trl)" in out
+    assert len(re.findall(r"^pairs\.jsonl:\d+\s+-?\d+\.\d+\s+-?\d+\.\d+\s+(?:yes|no)$", out, re.M)) == 3, out
+    sharegpt = tmp_path / "conversations.json"
+    sharegpt.write_text(json.dumps([{"conversations": [{"from": "human", "value": "Hi?"}],
+                                     "chosen": {"from": "gpt", "value": "Hello."},
+                                     "rejected": {"from": "gpt", "value": "Go away."}}]))
+    assert main(["score", "--model", str(tiny_checkpoint), "--data", str(sharegpt), "--reader", "sharegpt"]) == 0
+    assert "scored 1 of 1 pairs" in capsys.readouterr().out
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "p", "chosen": "same", "rejected": "same"}\n{not json\n')
+    assert main(["score", "--model", str(tiny_checkpoint), "--data", str(broken), "--reader", "trl"]) == 1
+    err = capsys.readouterr().err
+    assert "chosen identical to rejected" in err and "malformed JSON" in err and "no pairs could be read" in err

@@ -76,6 +76,21 @@ def test_a_hf_sequence_classifier_loads_and_scores_as_transformers_does(tmp_path
     assert theirs.std() > 0
     torch.testing.assert_close(_ours(model, encoder, items), theirs, atol=1e-5, rtol=1e-5)
     assert resolve(str(tmp_path / "rm")) == tmp_path / "rm"  # an ensemble member, a Scorer path
+    # as a Serve member or an evaluation actor scores it: the one checkpoint reader gives its version and
+    # statistics (it has no reward_config.json), and the scorer gives transformers' own scores
+    from mrm_ray.eval.report import member_stats
+    from mrm_ray.model.checkpoints import info
+    from mrm_ray.model.scorer import Scorer
+
+    scorer = Scorer(str(tmp_path / "rm"))
+    assert scorer.version == info(tmp_path / "rm").version and len(scorer.version) == 12
+    assert member_stats(str(tmp_path / "rm")) == (0.0, 1.0)
+    images = [_png(1)] if model.family.vision else []
+    prompts = [[{"role": "user", "content": [{"type": "image"}] * len(images) + [{"type": "text", "text": text}]}]
+               for text in ("What is shown?", "Which colour?")]
+    scored = scorer.score_items([{"prompt": p, "images": images, "response": r}
+                                 for p, r in zip(prompts, ("A red square.", "Blue, on the left side."))])
+    torch.testing.assert_close(torch.tensor(scored), theirs, atol=1e-5, rtol=1e-5)
 
 
 def test_a_linear_head_exports_as_a_classifier_transformers_loads_with_the_same_scores(tmp_path, family_checkpoint):
