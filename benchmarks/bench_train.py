@@ -74,7 +74,7 @@ def bench_run(model_path: Path, out: Path, *, pairs: int, batch: int, steps: int
 
     return load_run_config("tiny", [
         f"output_dir={out}", "name=bench", f"model.path={model_path}", f"synthetic.pairs={pairs}",
-        "held_out_fraction=0.05", "cache_encoded=false", "preprocess_cpus=1", "train.num_workers=1",
+        "held_out_fraction=0.05", "cache_encoded=false", "preprocess_cpus=0.5", "train.num_workers=1",
         "train.cpus_per_worker=1", f"train.zero_stage={zero_stage}", f"train.micro_batch_size={batch}",
         f"train.global_batch_size={batch}", f"train.max_steps={steps}", f"train.eval_every={steps}"])
 

@@ -267,7 +267,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.address:  # its paths are read (and checked) on the cluster
         from mrm_ray.submit import submit
 
-        return submit(args.address, "evaluate", ["--config", "config.yaml"], files={"config.yaml": _yaml(to_dict(config))})
+        return submit(args.address, "evaluate", ["--config", "config.yaml"],
+                      files={"config.yaml": _yaml(to_dict(config))})
     # refused before Ray starts: no reward model; a text-only member an ensemble file routes images
     if config.ensemble is not None:
         _check(checkpoints.check_members, load_ensemble(config.ensemble).members)

@@ -28,6 +28,15 @@ from mrm_ray.config.run import (DataConfig, HeadConfig, LocalTrainConfig, LoraCo
                                 RunConfig, SyntheticConfig, TrainConfig)
 from mrm_ray.config.serve import AppArgs, IngressServing, Limits, ServeTarget
 
+__all__ = ["AppArgs", "ConfigError", "DataCommandConfig", "DataConfig", "EnsembleConfig", "EnsembleMember",
+           "EvalConfig", "FitConfig", "Fraction", "GRPOConfig", "HeadConfig", "IngressServing", "Limits",
+           "LocalTrainConfig", "LoraConfig", "LossConfig", "MAX_BATCH_TOKENS", "METHODS", "MODALITIES",
+           "MemberServing", "MemberSettings", "MixtureConfig", "ModelConfig", "NonNegative", "OpenRLHFAgentConfig",
+           "OptimConfig", "PlanConfig", "Positive", "PositiveFloat", "PromptsConfig", "RewardServiceConfig",
+           "RolloutConfig", "RunConfig", "ServeTarget", "SourceConfig", "SyntheticConfig", "TrainConfig",
+           "VerlReward", "config_dataclass", "config_file", "load", "load_grpo_config", "load_run_config", "merged",
+           "parse_overrides", "read_yaml", "run_main", "set_path", "to_dict", "validate"]
+
 
 def load_run_config(source: str | None = None, overrides=()) -> RunConfig:
     """A training run from a shipped preset's name or a YAML file, plus `a.b=value` overrides."""

@@ -50,7 +50,8 @@ class EvalConfig:
     def anchored(self, base=None) -> "EvalConfig":
         return dataclasses.replace(
             self, models=_anchored_values(self.models), bench=_anchored_values(self.bench), out=anchored(self.out),
-            ensemble=self.ensemble and anchored(self.ensemble), image_root=self.image_root and anchored(self.image_root),
+            ensemble=self.ensemble and anchored(self.ensemble),
+            image_root=self.image_root and anchored(self.image_root),
             stand_in_images=self.stand_in_images and anchored(self.stand_in_images))
 
 

@@ -97,8 +97,9 @@ class MixtureConfig:
                 entry["options"]["image_root"] = _resolve(base, entry["options"]["image_root"])
             sources.append(entry)
         if missing and not skip_missing:
-            raise ConfigError(f"{file}: sources {missing} have no path; fill them in (mixture_paths.{missing[0]}=/data/... "
-                              f"for training, --path {missing[0]}=/data/... for `mrm-ray data`) or skip them "
+            raise ConfigError(f"{file}: sources {missing} have no path; fill them in "
+                              f"(mixture_paths.{missing[0]}=/data/... for training, --path {missing[0]}=/data/... "
+                              "for `mrm-ray data`) or skip them "
                               "(--skip-missing)")
         for name in missing:
             logger.warning("mixture %s: source %s has no path and is skipped", raw.get("name", Path(file).stem), name)

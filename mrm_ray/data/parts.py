@@ -195,8 +195,9 @@ def parts_dataset(parts: Sequence[SourcePart], copies: Mapping[int, Mapping[int,
         parts = [p for p in parts if copies.get(p.id)]
     if shuffle_seed is not None:
         parts = [parts[i] for i in np.random.default_rng(shuffle_seed).permutation(len(parts))]
+    compute = ray.data.TaskPoolStrategy(size=concurrency) if concurrency else None
     return ray.data.read_datasource(PartsDatasource(parts, copies, shuffle_seed),
-                                    override_num_blocks=max(1, len(parts)), num_cpus=num_cpus, concurrency=concurrency)
+                                    override_num_blocks=max(1, len(parts)), num_cpus=num_cpus, compute=compute)
 
 
 def _parts_datasource_class():

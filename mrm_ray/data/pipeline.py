@@ -353,7 +353,7 @@ def prepare_mixture(mixture: MixtureConfig, *, processor_path: str | Path, data_
                           shuffle_seed=data_config.shuffle_seed).map_batches(_convert_images, **convert)
     held_out = parts_dataset(parts, selection(held_copies), num_cpus=HELD_OUT_CPUS, concurrency=_most(concurrency)
                              ).map_batches(_convert_images, **{**convert, "num_cpus": HELD_OUT_CPUS},
-                                           concurrency=_most(concurrency))
+                                           compute=ray.data.TaskPoolStrategy(size=_most(concurrency)))
     return PreparedData(train=train, held_out=held_out, counts=table, quarantine_path=quarantine_path,
                         quarantine_summary=summarize(rejected), processor_path=str(processor_path),
                         data_config=data_config, mixed=_mixed_rows(good, train_copies, held_copies),

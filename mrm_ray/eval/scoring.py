@@ -72,8 +72,8 @@ def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, str], *, b
     if len(position) != len(rows):
         raise ValueError("pair ids must be unique across the scored rows")
     def run(path: str) -> pa.Table:
-        scored = ds.map_batches(PairScoring, fn_constructor_kwargs={"path": str(path), "max_batch_tokens": max_batch_tokens},
-                                batch_size=batch_size,
+        scored = ds.map_batches(PairScoring, batch_size=batch_size,
+                                fn_constructor_kwargs={"path": str(path), "max_batch_tokens": max_batch_tokens},
                                 batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
                                 num_gpus=num_gpus, num_cpus=num_cpus).to_arrow_refs()
         return pa.concat_tables(ray.get(scored))

@@ -85,7 +85,8 @@ class Learner:
             self.folder.pull(checkpoint)
             checkpoint = str(self.folder.local / checkpoint)
         # float32 master weights (a 1e-6 step is below bf16's resolution); bf16 autocast on a GPU
-        self.policy = Policy(checkpoint or cfg["policy"], dtype="float32", device=device, max_pixels=self.cfg.max_pixels)
+        self.policy = Policy(checkpoint or cfg["policy"], dtype="float32", device=device,
+                             max_pixels=self.cfg.max_pixels)
         self.autocast = device.startswith("cuda") and self.cfg.dtype == "bfloat16"
         # the reference is the starting policy, also after a resume
         start = Policy(cfg["policy"], dtype="float32", device=device, max_pixels=self.cfg.max_pixels) \

@@ -274,7 +274,7 @@ class GRPORun:
         return self._summary(stopped)
 
     def _summary(self, stopped: str | None) -> GRPOSummary:
-        key = ("served_reward" if "served_reward" in self.curve[0] else "rule_reward") if self.curve else "served_reward"
+        key = "rule_reward" if self.curve and "served_reward" not in self.curve[0] else "served_reward"
         steps = saved_steps(self.folder)
         summary = GRPOSummary(run_dir=self.folder.location, steps=self.curve[-1]["step"] if self.curve else 0,
                               checkpoint=self.folder.uri(f"{CHECKPOINTS}/step-{steps[-1]}") if steps else "",

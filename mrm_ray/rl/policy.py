@@ -20,7 +20,8 @@ from mrm_ray.rl.grpo import token_logprobs
 
 
 class Policy:
-    def __init__(self, path: str, *, dtype: str = "float32", device: str = "cpu", max_pixels: int | None = None) -> None:
+    def __init__(self, path: str, *, dtype: str = "float32", device: str = "cpu",
+                 max_pixels: int | None = None) -> None:
         """`path`: any model reference (a checkpoint directory, its s3:// URI, tiny[:FAMILY][@SEED])."""
         from transformers import AutoConfig
 

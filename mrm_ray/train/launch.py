@@ -84,7 +84,8 @@ def prepare_data(run: RunConfig):
                                 sources=(SourceConfig(name=f"synthetic-{s.task}", reader="chat_messages",
                                                       path=str(path)),))
     try:
-        return prepare_mixture(mixture, processor_path=str(checkpoints.resolve(run.model.path, want=checkpoints.BACKBONE)),
+        processor = checkpoints.resolve(run.model.path, want=checkpoints.BACKBONE)
+        return prepare_mixture(mixture, processor_path=str(processor),
                                data_config=run.data,
                                run_dir=folder.local, concurrency=run.preprocess_workers, num_cpus=run.preprocess_cpus)
     finally:

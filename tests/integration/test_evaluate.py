@@ -18,6 +18,7 @@ from mrm_ray.eval import metrics
 from mrm_ray.eval.benchmarks import read_benchmark
 from mrm_ray.model.scorer import Scorer
 
+from helpers.images import transformers_score
 from helpers.ray_head import job_status
 
 pytestmark = pytest.mark.shared_data
@@ -94,10 +95,6 @@ def test_evaluate_job_on_real_benchmarks_with_stand_in_images(ray_head, fitted, 
 
     # every metric follows from the per-pair scores, which equal the members scored in this process
     pairs = pq.read_table(out / "scores.parquet").to_pandas()
-    sharegpt = [r for r in read_benchmark("sharegpt", bench["sharegpt"]) if not isinstance(r, Rejected)][:3]
-    theirs = [[_transformers_score(hf_seq_cls, r["prompt"], r[side]) for side in ("chosen", "rejected")]
-              for r in sharegpt]
-    assert np.allclose(offline["sharegpt", "hf-qwen3"], theirs, atol=1e-4)
     mm_pairs = pairs[pairs.benchmark == "mm_rlhf"]
     ok = metrics.correct(mm_pairs["a/chosen"], mm_pairs["a/rejected"])
     expected = metrics.mm_rlhf(ok, list(mm_pairs.group_id), list(mm_pairs.category))
@@ -170,7 +167,7 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
         f"multimodal_rewardbench ({tmp_path / 'absent' / 'all_data.json'}): could not be read: FileNotFoundError")
 
     # MMRB2 with images inside responses: every figure follows from the members scored in this process
-    rows = [r for r in read_benchmark("mmrb2", specs[1][1]) if not isinstance(r, Rejected)]
+    rows = [r for r in read_benchmark("mmrb2", bench["mmrb2"]) if not isinstance(r, Rejected)]
     assert sum(bool(r["chosen_images"]) for r in rows) == 4
     for name, path in members.items():
         offline = np.array(Scorer(path).score_pairs([{**r, "prompt": to_chat_messages(r["prompt"])} for r in rows]))
@@ -207,22 +204,6 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
 
     text = summary(report)
     assert "  paper: BaseReward" in text and "91.76" in text and "NOTHING SCORED: vl_rewardbench" in text
-
-
-def _transformers_score(path, prompt, response) -> float:
-    """A sequence classifier's score by transformers' own class on the conversation's token ids."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    from mrm_ray.model.inputs import PairEncoder
-    from mrm_ray.model.processor import load_processor
-
-    encoder = PairEncoder(load_processor(path))
-    ids = np.concatenate([encoder.encode_prompt(to_chat_messages(prompt))["prompt_ids"],
-                          encoder.encode_response(response)])
-    with torch.no_grad():
-        return float(AutoModelForSequenceClassification.from_pretrained(path).eval()(
-            input_ids=torch.as_tensor(ids)[None]).logits[0, 0])
 
 
 def test_a_member_of_every_family_text_only_ones_on_the_text_pairs(ray_cluster, family_rewards, hf_seq_cls,
@@ -264,8 +245,8 @@ def test_a_member_of_every_family_text_only_ones_on_the_text_pairs(ray_cluster, 
         assert np.allclose(mine[f"{member}/chosen"], got[:, 0], atol=1e-4)
         assert np.allclose(mine[f"{member}/rejected"], got[:, 1], atol=1e-4)
     sharegpt = [r for r in read_benchmark("sharegpt", bench["sharegpt"]) if not isinstance(r, Rejected)][:3]
-    theirs = [[_transformers_score(hf_seq_cls, r["prompt"], r[side]) for side in ("chosen", "rejected")]
-              for r in sharegpt]
+    theirs = [[transformers_score(hf_seq_cls, to_chat_messages(r["prompt"]), r[side])
+               for side in ("chosen", "rejected")] for r in sharegpt]
     assert np.allclose(offline["sharegpt", "hf-qwen3"], theirs, atol=1e-4)
     mm_pairs = pairs[pairs.benchmark == "mm_rlhf"]
     assert mm_pairs["qwen3/chosen"].isna().all() and mm_pairs["qwen3/error"].isna().all()

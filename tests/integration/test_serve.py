@@ -16,9 +16,10 @@ import requests
 import yaml
 
 from mrm_ray.config.shipped import path as shipped
-from mrm_ray.model.scorer import Scorer, checkpoint_version
+from mrm_ray.model.checkpoints import version as checkpoint_version
+from mrm_ray.model.scorer import Scorer
 
-from helpers.images import b64, data_url, huge_png, png
+from helpers.images import b64, data_url, huge_png, png, transformers_score
 from helpers.ray_head import BIN, RayHead, job_status, ray_env
 
 CONFIG = shipped("serve", "tiny")
@@ -391,24 +392,6 @@ def ensemble_app(served, s3, tmp_path_factory, hf_seq_cls):
     return {"url": served.url + "/ens", "log": result.stdout + result.stderr, "text_only": text_only}
 
 
-def _transformers_score(path, item) -> float:
-    """A `*ForSequenceClassification` checkpoint's score by transformers' own class, on the token ids of the
-    conversation as the chat template writes it (prompt, response, end of turn)."""
-    import numpy as np
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    from mrm_ray.model.inputs import PairEncoder
-    from mrm_ray.model.processor import load_processor
-
-    encoder = PairEncoder(load_processor(path))
-    ids = np.concatenate([encoder.encode_prompt(item["prompt"])["prompt_ids"],
-                          encoder.encode_response(item["response"])])
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    with torch.no_grad():
-        return float(model(input_ids=torch.as_tensor(ids)[None]).logits[0, 0])
-
-
 def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, ensemble_app, offline):
     """The app above: text-only items also reach the text-only member, image items the vision member alone."""
     import asyncio
@@ -424,7 +407,8 @@ def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, en
     vl, txt = offline[0].score_items(DECODED[:2]), Scorer(str(ensemble_app["text_only"])).score_items(DECODED[:1])
     assert text["reward"] == pytest.approx(((vl[0] - 0.5) / 2.0 + txt[0]) / 2, abs=1e-4)  # z: override, own stats
     # the sequence classifier's score is the one transformers' own class gives the same conversation
-    assert text["scores"]["text"] == pytest.approx(_transformers_score(ensemble_app["text_only"], DECODED[0]),
+    assert text["scores"]["text"] == pytest.approx(transformers_score(ensemble_app["text_only"], DECODED[0]["prompt"],
+                                                                     DECODED[0]["response"]),
                                                    abs=1e-4)
     assert image["reward"] == pytest.approx((vl[1] - 0.5) / 2.0, abs=1e-4) and image["std"] == 0.0
     assert [m["modalities"] for m in client.models()["members"]] == [["image", "text"], ["text"]]

@@ -2,13 +2,11 @@
 the encoder's own rendering, and `EncodePairs` truncates every record the check passed as the check decided,
 never refusing one (the two map_batches classes called in-process; no Ray here)."""
 
-import io
 import random
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from helpers.images import noise_png
 from mrm_ray.config import DataConfig, to_dict
 from mrm_ray.data.pipeline import CheckPairs, EncodePairs
 from mrm_ray.data.schema import canonical_pair
@@ -21,14 +19,6 @@ CONFIG = DataConfig(max_length=130, max_prompt_tokens=70, max_response_tokens=40
                     min_image_side=8)
 
 
-def _png(rng: random.Random) -> bytes:
-    w, h = rng.randint(8, 300), rng.randint(8, 300)
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(rng.randint(0, 10**6)).integers(0, 255, (h, w, 3), np.uint8)).save(
-        buf, format="PNG")
-    return buf.getvalue()
-
-
 def _text(rng: random.Random, lo: int, hi: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
 
@@ -37,9 +27,10 @@ def _records(n: int, *, images: bool, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        shown = [_png(rng) for _ in range(rng.randint(0, 2) if images else 0)]
+        shown = [noise_png(rng, smallest=8, largest=300) for _ in range(rng.randint(0, 2) if images else 0)]
         prompt = [{"role": "system", "content": _text(rng, 0, 8)}] * rng.randint(0, 1) + [
-            {"role": "user", "content": [{"type": "image"}] * len(shown) + [{"type": "text", "text": _text(rng, 1, 60)}]}]
+            {"role": "user", "content": [{"type": "image"}] * len(shown) + [{"type": "text",
+                                                                              "text": _text(rng, 1, 60)}]}]
         chosen, rejected = _text(rng, 1, 70), _text(rng, 1, 70)
         if chosen == rejected:
             rejected += " no"

@@ -3,14 +3,13 @@ equal each response alone (rewards and gradients); Qwen3.5's recurrent layers fa
 per row, and sharing the prompt there would be wrong."""
 
 import dataclasses
-import io
 import json
 import random
 
-import numpy as np
 import pytest
 import torch
 
+from helpers.images import noise_png
 from mrm_ray.model.families import FAMILIES, UnsupportedArchitecture, family_named, family_of
 from mrm_ray.model.inputs import END_OF_TURN, PairEncoder, prompt_text
 from mrm_ray.model.packing import collate_groups, collate_sequences
@@ -22,16 +21,6 @@ from mrm_ray.model.tiny import chat_template
 CONFIG_CLASS = {"qwen2_vl": "Qwen2VLConfig", "qwen2_5_vl": "Qwen2_5_VLConfig", "qwen3_vl": "Qwen3VLConfig",
                 "qwen3_5": "Qwen3_5Config", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
 WORDS = "the a red blue shape image shows is there cat dog on table two three left right why".split()
-
-
-def _image(rng: random.Random) -> bytes:
-    from PIL import Image
-
-    w, h = rng.randint(20, 200), rng.randint(20, 200)
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(rng.randint(0, 10**6)).integers(0, 255, (h, w, 3), np.uint8)).save(
-        buf, format="PNG")
-    return buf.getvalue()
 
 
 def _text(rng, lo, hi):
@@ -86,7 +75,7 @@ def test_packed_groups_equal_each_response_alone(family):
     vision = model.family.vision
     groups = []
     for n_images in (0, 1, 2):
-        images = [_image(rng) for _ in range(n_images if vision else 0)]
+        images = [noise_png(rng) for _ in range(n_images if vision else 0)]
         content = [{"type": "image"} for _ in images] + [{"type": "text", "text": _text(rng, 1, 8)}]
         groups.append(encoder.encode_group([{"role": "user", "content": content}], images,
                                            [_text(rng, 1, 20) for _ in range(rng.randint(1, 4))]))
@@ -148,7 +137,7 @@ def test_a_text_only_member_scores_text_and_is_refused_for_images(tmp_path):
         check(path, modalities=("image", "text"), name="t")
     check(path, modalities=("text",))
     text, image = Scorer(path).score_items([{"prompt": "Is it red?", "response": "Yes."},
-                                            {"prompt": "And this?", "images": [_image(random.Random(0))],
+                                            {"prompt": "And this?", "images": [noise_png(random.Random(0))],
                                              "response": "Yes."}])
     assert isinstance(text, float) and "no images" in image  # that item's message; the batch goes on
 
