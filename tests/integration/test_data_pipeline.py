@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mrm_ray.config import DataConfig
-from mrm_ray.data.mixture import MixtureConfig, SourceConfig
+from mrm_ray.config import MixtureConfig, SourceConfig
 from mrm_ray.data.pipeline import prepare_mixture
 from mrm_ray.data.quarantine import TooManyBadRecords, reason_kind
 
