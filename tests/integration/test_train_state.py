@@ -4,8 +4,10 @@ cluster) is checked against one unbroken reference run of the tiny preset.
 - a run stopped at step k and resumed, then losing a worker that is replaced, gives the
   reference's losses and final weights; each restored state's fingerprint equals the one saved
   with its checkpoint, and every step trained (before and after the kill) has the reference's loss;
-- ZeRO-0, ZeRO-2 and ZeRO-3 give the same losses under the same seed and data order, ZeRO-3 with
-  micro-batches cut by a token budget instead of a pair count;
+- ZeRO-2 and ZeRO-3 give the same losses and weights under the same seed and data order, ZeRO-3 with
+  micro-batches cut by a token budget instead of a pair count (ZeRO-0 trains, evaluates and exports in
+  test_train_streaming.py);
+- the reference's first losses are the ones pinned in pinned_losses.json;
 - every trainable parameter moves (a frozen vision tower, the head's own learning rate, LoRA's
   unmoved base weights and merged export: tests/unit/train/test_model_setup.py, on the worker's
   own DeepSpeed engine in one process, without runs of their own here).
@@ -20,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 import torch
@@ -196,17 +197,6 @@ def test_stopped_then_killed_run_in_object_storage_resumes_to_the_unbroken_one(r
 
     exported = RewardModel.from_pretrained(storage.local_copy(second.checkpoint))
     assert exported.provenance["training_checkpoint"].startswith(f"{out}/ray_results/resumed/checkpoint_")
-
-
-def test_zero0_gives_the_reference_losses(reference, out):
-    summary, events = _train(out, "zero0", "train.zero_stage=0")
-    assert summary.final_step == STEPS
-    losses = {s: v[0] for s, v in _losses(events).items()}
-    assert losses == pytest.approx(reference["losses"], abs=ACROSS_STAGES)
-    # and they do go down: the second epoch's pairs (the same pairs, seen again) score better on average
-    # (one step's loss is one batch's: too noisy to compare at 12 steps)
-    assert np.mean([losses[s] for s in range(7, 13)]) < np.mean([losses[s] for s in range(1, 7)])
-    _assert_same_weights(_weights(_last_checkpoint(out, "zero0")), reference["weights"], atol=1e-4)
 
 
 def test_zero3_with_micro_batches_cut_by_tokens_gives_the_reference_losses(reference, out):
