@@ -95,11 +95,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _data_config(args: argparse.Namespace):
     """The data command's config: its flags, then trailing settings (`max_length=4096` is `data.max_length`)."""
-    from mrm_ray.config import DataCommandConfig, DataConfig, load
+    from mrm_ray.config import DataCommandConfig, load
     from mrm_ray.jobs import pairs
 
-    data_fields = set(DataConfig.__dataclass_fields__)
-    overrides = [f"data.{o}" if o.partition("=")[0] in data_fields else o for o in args.overrides]
+    own = set(DataCommandConfig.__dataclass_fields__)  # a bare key that is not the command's own is a data setting
+    overrides = [o if "." in o.partition("=")[0] or o.partition("=")[0] in own else f"data.{o}"
+                 for o in args.overrides]
     values = {"mixture": args.mixture, "model": args.model, "paths": pairs(args.path, "--path"),
               "image_roots": pairs(args.image_root, "--image-root"), "skip_missing": args.skip_missing or None,
               "run_dir": args.run_dir, "workers": args.workers, "out": getattr(args, "out", None),

@@ -28,9 +28,6 @@ class TinyRef:
     family: str | None  # None: the default family (model/families.py)
     seed: int = 0
 
-    def __str__(self) -> str:
-        return TINY + (f":{self.family}" if self.family else "") + (f"@{self.seed}" if self.seed else "")
-
 
 def is_tiny(ref: str) -> bool:
     """Whether `ref` is written as a tiny reference (well formed or not)."""

@@ -76,10 +76,6 @@ class Info:
     provenance: dict
     version: str  # a short content hash of what makes its rewards: the head and its settings
 
-    @property
-    def takes_images(self) -> bool:
-        return self.family.vision
-
 
 def info(path: str | os.PathLike) -> Info:
     """The metadata of a local reward checkpoint or sequence classifier; ValueError for anything else."""

@@ -107,3 +107,26 @@ def test_every_shipped_config_loads_by_name_and_says_how_to_launch(kind, name):
 def test_an_unknown_config_name_lists_the_shipped_ones():
     with pytest.raises(ConfigError, match="no train config 'tiniest'.*qwen2_5_vl_7b, .*qwen3_vl_8b, tiny"):
         load_run_config("tiniest")
+
+
+def test_every_command_reads_its_settings_through_the_one_loader(tmp_path, capsys):
+    """A command's YAML, then its flags, then `a.b=value` overrides; every problem at once, by dotted path with
+    the closest key, exit 2 before anything runs (the commands' options were argparse flags of their own)."""
+    from mrm_ray.cli import main
+    from mrm_ray.config import EvalConfig, load
+
+    (tmp_path / "eval.yaml").write_text("models: {a: tiny:0}\nbench: {mm_rlhf: /data/mm.jsonl}\nbatch_size: 8\n"
+                                        "limit: 5\n")
+    config = load(EvalConfig, tmp_path / "eval.yaml", ["limit=7"], values={"batch_size": 4, "limit": 6})
+    assert (config.batch_size, config.limit, config.models) == (4, 7, {"a": "tiny:0"})  # yaml < flags < overrides
+    assert main(["evaluate", "--config", str(tmp_path / "eval.yaml"), "--batch-size", "0", "limt=3",
+                 "cpus_per_model=-1"]) == 2
+    err = capsys.readouterr().err
+    for expected in ("batch_size: Input should be greater than or equal to 1 (got 0)",
+                     "limt: unknown setting; did you mean limit?", "cpus_per_model: Input should be greater than 0"):
+        assert expected in err, err
+    assert main(["ensemble", "fit", "--models", "a=tiny:0", "--data", "trl=x.jsonl", "--method", "mean",
+                 "--text-members", "b"]) == 2
+    assert "text_members ['b'] are not among the models ['a']" in capsys.readouterr().err
+    assert main(["data", "inspect", "basereward", "--model", "tiny", "max_lenght=9"]) == 2
+    assert "data.max_lenght: unknown setting; did you mean max_length?" in capsys.readouterr().err
