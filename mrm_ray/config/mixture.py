@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mrm_ray.config.core import ConfigError, config_dataclass
+from mrm_ray.references import anchored
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +93,9 @@ class MixtureConfig:
             if not entry["path"]:
                 missing.append(name)
                 continue
-            entry["path"] = _resolve(base, entry["path"])
+            entry["path"] = anchored(entry["path"], base)
             if entry["options"].get("image_root"):
-                entry["options"]["image_root"] = _resolve(base, entry["options"]["image_root"])
+                entry["options"]["image_root"] = anchored(entry["options"]["image_root"], base)
             sources.append(entry)
         if missing and not skip_missing:
             raise ConfigError(f"{file}: sources {missing} have no path; fill them in "
@@ -105,6 +106,3 @@ class MixtureConfig:
             logger.warning("mixture %s: source %s has no path and is skipped", raw.get("name", Path(file).stem), name)
         return {**raw, "sources": sources}
 
-
-def _resolve(base: Path, value: str) -> str:
-    return value if Path(value).is_absolute() else str((Path(base) / value).resolve())

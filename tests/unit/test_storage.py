@@ -58,3 +58,16 @@ def test_a_reward_checkpoint_in_a_bucket_resolves_and_a_plain_folder_is_refused(
         checkpoints.resolve(f"{bucket}/plain")
     with pytest.raises(ValueError, match="no tiny checkpoint of family .zero.; tiny:FAMILY takes one of"):
         checkpoints.check("tiny:zero")
+
+
+def test_a_mixture_in_a_bucket_resolves_its_relative_paths_in_the_bucket(s3, tmp_path):
+    """As an ensemble file's members do (they resolved to local paths under the working directory)."""
+    from mrm_ray.data.mixture import load_mixture
+
+    bucket = s3.bucket()
+    (tmp_path / "m.yaml").write_text("sources:\n  - {name: a, reader: trl, path: data/a.jsonl, "
+                                     "options: {image_root: imgs}}\n  - {name: b, reader: trl, path: /abs/b.jsonl}\n")
+    mixture = load_mixture(storage.upload(tmp_path / "m.yaml", f"{bucket}/mixtures/m.yaml"))
+    a, b = mixture.sources
+    assert (a.path, a.options["image_root"]) == (f"{bucket}/mixtures/data/a.jsonl", f"{bucket}/mixtures/imgs")
+    assert b.path == "/abs/b.jsonl"
