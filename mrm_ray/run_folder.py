@@ -173,16 +173,18 @@ class MetricsLog:
     def flush(self) -> None:
         if self.enabled:
             self.writer.flush()
-            self.folder.push(METRICS_LOG)
-            self.folder.push(TENSORBOARD)
+            self._upload()
 
     def close(self) -> None:
         if self.enabled and self.file is not None:
             self.writer.close()
             self.file.close()
-            self.folder.push(METRICS_LOG)
-            self.folder.push(TENSORBOARD)
+            self._upload()
             self.file = None
+
+    def _upload(self) -> None:
+        self.folder.push(METRICS_LOG)
+        self.folder.push(TENSORBOARD)
 
 
 def read_metrics(location: str | os.PathLike) -> list[dict]:

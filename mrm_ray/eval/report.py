@@ -236,9 +236,7 @@ def write_report(report: dict, out_dir: str | Path, *, pairs: "pa.Table | None" 
         headline[name] = {label: {h: result[h] for h in bench["headline"] if h in result}
                           for label, result in bench["results"].items()}
         for label, figures in headline[name].items():
-            log.event("benchmark", 0, {"benchmark": name, "model": label, **figures})
-            for h, value in figures.items():
-                log.scalar(f"eval/{name}/{label}/{h}", value, 0)
+            log.event("benchmark", 0, {"benchmark": name, "model": label, **figures}, scalars=f"eval/{name}/{label}")
     log.close()
     written = [name for name in REPORT_FILES if name != "scores.parquet" or pairs is not None]
     for name in [*written, "quarantine.jsonl"]:

@@ -181,6 +181,29 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
 
     written = write_report(report, tmp_path / "report", pairs=table)
     assert sorted(written) == ["report.html", "report.json", "report.md", "scores.parquet"]
+    # the report folder is a run folder: its config, headline figures (summary, metrics, TensorBoard), bad rows
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mrm_ray.run_folder import read_metrics
+
+    folder = tmp_path / "report"
+    assert json.loads((folder / "run_config.json").read_text())["models"] == members
+    headline = {name: {label: {h: result[h] for h in bench["headline"] if h in result}
+                       for label, result in bench["results"].items()} for name, bench in benches.items()}
+    assert json.loads((folder / "summary.json").read_text())["benchmarks"] == headline
+    events = [e for e in read_metrics(folder) if e["event"] == "benchmark"]
+    assert {(e["benchmark"], e["model"]): {k: v for k, v in e.items() if k not in ("event", "step", "time",
+                                                                                  "benchmark", "model")}
+            for e in events} == {(n, label): f for n, by in headline.items() for label, f in by.items()}
+    board = EventAccumulator(str(folder / "tensorboard"))
+    board.Reload()
+    for name, by in headline.items():
+        for label, figures in by.items():
+            for h, value in figures.items():
+                assert board.Scalars(f"eval/{name}/{label}/{h}")[0].value == pytest.approx(value, abs=1e-6)
+    quarantined = [json.loads(line) for line in (folder / "quarantine.jsonl").read_text().splitlines()]
+    assert len(quarantined) == sum(b["counts"]["bad_rows"] + b["counts"]["not_supported"] for b in benches.values())
+    assert sum(q["source"] == "vl_rewardbench" for q in quarantined) == 3
     dom, screenshot = render(tmp_path / "report" / "report.html", tmp_path)
     page = shown(dom)
     expected_shown = {}
