@@ -193,23 +193,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_ensemble_fit(args: argparse.Namespace) -> int:
-    from mrm_ray.config import ConfigError, FitConfig, load
+    from mrm_ray.config import FitConfig, load
     from mrm_ray.ensemble import save_ensemble
     from mrm_ray.eval.fit import fit_ensemble
+    from mrm_ray.jobs import check_early, named
     from mrm_ray.model import checkpoints
     from mrm_ray.ray_session import connect
-
-    from mrm_ray.jobs import named
 
     config = load(FitConfig, args.config, args.overrides, values={
         "models": named(args.models), "data": named(args.data), "method": args.method,
         "text_members": args.text_members, "image_root": args.image_root, "batch_size": args.batch_size,
         "limit": args.limit, "out": args.out})
-    try:
-        for name, path in config.models.items():
-            checkpoints.check(path, modalities=(), name=name)
-    except (ValueError, OSError) as exc:
-        raise ConfigError(str(exc)) from None
+    for name, path in config.models.items():
+        check_early(checkpoints.check, path, modalities=(), name=name)
     connect()
     fitted = fit_ensemble(config)
     out = save_ensemble(fitted, config.out)

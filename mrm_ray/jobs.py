@@ -77,7 +77,7 @@ def add_train(parser: argparse.ArgumentParser) -> None:
     _config_options(parser, "run preset", "train.zero_stage=3 name=my-run", run_train)
 
 
-def _check(check, *args, **kwargs) -> None:
+def check_early(check, *args, **kwargs) -> None:
     """A reference check (model/checkpoints.py) as a ConfigError: refused before Ray starts, exit code 2."""
     from mrm_ray.config import ConfigError
 
@@ -97,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
 
         load_mixture(run.mixture, paths=run.mixture_paths)
     if not args.address and not run.model.random_init:  # on a cluster, its paths are the cluster's to read
-        _check(checkpoints.check, run.model.path, modalities=(), reward=False)
+        check_early(checkpoints.check, run.model.path, modalities=(), reward=False)
     if (done := _checked_or_submitted(args, "train", to_dict(run))) is not None:
         return done
     from mrm_ray.ray_session import connect
@@ -157,7 +157,7 @@ def run_grpo(args: argparse.Namespace) -> int:
 
     cfg = load_grpo_config(args.config, args.overrides)
     if not args.address:
-        _check(checkpoints.check, cfg.policy, modalities=(), reward=False)
+        check_early(checkpoints.check, cfg.policy, modalities=(), reward=False)
     if (done := _checked_or_submitted(args, "grpo", to_dict(cfg))) is not None:
         return done
     from mrm_ray.ray_session import connect
@@ -271,9 +271,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
                       files={"config.yaml": _yaml(to_dict(config))})
     # refused before Ray starts: no reward model; a text-only member an ensemble file routes images
     if config.ensemble is not None:
-        _check(checkpoints.check_members, load_ensemble(config.ensemble).members)
+        check_early(checkpoints.check_members, load_ensemble(config.ensemble).members)
     for name, path in config.models.items():  # any family: a text-only one scores the text pairs
-        _check(checkpoints.check, path, modalities=(), name=name)
+        check_early(checkpoints.check, path, modalities=(), name=name)
     from mrm_ray.logs import no_progress_bars
     from mrm_ray.ray_session import connect
     from mrm_ray.run_folder import RunFolder

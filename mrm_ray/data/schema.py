@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from mrm_ray.data.quarantine import BadRecord
-from mrm_ray.model.inputs import RESPONSE_IMAGE, as_messages, is_image_part, response_text
+from mrm_ray.model.inputs import IMAGE_MARKER, as_messages, is_image_part, response_text
 
 PART = pa.struct([("type", pa.string()), ("text", pa.string())])
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.list_(PART))])
@@ -147,8 +147,8 @@ def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: 
     more = [_text_or_bad(r, f"more_responses[{i}]") for i, r in enumerate(more_responses or ())]
     ranking = _ranking([chosen_text, rejected_text, *more], scores)
     for field, text, shown in (("chosen", chosen_text, chosen_images), ("rejected", rejected_text, rejected_images)):
-        if shown and text.count(RESPONSE_IMAGE) != len(shown):
-            raise BadRecord(f"image mismatch: {field} has {text.count(RESPONSE_IMAGE)} {RESPONSE_IMAGE} marks, "
+        if shown and text.count(IMAGE_MARKER) != len(shown):
+            raise BadRecord(f"image mismatch: {field} has {text.count(IMAGE_MARKER)} {IMAGE_MARKER} marks, "
                             f"{len(shown)} images")
     if (more or ranking) and (chosen_images or rejected_images):
         raise BadRecord("bad record: images inside responses are read for pairs only")

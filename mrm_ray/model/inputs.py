@@ -41,7 +41,6 @@ import numpy as np
 
 END_OF_TURN = "<|im_end|>"
 IMAGE_MARKER = "<image>"  # where an image sits in text (a prompt's, or a response's when it shows images)
-RESPONSE_IMAGE = IMAGE_MARKER
 _IMAGE_TYPES = ("image", "image_url")
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.I)
 _URL = ("http://", "https://", "file:", "ftp://", "s3://", "gs://")

@@ -46,16 +46,13 @@ def score_weight(path: str | os.PathLike) -> torch.Tensor:
 
 def score_head(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
     """(score weight (hidden,), bias) of a sequence classifier: what its linear reward head holds."""
-    import json
-
     from transformers import AutoConfig
 
     path = Path(path)
     config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     if getattr(config, "num_labels", 1) != 1:
         raise ValueError(f"{path}: a reward model has one score; this classifier has {config.num_labels} labels")
-    bias = json.loads((path / "config.json").read_text()).get(SCORE_BIAS, 0.0)
-    return score_weight(path).reshape(-1), float(bias)
+    return score_weight(path).reshape(-1), float(getattr(config, SCORE_BIAS, 0.0))
 
 
 def export_seq_cls(model, out_dir: str | os.PathLike, *, processor=None) -> Path:

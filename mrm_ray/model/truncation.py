@@ -1,5 +1,5 @@
 """The truncation policy, one pure function the data pipeline's light pass and the encoder both decide with,
-from the same counts (`PairEncoder.count_tokens`), so the two cannot treat a record differently.
+from the same counts (`PairEncoder.count_prompt_tokens`), so the two cannot treat a record differently.
 
 Prompts are never cut (cutting one can split an image's tokens or drop the question):
 a prompt over `max_prompt_tokens` makes the pair unfit, and it is quarantined rather than

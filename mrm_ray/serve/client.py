@@ -50,12 +50,9 @@ class Backoff:
 
 def local_image(image: Any) -> Any:
     """A local image file's bytes when `image` is the path of one (clients read files; the server never does),
-    read through the one normaliser (model/inputs.py) as a file under its own folder; anything else unchanged."""
-    from mrm_ray.model.inputs import image_bytes
-
+    anything else unchanged."""
     if isinstance(image, str) and os.path.isfile(image):
-        path = Path(image).resolve()
-        return image_bytes(path.name, root=path.parent)
+        return Path(image).read_bytes()
     return image
 
 

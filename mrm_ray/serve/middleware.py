@@ -107,7 +107,7 @@ class BodyLimit:
 
 
 class RequestDeadline:
-    """ASGI middleware: `X-Request-Timeout: <seconds>` starts the request's clock (`api.time_left`); a value
+    """ASGI middleware: `X-Request-Timeout: <seconds>` starts the request's clock (`time_left`); a value
     that is not a positive number gets a 422 naming the header."""
 
     def __init__(self, app) -> None:

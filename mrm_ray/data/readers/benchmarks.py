@@ -38,7 +38,7 @@ from typing import Any
 from mrm_ray.data.quarantine import BadRecord, NotSupported, Rejected
 from mrm_ray.data.readers.base import guarded, iter_dataset_rows
 from mrm_ray.data.schema import canonical_pair
-from mrm_ray.model.inputs import RESPONSE_IMAGE, file_under, image_reference
+from mrm_ray.model.inputs import IMAGE_MARKER, file_under, image_reference
 
 MM_RLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")
 # VL-RewardBench's official categorisation: the id's first word, matched case-insensitively
@@ -270,7 +270,7 @@ def _mmrb2_pair(path: Path) -> Callable[[dict, int, Media, str, str], dict]:
         content = [{"type": "text", "text": v} if kind == "text" else {"type": "image"} for kind, v in prompt]
 
         def response(parts):
-            return ("".join(v if kind == "text" else RESPONSE_IMAGE for kind, v in parts),
+            return ("".join(v if kind == "text" else IMAGE_MARKER for kind, v in parts),
                     [media(v) for kind, v in parts if kind == "image"])
 
         (chosen_text, chosen_images), (other_text, other_images) = response(sides[chosen.lower()]), response(sides[other])

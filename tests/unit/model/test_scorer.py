@@ -117,13 +117,13 @@ def _whole_conversation(scorer, prompt, images, parts, response_images):
 def test_responses_with_images_inside_score_as_the_whole_conversation(reward_checkpoints, rows, with_prompt_image):
     """MMRB2-style responses ("thinking with images"): text and images interleaved, one `<image>` mark per image;
     a pair may mix such a response with a text-only one."""
-    from mrm_ray.model.inputs import RESPONSE_IMAGE
+    from mrm_ray.model.inputs import IMAGE_MARKER
 
     scorer = Scorer(str(reward_checkpoints[0]), max_batch_tokens=64)  # several forwards: order must hold
     prompt, images = rows[0]["prompt"], rows[0]["images"] if with_prompt_image else []
     drawn = [rows[1]["images"][0], rows[2]["images"][0]]
-    chosen = f"I zoom in. {RESPONSE_IMAGE} The crop shows red. {RESPONSE_IMAGE} So: red."
-    ends_on_image = f"Here is my sketch: {RESPONSE_IMAGE}"
+    chosen = f"I zoom in. {IMAGE_MARKER} The crop shows red. {IMAGE_MARKER} So: red."
+    ends_on_image = f"Here is my sketch: {IMAGE_MARKER}"
     pairs = [{"prompt": prompt, "images": images, "chosen": chosen, "rejected": "It is blue.",
               "chosen_images": drawn, "rejected_images": []},
              {"prompt": prompt, "images": images, "chosen": "Plain text.", "rejected": ends_on_image,
