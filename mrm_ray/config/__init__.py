@@ -20,21 +20,21 @@ from mrm_ray.config.commands import DataCommandConfig, EvalConfig, FitConfig, Pl
 from mrm_ray.config.core import (ConfigError, Fraction, NonNegative, Positive, PositiveFloat, config_dataclass,
                                  config_file, load, merged, parse_overrides, read_yaml, run_main, set_path, to_dict,
                                  validate)
-from mrm_ray.config.ensemble import (MAX_BATCH_TOKENS, METHODS, MODALITIES, EnsembleConfig, EnsembleMember,
-                                     MemberServing, MemberSettings)
+from mrm_ray.config.ensemble import (CONSERVATIVE_METHODS, MAX_BATCH_TOKENS, METHODS, MODALITIES, UNCERTAINTY_COEF,
+                                     EnsembleConfig, EnsembleMember, MemberServing, MemberSettings, UncertaintyCoef)
 from mrm_ray.config.grpo import GRPOConfig, OptimConfig, PromptsConfig, RewardServiceConfig, RolloutConfig
 from mrm_ray.config.mixture import MixtureConfig, SourceConfig
 from mrm_ray.config.run import (DataConfig, HeadConfig, LocalTrainConfig, LoraConfig, LossConfig, ModelConfig,
                                 RunConfig, SyntheticConfig, TrainConfig)
 from mrm_ray.config.serve import AppArgs, IngressServing, Limits, ServeTarget
 
-__all__ = ["AppArgs", "ConfigError", "DataCommandConfig", "DataConfig", "EnsembleConfig", "EnsembleMember",
+__all__ = ["AppArgs", "CONSERVATIVE_METHODS", "ConfigError", "DataCommandConfig", "DataConfig", "EnsembleConfig", "EnsembleMember",
            "EvalConfig", "FitConfig", "Fraction", "GRPOConfig", "HeadConfig", "IngressServing", "Limits",
            "LocalTrainConfig", "LoraConfig", "LossConfig", "MAX_BATCH_TOKENS", "METHODS", "MODALITIES",
            "MemberServing", "MemberSettings", "MixtureConfig", "ModelConfig", "NonNegative", "OpenRLHFAgentConfig",
            "OptimConfig", "PlanConfig", "Positive", "PositiveFloat", "PromptsConfig", "RewardServiceConfig",
            "RolloutConfig", "RunConfig", "ServeTarget", "SourceConfig", "SyntheticConfig", "TrainConfig",
-           "VerlReward", "config_dataclass", "config_file", "load", "load_grpo_config", "load_run_config", "merged",
+           "UNCERTAINTY_COEF", "UncertaintyCoef", "VerlReward", "config_dataclass", "config_file", "load", "load_grpo_config", "load_run_config", "merged",
            "parse_overrides", "read_yaml", "run_main", "set_path", "to_dict", "validate"]
 
 

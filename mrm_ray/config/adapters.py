@@ -13,7 +13,7 @@ import os
 from typing import Literal
 
 from mrm_ray.config.core import ConfigError, Positive, PositiveFloat, config_dataclass, validate
-from mrm_ray.config.ensemble import TOKEN_ENV
+from mrm_ray.config.ensemble import METHODS, TOKEN_ENV, UncertaintyCoef
 
 
 @config_dataclass
@@ -23,6 +23,8 @@ class VerlReward:
     url: str  # the ensemble's base URL, e.g. http://HOST:8000
     token: str | None = None  # bearer token
     reward: Literal["model", "hybrid"] = "hybrid"  # hybrid: 1 on a verified answer, else sigmoid(model reward)
+    method: Literal[METHODS] | None = None  # the aggregation (e.g. uwo, min); None = the ensemble's
+    uncertainty_coef: UncertaintyCoef | None = None  # uwo / lcb; None = the ensemble's
     timeout: PositiveFloat = 120.0  # seconds a call (and its retries on a shed request) may take
     chunk_items: Positive = 64  # items per request of the legacy batch call
 
@@ -34,11 +36,14 @@ class OpenRLHFAgentConfig:
     url: str  # MRM_REWARD_URL: the ensemble's base URL
     token: str | None = None  # MRM_SERVE_TOKEN
     reward: Literal["model", "hybrid"] = "model"  # MRM_REWARD: hybrid uses the label as the reference answer
+    method: Literal[METHODS] | None = None  # MRM_REWARD_METHOD: the aggregation (e.g. uwo); None = the ensemble's
+    uncertainty_coef: UncertaintyCoef | None = None  # MRM_UNCERTAINTY_COEF
     group_size: Positive = 1  # MRM_GROUP_SIZE: rollouts of one prompt sent as one group (n_samples_per_prompt)
     group_wait_s: PositiveFloat = 60.0  # MRM_GROUP_WAIT_S: how long a group waits for its last response
     timeout_s: PositiveFloat = 180.0  # MRM_REWARD_TIMEOUT_S (OpenRLHF's own reward timeout)
 
-    ENV = {"url": "MRM_REWARD_URL", "token": TOKEN_ENV, "reward": "MRM_REWARD",
+    ENV = {"url": "MRM_REWARD_URL", "token": TOKEN_ENV, "reward": "MRM_REWARD", "method": "MRM_REWARD_METHOD",
+           "uncertainty_coef": "MRM_UNCERTAINTY_COEF",
            "group_size": "MRM_GROUP_SIZE", "group_wait_s": "MRM_GROUP_WAIT_S", "timeout_s": "MRM_REWARD_TIMEOUT_S"}
 
     @classmethod

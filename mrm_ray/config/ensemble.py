@@ -1,7 +1,8 @@
 """An ensemble of reward models: what `ensemble.yaml` holds, and how one member is served.
 
     # serve with `mrm-ray serve --ensemble THIS_FILE`; written by `mrm-ray ensemble fit`
-    method: mean
+    method: mean                # or z_mean, accuracy_weighted, confidence_weighted, min, uwo, lcb (ensemble.py)
+    uncertainty_coef: 0.5       # uwo / lcb only
     members:
       - {name: a, path: runs/a/reward_model, weight: 1.0, modalities: [image, text], score_mean: 0.1, score_std: 1.2}
       - {name: text, path: s3://bucket/text_rm, modalities: [text], serving: {num_replicas: 2}}
@@ -16,12 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge
+from pydantic import AllowInfNan
 
 from mrm_ray.config.core import NonNegative, Positive, config_dataclass
 from mrm_ray.references import anchored, parse_tiny
 
-METHODS = ("mean", "z_mean", "accuracy_weighted", "confidence_weighted")
+CONSERVATIVE_METHODS = ("min", "uwo", "lcb")  # penalise the members' disagreement (ensemble.py)
+METHODS = ("mean", "z_mean", "accuracy_weighted", "confidence_weighted", *CONSERVATIVE_METHODS)
+UNCERTAINTY_COEF = 0.5  # uwo / lcb: how much of the members' variance (std) is taken off their mean
+UncertaintyCoef = Annotated[float, Ge(0), AllowInfNan(False)]  # a finite coefficient >= 0
 MODALITIES = ("image", "text")  # an item with any image is "image", else "text"
 MAX_BATCH_TOKENS = 16384  # real tokens per packed scoring forward (packed rows hold no padding between groups)
 BATCH_WAIT_S = 0.01  # how long a member's dynamic batch waits to fill
@@ -93,6 +100,7 @@ class EnsembleConfig:
 
     members: tuple[EnsembleMember, ...]
     method: Literal[METHODS] = "mean"
+    uncertainty_coef: UncertaintyCoef = UNCERTAINTY_COEF  # uwo: mean - coef x variance; lcb: mean - coef x std
     fitted_on: dict = field(default_factory=dict)  # validation set and per-member metrics, for the record
 
     def __post_init__(self) -> None:
@@ -119,4 +127,5 @@ class EnsembleConfig:
                    "score_mean": m.score_mean, "score_std": m.score_std}
             return out | ({"serving": dataclasses.asdict(m.serving)} if m.serving is not None else {})
 
-        return {"method": self.method, "members": [member(m) for m in self.members], "fitted_on": self.fitted_on}
+        return {"method": self.method, "uncertainty_coef": self.uncertainty_coef,
+                "members": [member(m) for m in self.members], "fitted_on": self.fitted_on}

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
+from typing import Literal
 
 from mrm_ray.config.core import NonNegative, Positive, PositiveFloat, config_dataclass, config_file
-from mrm_ray.config.ensemble import TOKEN_ENV
+from mrm_ray.config.ensemble import METHODS, TOKEN_ENV, UncertaintyCoef
 from mrm_ray.references import TINY, anchored
 from mrm_ray.storage import join
 
 REWARD_MODES = ("model", "hybrid", "rule")
+GOLD_REWARDS = ("rule",)  # what `reward.gold` measures with (rl/loop.py)
 
 
 @config_dataclass
@@ -43,9 +45,15 @@ class RolloutConfig:
 
 @config_dataclass
 class RewardServiceConfig:
-    """Where rewards come from: a running endpoint (`url`), or one this job deploys (`members`)."""
+    """Where rewards come from: a running endpoint (`url`), or one this job deploys (`members`); which aggregate of
+    the members is optimised; and what is measured beside it."""
 
     mode: str = "hybrid"  # model | hybrid (1 on a verified answer, else sigmoid of the model reward) | rule
+    method: Literal[METHODS] | None = None  # the members' aggregate optimised (e.g. uwo, min); None = the app's
+    uncertainty_coef: UncertaintyCoef | None = None  # uwo: mean - coef x variance, lcb: - coef x std; None = app's
+    gold: Literal[GOLD_REWARDS] | None = None  # measured, never optimised: rule = the rule reward on the prompt's
+    #                                            reference answer (a prompt with none is counted missing, not 0)
+    max_disagreement: PositiveFloat | None = None  # rollouts whose members' std is above it get zero advantage
     url: str | None = None  # e.g. http://127.0.0.1:8000 (a `jobs/serve.py` deployment)
     members: tuple[str, ...] = ()  # reward checkpoints to deploy when no url is given (tiny[:FAMILY][@SEED] too)
     serve_config: str = "tiny"  # the Serve settings used for `members`: a shipped name (mrm-ray configs) or a path
@@ -59,6 +67,9 @@ class RewardServiceConfig:
     def __post_init__(self) -> None:
         if self.mode not in REWARD_MODES:
             raise ValueError(f"reward.mode must be one of {REWARD_MODES}, got {self.mode!r}")
+        if self.max_disagreement is not None and self.mode == "rule":
+            raise ValueError("reward.max_disagreement filters on the members' disagreement, and reward.mode=rule "
+                             "optimises no member: use mode model or hybrid, or unset it")
 
 
 @config_dataclass

@@ -5,7 +5,8 @@ and the application `mrm-ray serve` deploys from such a file.
       - name: reward
         import_path: mrm_ray.serve.app:build_app
         args:                      # AppArgs
-          method: mean
+          method: mean               # or z_mean, *_weighted, min, uwo, lcb (a request may ask for another)
+          uncertainty_coef: 0.5      # uwo / lcb
           members: [{name: a, path: tiny:0}, {name: b, path: /runs/b/reward_model}]   # or ensemble: FILE
           serving: {max_batch_size: 16, num_cpus: 0.5}     # every member's deployment (MemberServing)
           ingress: {num_cpus: 0.5}                         # the HTTP ingress
@@ -20,7 +21,8 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from mrm_ray.config.core import ConfigError, NonNegative, Positive, config_dataclass, load, validate
-from mrm_ray.config.ensemble import METHODS, TOKEN_ENV, EnsembleConfig, EnsembleMember, MemberServing
+from mrm_ray.config.ensemble import (METHODS, TOKEN_ENV, EnsembleConfig, EnsembleMember, MemberServing,
+                                     UncertaintyCoef)
 from mrm_ray.references import anchored
 
 
@@ -58,7 +60,8 @@ class AppArgs:
 
     ensemble: str | None = None  # ensemble.yaml from `mrm-ray ensemble fit` (a path or s3:// URI)
     members: tuple[EnsembleMember, ...] = ()  # inline members (instead of `ensemble`)
-    method: Literal[METHODS] | None = None  # overrides the ensemble file's
+    method: Literal[METHODS] | None = None  # overrides the ensemble file's (a request may ask for another)
+    uncertainty_coef: UncertaintyCoef | None = None  # uwo / lcb; overrides the ensemble file's
     serving: MemberServing = field(default_factory=MemberServing)  # every member's, unless it has its own
     ingress: IngressServing = field(default_factory=IngressServing)
     limits: Limits = field(default_factory=Limits)
@@ -77,7 +80,9 @@ class AppArgs:
             config = EnsembleConfig(members=self.members)
         else:
             raise ValueError("no members: set `ensemble: path/to/ensemble.yaml` or list `members`")
-        return EnsembleConfig(members=config.members, method=self.method or config.method, fitted_on=config.fitted_on)
+        coef = config.uncertainty_coef if self.uncertainty_coef is None else self.uncertainty_coef
+        return EnsembleConfig(members=config.members, method=self.method or config.method, uncertainty_coef=coef,
+                              fitted_on=config.fitted_on)
 
     def member_serving(self, member: EnsembleMember) -> MemberServing:
         return member.serving or self.serving
@@ -110,6 +115,7 @@ class ServeTarget:
         if ensemble:
             args.pop("members", None)
             args.pop("method", None)  # the ensemble file's method was fitted with its weights
+            args.pop("uncertainty_coef", None)
             args["ensemble"] = anchored(ensemble)
         http = raw.get("http_options") or {}
         return {"name": name or app.name, "route_prefix": route_prefix or app.route_prefix or "/",

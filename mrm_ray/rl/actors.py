@@ -111,12 +111,15 @@ class Learner:
 
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
 
-    def update(self, prompts: list[dict], groups: list[dict], rewards: list[list[float]]) -> dict:
-        """One GRPO step over `groups` (one per prompt, G responses each) with their rewards."""
+    def update(self, prompts: list[dict], groups: list[dict], rewards: list[list[float]],
+               keep: list[list[bool]] | None = None) -> dict:
+        """One GRPO step over `groups` (one per prompt, G responses each) with their rewards; a rollout whose
+        `keep` is False gets zero advantage (its group's statistics still count it)."""
         with self._precision():
-            return self._update(prompts, groups, rewards)
+            return self._update(prompts, groups, rewards, keep)
 
-    def _update(self, prompts: list[dict], groups: list[dict], rewards: list[list[float]]) -> dict:
+    def _update(self, prompts: list[dict], groups: list[dict], rewards: list[list[float]],
+                keep: list[list[bool]] | None) -> dict:
         o, g = self.cfg.optim, self.cfg.rollout.group_size
         temperature = self.cfg.rollout.temperature
         policy = self.policy
@@ -125,6 +128,8 @@ class Learner:
             batches.append(policy.group_batch(policy.prompt_features(prompt), group["responses"]))
         reward_t = torch.tensor([r for group in rewards for r in group], dtype=torch.float32)
         advantages = group_advantages(reward_t, g, scale=o.scale_advantages).view(len(batches), g)
+        if keep is not None:
+            advantages = advantages * torch.tensor(keep, dtype=torch.float32)
         with torch.no_grad():  # the behaviour policy's (= this policy before the update) and the reference's
             policy.model.eval()
             old = [policy.logprobs(b, temperature=temperature) for b in batches]

@@ -10,6 +10,15 @@ local or s3://) holds the config, metrics.jsonl and TensorBoard, the quarantined
 rows, the checkpoints, summary.json and every process's log; one progress line per step
 goes to the console. A reward service that stays down stops the job after saving a
 checkpoint; running the same command again resumes from the latest checkpoint.
+
+What is optimised and what is measured are kept apart (over-optimisation shows as the first
+rising while the second falls): every step logs the optimised reward (`reward/mean`), the
+`reward.gold` reward where one is set (`reward/gold`, over the rollouts whose prompt has a
+reference; the others are counted in `reward/gold_missing`, never scored 0), the members'
+mean disagreement and each member's mean score (drift), and the policy's KL to its starting
+point (`policy/kl`, the learner's reference is the starting policy). summary.json holds these
+as per-step `curves`. With `reward.max_disagreement`, rollouts whose members disagree past it
+get zero advantage (`reward/filtered`).
 """
 
 from __future__ import annotations
@@ -23,11 +32,17 @@ import numpy as np
 from mrm_ray.config import GRPOConfig
 from mrm_ray.model import checkpoints
 from mrm_ray.references import is_tiny
+from mrm_ray.rewards import rule_reward
 from mrm_ray.rl.reward_service import RewardService, RewardServiceDown
 from mrm_ray.run_folder import LOG_DIR, SUMMARY, RunFolder
 
 CHECKPOINTS = "checkpoints"
 CURVE = f"{CHECKPOINTS}/curve.json"  # beside the checkpoints: a resumed run continues it
+TRAIN_CURVE = f"{CHECKPOINTS}/train_curve.json"  # every step's CURVE_KEYS, kept the same way
+# the per-step figures summary.json's `curves` holds (with every reward/member/NAME)
+CURVE_KEYS = ("reward/mean", "reward/gold", "reward/gold_missing", "reward/disagreement", "reward/filtered",
+              "policy/kl", "policy/response_length")
+GOLD = {"rule": rule_reward}  # reward.gold -> (response, reference) -> reward
 
 
 @dataclasses.dataclass
@@ -40,6 +55,7 @@ class GRPOSummary:
     first: float
     last: float
     stopped: str | None = None
+    curves: dict[str, list] = dataclasses.field(default_factory=dict)  # per step: "step" and CURVE_KEYS
 
     @property
     def rise(self) -> float:
@@ -80,7 +96,9 @@ def progress_line(step: int, total: int, m: dict) -> str:
     members = " ".join(f"{k.split('/', 2)[2]} {v:+.3f}" for k, v in m.items() if k.startswith("reward/member/"))
     served = f" | served {m['reward/served_mean']:+.3f} ({members}; disagreement {m['reward/disagreement']:.3f})" \
         if "reward/served_mean" in m else ""
-    return (f"[grpo] step {step}/{total} | reward {m['reward/mean']:.3f}±{m['reward/std']:.3f}{served} | "
+    gold = f" | gold {m['reward/gold']:.3f}" if "reward/gold" in m else ""
+    filtered = f" | filtered {m['reward/filtered']:.0f}" if m.get("reward/filtered") else ""
+    return (f"[grpo] step {step}/{total} | reward {m['reward/mean']:.3f}±{m['reward/std']:.3f}{served}{gold}{filtered} | "
             f"kl {m['policy/kl']:.4f} | len {m['policy/response_length']:.1f} | rollout "
             f"{m['time/rollout_s']:.1f}s reward wait {m['time/reward_wait_s']:.1f}s (call "
             f"{m['time/reward_call_s']:.2f}s) update {m['time/update_s']:.1f}s")
@@ -89,6 +107,19 @@ def progress_line(step: int, total: int, m: dict) -> str:
 def _items(prompt: dict, texts: list[str]) -> list[dict]:
     return [{"prompt": prompt["prompt"], "images": prompt["images"], "response": t, "reference": prompt.get("answer")}
             for t in texts]
+
+
+def gold_rewards(gold: str | None, items: list[dict]) -> list[float | None]:
+    """The `reward.gold` reward of each item, None where it cannot be computed (no reference answer)."""
+    if gold is None:
+        return [None] * len(items)
+    return [GOLD[gold](it["response"], it["reference"]) if it.get("reference") is not None else None
+            for it in items]
+
+
+def _gold_metrics(gold: list[float | None]) -> dict:
+    known = [g for g in gold if g is not None]
+    return ({"reward/gold": float(np.mean(known))} if known else {}) | {"reward/gold_missing": len(gold) - len(known)}
 
 
 def _reward_metrics(results: list[dict]) -> dict:
@@ -137,7 +168,8 @@ class GRPORun:
         if resume:
             print(f"[grpo] resumed from {folder.uri(resume)} at step {self.start_step}/{cfg.steps}", flush=True)
         self.log = folder.metrics()
-        self.curve = self._load_curve() if resume else []
+        self.curve = self._load_curve(CURVE) if resume else []
+        self.train_curve = self._load_curve(TRAIN_CURVE) if resume else []
 
     # ------------------------------------------------------------------------ pieces
     def _wait_scheduled(self, every_s: float = 30.0) -> None:
@@ -194,10 +226,16 @@ class GRPORun:
                  "responses": len(values)}
         if served:
             point["hybrid_or_rule_reward"] = float(np.mean([r["reward"] for r in results]))
+            point["disagreement"] = float(np.mean([r["std"] for r in results]))
+        if self.cfg.reward.gold is not None:
+            items = [it for p, g in zip(self.held, groups) for it in _items(p, g["texts"])]
+            gold = _gold_metrics(gold_rewards(self.cfg.reward.gold, items))
+            point |= {"gold_reward": gold.get("reward/gold"), "gold_missing": gold["reward/gold_missing"]}
         self.curve.append(point)
         self.log.event("eval", step, {k: v for k, v in point.items() if k != "step"}, scalars="eval")
         self.log.flush()
-        print(f"[eval] step {step} | held-out {key} {value:+.4f}", flush=True)
+        gold = f" | gold {point['gold_reward']:.4f}" if point.get("gold_reward") is not None else ""
+        print(f"[eval] step {step} | held-out {key} {value:+.4f}{gold}", flush=True)
         return point
 
     def save(self, step: int) -> str:
@@ -207,16 +245,18 @@ class GRPORun:
 
         name = ray.get(self.learner.save.remote(step))
         self.folder.write_json(CURVE, self.curve)
+        self.folder.write_json(TRAIN_CURVE, self.train_curve)
         for old in saved_steps(self.folder)[:-2]:
             self.folder.remove(f"{CHECKPOINTS}/step-{old}")
         return self.folder.uri(name)
 
-    def _load_curve(self) -> list[dict]:
+    def _load_curve(self, name: str) -> list[dict]:
+        """A curve saved beside the checkpoint resumed from (its steps after it are run again)."""
         import json
 
-        self.folder.pull(CURVE)
-        path = self.folder.local / CURVE
-        return json.loads(path.read_text()) if path.is_file() else []
+        self.folder.pull(name)
+        path = self.folder.local / name
+        return [p for p in json.loads(path.read_text()) if p["step"] <= self.start_step] if path.is_file() else []
 
     # -------------------------------------------------------------------------- a step
     def train_step(self, step: int) -> dict:
@@ -234,17 +274,27 @@ class GRPORun:
         rollout_s = time.perf_counter() - start
         results = [reward_futures[i].result() for i in range(len(prompts))]  # RewardServiceDown propagates
         reward_wait_s = time.perf_counter() - start - rollout_s
+        limit = cfg.reward.max_disagreement
+        keep = [[limit is None or x["std"] <= limit for x in res] for res in results]
         t = time.perf_counter()
-        update = ray.get(self.learner.update.remote(prompts, groups, [[x["reward"] for x in res] for res in results]))
+        update = ray.get(self.learner.update.remote(prompts, groups, [[x["reward"] for x in res] for res in results],
+                                                    keep=keep))
         update_s = time.perf_counter() - t
         if not update["finite"]:
             raise RuntimeError(f"step {step}: the loss is not finite ({update['loss']}); lower optim.learning_rate")
         self.version = self._push_weights()
         flat = [x for res in results for x in res]
+        items = [it for p, g in zip(prompts, groups) for it in _items(p, g["texts"])]
         m = {**_reward_metrics(flat), "time/rollout_s": rollout_s, "time/reward_wait_s": reward_wait_s,
              "time/update_s": update_s, "time/rollout_sample_s": float(np.mean([g["seconds"] for g in groups]))}
+        if cfg.reward.gold is not None:
+            m |= _gold_metrics(gold_rewards(cfg.reward.gold, items))
+        if limit is not None:
+            m["reward/filtered"] = sum(not k for row in keep for k in row)
         m.update({f"policy/{k}": v for k, v in update.items() if k != "finite"})
         self.log.event("train", step, m, scalars="")
+        self.train_curve.append({"step": step, **{k: v for k, v in m.items()
+                                                  if k in CURVE_KEYS or k.startswith("reward/member/")}})
         print(progress_line(step, cfg.steps, m), flush=True)
         return m
 
@@ -280,10 +330,17 @@ class GRPORun:
                               checkpoint=self.folder.uri(f"{CHECKPOINTS}/step-{steps[-1]}") if steps else "",
                               curve=self.curve, reward_key=key,
                               first=self.curve[0][key] if self.curve else float("nan"),
-                              last=self.curve[-1][key] if self.curve else float("nan"), stopped=stopped)
+                              last=self.curve[-1][key] if self.curve else float("nan"), stopped=stopped,
+                              curves=curves(self.train_curve))
         self.folder.write_json(SUMMARY, {**dataclasses.asdict(summary), "rise": summary.rise,
                                          "rise_in_standard_errors": summary.rise_in_standard_errors})
         return summary
+
+
+def curves(points: list[dict]) -> dict[str, list]:
+    """Per-step points -> {"step": [...], name: [...]} over every name any point has (None where a step has none)."""
+    names = sorted({k for p in points for k in p if k != "step"})
+    return {"step": [p["step"] for p in points], **{n: [p.get(n) for p in points] for n in names}}
 
 
 def run_grpo(cfg: GRPOConfig) -> GRPOSummary:

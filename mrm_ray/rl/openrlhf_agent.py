@@ -17,12 +17,15 @@ Environment (OpenRLHF builds the executor without arguments, so this is the only
 as config/adapters.py's `OpenRLHFAgentConfig`): MRM_REWARD_URL (required), MRM_SERVE_TOKEN,
 MRM_REWARD (`model`, or `hybrid`: the label is the reference answer), MRM_GROUP_SIZE (default 1:
 every response alone), MRM_GROUP_WAIT_S (how long a group waits for its last response, default
-60), MRM_REWARD_TIMEOUT_S (default 180, OpenRLHF's own).
+60), MRM_REWARD_TIMEOUT_S (default 180, OpenRLHF's own), MRM_REWARD_METHOD and MRM_UNCERTAINTY_COEF
+(another aggregation than the ensemble's, e.g. `uwo`). `extra_logs` carry the model reward, the members'
+disagreement and every member's score, which OpenRLHF logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from openrlhf.utils.agent import SingleTurnAgentExecutor
@@ -90,6 +93,7 @@ class AgentExecutor(SingleTurnAgentExecutor):
                                                      group_wait_s=group_wait_s, timeout_s=timeout_s)
         self._groups: dict[tuple, _Group] = {}
         self._client = None
+        self._members: list[str] = []  # the ensemble's member names, read from /v1/models with the first call
 
     async def execute(self, prompt, label, sampling_params, max_length: int, hf_tokenizer, llm_engine,
                       images=None):
@@ -99,7 +103,9 @@ class AgentExecutor(SingleTurnAgentExecutor):
         response = hf_tokenizer.decode(output["observation_tokens"][start:end], skip_special_tokens=True)
         item = reward_item(prompt, images, response, label, hybrid=self.settings.reward == "hybrid")
         result = await self._score(_group_key(prompt, label, images), item)
-        logs = {"model_reward": result["model_reward"], "ensemble_std": result["std"]}
+        # OpenRLHF stacks extra_logs across rollouts: every rollout carries every member's key (NaN: not routed)
+        logs = {"model_reward": result["model_reward"], "ensemble_std": result["std"],
+                **{f"score_{name}": result["scores"].get(name, math.nan) for name in self._members}}
         if result.get("matched_reference") is not None:
             logs["matched_reference"] = float(result["matched_reference"])
         output.update(reward=result["reward"], scores=result["reward"], extra_logs=logs)
@@ -130,9 +136,12 @@ class AgentExecutor(SingleTurnAgentExecutor):
                 from mrm_ray.serve.client import AsyncRewardClient
 
                 s = self.settings
-                self._client = await AsyncRewardClient(s.url, token=s.token, timeout=s.timeout_s,
-                                                       max_wait_s=s.timeout_s).__aenter__()
-            results = await self._client.score(group.items, reward=self.settings.reward)
+                client = await AsyncRewardClient(s.url, token=s.token, timeout=s.timeout_s,
+                                                 max_wait_s=s.timeout_s).__aenter__()
+                self._members = [m["name"] for m in (await client.models())["members"]]
+                self._client = client
+            results = await self._client.score(group.items, reward=self.settings.reward, method=self.settings.method,
+                                               uncertainty_coef=self.settings.uncertainty_coef)
         except Exception as exc:
             for future in group.futures:
                 if not future.done():

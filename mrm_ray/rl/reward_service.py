@@ -77,7 +77,8 @@ class RewardService:
         async with self.limit:
             start = time.perf_counter()
             try:
-                results = await self.client.score(payload, reward=mode, timeout_s=self.cfg.timeout_s)
+                results = await self.client.score(payload, reward=mode, timeout_s=self.cfg.timeout_s,
+                                                  method=self.cfg.method, uncertainty_coef=self.cfg.uncertainty_coef)
             except RewardError as exc:
                 if exc.status in (429, 502, 503, 504):
                     raise RewardServiceDown(f"reward service at {self.url} still unavailable after "

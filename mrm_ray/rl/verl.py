@@ -16,6 +16,7 @@ else `prompt` / `question` / `query` with `images` (base64 strings). Config (veR
     reward.custom_reward_function.name=compute_score_async     # or compute_score
     +reward.custom_reward_function.reward_kwargs.url=http://HOST:8000
     +reward.custom_reward_function.reward_kwargs.reward=hybrid  # or model
+    +reward.custom_reward_function.reward_kwargs.method=uwo     # optional: the aggregation (min, uwo, lcb, ...)
     +reward.custom_reward_function.reward_kwargs.token='${oc.env:MRM_SERVE_TOKEN}'   # with a bearer token
 
 (config/adapters.py's `VerlReward`: a misspelt setting is an error naming the closest one.)
@@ -89,7 +90,8 @@ def compute_score(data_source: Any = None, solution_str: Any = None, ground_trut
                   solution_strs: Sequence[str] | None = None, ground_truths: Sequence[Any] | None = None,
                   extra_infos: Sequence[Mapping[str, Any] | None] | None = None, url: str | None = None,
                   token: str | None = None, reward: str | None = None, timeout: float | None = None,
-                  chunk_items: int | None = None, **_: Any) -> dict[str, float] | list[dict[str, float]]:
+                  chunk_items: int | None = None, method: str | None = None, uncertainty_coef: float | None = None,
+                  **_: Any) -> dict[str, float] | list[dict[str, float]]:
     """One sample's `{score, model_reward, ensemble_std, score/<member>...}`, or (called with the batch
     manager's plural arguments) one such dict per response, in order, the batch sent in chunks.
 
@@ -99,7 +101,8 @@ def compute_score(data_source: Any = None, solution_str: Any = None, ground_trut
     """
     from mrm_ray.serve.client import RewardClient
 
-    s = _settings(url=url, token=token, reward=reward, timeout=timeout, chunk_items=chunk_items)
+    s = _settings(url=url, token=token, reward=reward, timeout=timeout, chunk_items=chunk_items, method=method,
+                  uncertainty_coef=uncertainty_coef)
     batch = solution_strs is not None
     if batch:
         items = [_item(sol, t, info, s.reward, f"extra_infos[{i}]")
@@ -107,18 +110,21 @@ def compute_score(data_source: Any = None, solution_str: Any = None, ground_trut
     else:
         items = [_item(solution_str, ground_truth, extra_info, s.reward, "extra_info")]
     client = RewardClient(s.url, token=s.token, timeout=s.timeout, max_wait_s=s.timeout, chunk_items=s.chunk_items)
-    results = _results(client.score(items, reward=s.reward))
+    results = _results(client.score(items, reward=s.reward, method=s.method, uncertainty_coef=s.uncertainty_coef))
     return results if batch else results[0]
 
 
 async def compute_score_async(data_source: Any, solution_str: Any, ground_truth: Any,
                               extra_info: Mapping[str, Any] | None = None, *, url: str | None = None,
                               token: str | None = None, reward: str | None = None, timeout: float | None = None,
+                              method: str | None = None, uncertainty_coef: float | None = None,
                               **_: Any) -> dict[str, float]:
     """`compute_score` for one sample as a coroutine: veRL's reward loop awaits it, many at once."""
     from mrm_ray.serve.client import AsyncRewardClient
 
-    s = _settings(url=url, token=token, reward=reward, timeout=timeout)
+    s = _settings(url=url, token=token, reward=reward, timeout=timeout, method=method,
+                  uncertainty_coef=uncertainty_coef)
     item = _item(solution_str, ground_truth, extra_info, s.reward, "extra_info")
     async with AsyncRewardClient(s.url, token=s.token, timeout=s.timeout, max_wait_s=s.timeout) as client:
-        return _results(await client.score([item], reward=s.reward))[0]
+        return _results(await client.score([item], reward=s.reward, method=s.method,
+                                           uncertainty_coef=s.uncertainty_coef))[0]

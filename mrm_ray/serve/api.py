@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mrm_ray.config import Limits
+from mrm_ray.config import METHODS, Limits
 
 Role = Literal["system", "user", "assistant"]
 
@@ -58,8 +58,18 @@ class ScoreItem(BaseModel):
         return [self.response] if self.responses is None else list(self.responses)
 
 
-class ScoreRequest(BaseModel):
+class Aggregation(BaseModel):
+    """How a request's member scores are combined; unset = the ensemble's own (its `ensemble.yaml` or Serve
+    config)."""
+
     model_config = ConfigDict(extra="forbid")
+    method: Literal[METHODS] | None = Field(None, description="mean, z_mean, accuracy_weighted, "
+                                            "confidence_weighted, or the conservative min, uwo, lcb")
+    uncertainty_coef: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                           description="uwo: mean - coef x variance; lcb: mean - coef x std")
+
+
+class ScoreRequest(Aggregation):
     items: list[ScoreItem] = Field(min_length=1)
     reward: Literal["model", "hybrid"] = "model"
 
@@ -72,8 +82,7 @@ class ComparePair(BaseModel):
     images: list[str] = Field(default_factory=list)
 
 
-class CompareRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CompareRequest(Aggregation):
     pairs: list[ComparePair] = Field(min_length=1)
 
 
@@ -83,6 +92,7 @@ class ItemScore(BaseModel):
     model_reward: float = Field(description="the ensemble's aggregated model reward")
     scores: dict[str, float] = Field(description="raw score of each member that scored this item")
     std: float = Field(description="disagreement: std across members, on the aggregate's scale")
+    method: str = Field(description="the aggregation that made model_reward")
     matched_reference: bool | None = None
 
 
@@ -90,6 +100,7 @@ class ScoreResponse(BaseModel):
     results: list[ItemScore]
     model_version: str
     members: dict[str, str]
+    uncertainty_coef: float = Field(description="the coefficient uwo / lcb used")
 
 
 class PairScore(BaseModel):
@@ -97,12 +108,14 @@ class PairScore(BaseModel):
     margin: float
     margins: dict[str, float] = Field(description="each member's raw chosen-minus-rejected margin")
     std: float = Field(description="disagreement of the members' margins, on the aggregate's scale")
+    method: str = Field(description="the aggregation that made margin")
 
 
 class CompareResponse(BaseModel):
     results: list[PairScore]
     model_version: str
     members: dict[str, str]
+    uncertainty_coef: float = Field(description="the coefficient uwo / lcb used")
 
 
 # ------------------------------------------------------------------- requests -> model inputs

@@ -54,7 +54,7 @@ def application(args: AppArgs, *, runtime_env: dict | None = None) -> serve.Appl
         ).bind(member.name, max_batch_size=s.max_batch_size, defaults=user_config)
         spec_members.append({"name": member.name, "weight": member.weight, "modalities": list(member.modalities),
                              "max_batch_size": s.max_batch_size})
-    spec = {"method": ensemble.method, "members": spec_members, "limits": to_dict(args.limits),
+    spec = {"method": ensemble.method, "uncertainty_coef": ensemble.uncertainty_coef, "members": spec_members, "limits": to_dict(args.limits),
             "auth_token": args.auth_token.get_secret_value() if args.auth_token else None,
             "auth_token_env": args.auth_token_env, "retry_after_s": args.ingress.retry_after_s}
     return Ingress.options(num_replicas=args.ingress.num_replicas,

@@ -91,6 +91,12 @@ def group_items(items: Sequence[dict], *, max_responses: int = 16) -> list[dict]
             if len(g.get("responses", ())) == 1 else g for g in out]
 
 
+def aggregation(method: str | None, uncertainty_coef: float | None) -> dict:
+    """The request fields asking for an aggregation other than the ensemble's (none when both are None)."""
+    return ({"method": method} if method is not None else {}) | \
+        ({"uncertainty_coef": uncertainty_coef} if uncertainty_coef is not None else {})
+
+
 class RewardError(RuntimeError):
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"reward server answered {status}: {body[:500]}")
@@ -132,22 +138,29 @@ class RewardClient:
                 raise error
             time.sleep(delay)
 
-    def score(self, items: Sequence[dict], *, reward: str = "model") -> list[dict]:
-        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, ...}` each; items in a
-        row that share a prompt are sent as one group (`group_items`)."""
+    def score(self, items: Sequence[dict], *, reward: str = "model", method: str | None = None,
+              uncertainty_coef: float | None = None) -> list[dict]:
+        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, method, ...}` each; items in
+        a row that share a prompt are sent as one group (`group_items`). `method` / `uncertainty_coef`: another
+        aggregation than the ensemble's (e.g. "uwo")."""
         out: list[dict] = []
         for start in range(0, len(items), self.chunk_items):
             chunk = encode_items(group_items(items[start:start + self.chunk_items]))
-            out += self._post("/v1/score", {"items": chunk, "reward": reward})["results"]
+            out += self._post("/v1/score", {"items": chunk, "reward": reward,
+                                            **aggregation(method, uncertainty_coef)})["results"]
         return out
 
-    def rewards(self, items: Sequence[dict], *, reward: str = "model") -> list[float]:
-        return [r["reward"] for r in self.score(items, reward=reward)]
+    def rewards(self, items: Sequence[dict], *, reward: str = "model", method: str | None = None,
+                uncertainty_coef: float | None = None) -> list[float]:
+        return [r["reward"] for r in self.score(items, reward=reward, method=method,
+                                                uncertainty_coef=uncertainty_coef)]
 
-    def compare(self, pairs: Sequence[dict]) -> list[dict]:
+    def compare(self, pairs: Sequence[dict], *, method: str | None = None,
+                uncertainty_coef: float | None = None) -> list[dict]:
         out: list[dict] = []
         for start in range(0, len(pairs), self.chunk_items):
-            out += self._post("/v1/compare", {"pairs": encode_items(pairs[start:start + self.chunk_items])})["results"]
+            out += self._post("/v1/compare", {"pairs": encode_items(pairs[start:start + self.chunk_items]),
+                                              **aggregation(method, uncertainty_coef)})["results"]
         return out
 
     def models(self) -> dict:
@@ -182,16 +195,24 @@ class AsyncRewardClient:
     async def __aexit__(self, *exc) -> None:
         await self._session.close()
 
-    async def score(self, items: Sequence[dict], *, reward: str = "model",
-                    timeout_s: float | None = None) -> list[dict]:
-        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, ...}` each (items in a
-        row sharing a prompt go as one group); with `timeout_s`, each attempt carries it as its deadline
-        (`X-Request-Timeout`)."""
+    async def models(self) -> dict:
+        """`/v1/models`: the ensemble's method, members and limits."""
+        async with self._session.get(self.url + "/v1/models") as response:
+            if response.status != 200:
+                raise RewardError(response.status, await response.text())
+            return await response.json()
+
+    async def score(self, items: Sequence[dict], *, reward: str = "model", timeout_s: float | None = None,
+                    method: str | None = None, uncertainty_coef: float | None = None) -> list[dict]:
+        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, method, ...}` each (items
+        in a row sharing a prompt go as one group); with `timeout_s`, each attempt carries it as its deadline
+        (`X-Request-Timeout`); `method` / `uncertainty_coef` as `RewardClient.score`'s."""
         import asyncio
 
         import aiohttp
 
-        payload = {"items": encode_items(group_items(items)), "reward": reward}
+        payload = {"items": encode_items(group_items(items)), "reward": reward,
+                   **aggregation(method, uncertainty_coef)}
         headers = {TIMEOUT_HEADER: f"{timeout_s:g}"} if timeout_s is not None else None
         backoff = Backoff(self.retries, self.max_wait_s)
         while True:

@@ -20,12 +20,12 @@ import os
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from mrm_ray.config import Limits, to_dict, validate
+from mrm_ray.config import METHODS, Limits, to_dict, validate
 from mrm_ray.ensemble import Aggregate, aggregate, routing_mask
 from mrm_ray.rewards import answer_matches, hybrid_reward, sigmoid
 from mrm_ray.serve import api, middleware, protocols
@@ -85,6 +85,7 @@ class DeadlinePassed(RuntimeError):
 class Ingress:
     def __init__(self, spec: dict[str, Any], members: dict[str, Any]) -> None:
         self.method = spec["method"]
+        self.uncertainty_coef = spec["uncertainty_coef"]
         self.members = spec["members"]
         self.handles = members
         self.limits = validate(Limits, spec["limits"])
@@ -177,8 +178,16 @@ class Ingress:
             stats[m] = stats[m] or {"score_mean": 0.0, "score_std": 1.0}
         return values, stats, versions
 
-    def _aggregate(self, scores: np.ndarray, stats: list[dict]) -> Aggregate:
-        return aggregate(scores, method=self.method, weights=self.weights,
+    def _aggregation(self, request: api.Aggregation) -> tuple[str, float]:
+        """(method, uncertainty_coef): the request's where it asks, else the ensemble's."""
+        method = request.method or self.method
+        if method.endswith("_weighted") and not (self.weights > 0).any():
+            raise api.BadInput("method", f"{method} needs member weights and every weight is 0 here; fit them "
+                                         "with `mrm-ray ensemble fit` or ask for another method")
+        return method, self.uncertainty_coef if request.uncertainty_coef is None else request.uncertainty_coef
+
+    def _aggregate(self, scores: np.ndarray, stats: list[dict], how: tuple[str, float]) -> Aggregate:
+        return aggregate(scores, method=how[0], uncertainty_coef=how[1], weights=self.weights,
                          means=[s["score_mean"] for s in stats], stds=[s["score_std"] for s in stats])
 
     def _version(self, versions: dict[str, str]) -> str:
@@ -187,10 +196,11 @@ class Ingress:
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     async def _score(self, request: api.ScoreRequest) -> api.ScoreResponse:
+        how = self._aggregation(request)
         items = await asyncio.to_thread(api.prepare_items, request, self.limits)
         values, stats, versions = await self._fan_out("score", items, "items")
         scores = values[..., 0]
-        agg = self._aggregate(scores, stats)
+        agg = self._aggregate(scores, stats, how)
         results = []
         units = [(item, text) for item in request.items for text in item.texts()]  # one result per response
         for j, (item, text) in enumerate(units):
@@ -200,10 +210,11 @@ class Ingress:
                 matched = answer_matches(text, item.reference)
                 reward = hybrid_reward(text, item.reference, model_reward)
             results.append(api.ItemScore(
-                reward=reward, model_reward=model_reward, std=float(agg.std[j]), matched_reference=matched,
-                scores={m["name"]: float(scores[k, j]) for k, m in enumerate(self.members)
-                        if not np.isnan(scores[k, j])}))
-        return api.ScoreResponse(results=results, model_version=self._version(versions), members=versions)
+                reward=reward, model_reward=model_reward, std=float(agg.std[j]), method=how[0],
+                matched_reference=matched, scores={m["name"]: float(scores[k, j]) for k, m in enumerate(self.members)
+                                                   if not np.isnan(scores[k, j])}))
+        return api.ScoreResponse(results=results, model_version=self._version(versions), members=versions,
+                                 uncertainty_coef=how[1])
 
     # ---------------------------------------------------------------------------- routes
     @http.get("/healthz")
@@ -217,7 +228,7 @@ class Ingress:
         infos = await asyncio.gather(*(self.handles[m["name"]].info.remote() for m in self.members))
         members = [{**info, "weight": m["weight"], "modalities": m["modalities"]}
                    for m, info in zip(self.members, infos)]
-        return {"method": self.method, "model_version": self._version({i["name"]: i.get("version") for i in infos}),
+        return {"method": self.method, "uncertainty_coef": self.uncertainty_coef, "model_version": self._version({i["name"]: i.get("version") for i in infos}),
                 "members": members, "limits": to_dict(self.limits)}
 
     @http.post("/v1/score", response_model=api.ScoreResponse)
@@ -234,12 +245,16 @@ class Ingress:
 
     @http.post("/get_reward", response_model=protocols.OpenRLHFResponse)
     async def get_reward(self, request: protocols.OpenRLHFRequest, reward: Literal["model", "hybrid"] = "model",
+                         method: Literal[METHODS] | None = None,
+                         uncertainty_coef: float | None = Query(None, ge=0, allow_inf_nan=False),
                          authorization: str | None = Header(None)):
-        """OpenRLHF's remote reward protocol; `?reward=hybrid` uses `labels` as reference answers."""
+        """OpenRLHF's remote reward protocol; `?reward=hybrid` uses `labels` as reference answers, `?method=uwo`
+        (and `&uncertainty_coef=`) another aggregation than the ensemble's."""
         if denied := self._authorize(authorization):
             return denied
         scored = await self._guard(self._score(api.ScoreRequest(
-            items=protocols.openrlhf_items(request).items, reward=reward)))
+            items=protocols.openrlhf_items(request).items, reward=reward, method=method,
+            uncertainty_coef=uncertainty_coef)))
         if isinstance(scored, JSONResponse):
             return scored
         return protocols.openrlhf_response(scored, [m["name"] for m in self.members])
@@ -264,20 +279,22 @@ class Ingress:
         return protocols.pooling_response(await self._score(protocols.pooling_items(request)), request, route)
 
     async def _compare(self, request: api.CompareRequest) -> api.CompareResponse:
+        how = self._aggregation(request)
         pairs = await asyncio.to_thread(api.prepare_pairs, request, self.limits)
         values, stats, versions = await self._fan_out("compare", pairs, "pairs")
-        chosen = self._aggregate(values[..., 0], stats)
-        rejected = self._aggregate(values[..., 1], stats)
+        chosen = self._aggregate(values[..., 0], stats, how)
+        rejected = self._aggregate(values[..., 1], stats, how)
         margins = values[..., 0] - values[..., 1]
-        spread = self._aggregate(margins, [{"score_mean": 0.0, "score_std": s["score_std"]} for s in stats])
+        spread = self._aggregate(margins, [{"score_mean": 0.0, "score_std": s["score_std"]} for s in stats], how)
         results = []
         for j in range(len(pairs)):
             margin = float(chosen.reward[j] - rejected.reward[j])
             results.append(api.PairScore(
-                prob_chosen=sigmoid(margin), margin=margin, std=float(spread.std[j]),
+                prob_chosen=sigmoid(margin), margin=margin, std=float(spread.std[j]), method=how[0],
                 margins={m["name"]: float(margins[k, j]) for k, m in enumerate(self.members)
                          if not np.isnan(margins[k, j])}))
-        return api.CompareResponse(results=results, model_version=self._version(versions), members=versions)
+        return api.CompareResponse(results=results, model_version=self._version(versions), members=versions,
+                                   uncertainty_coef=how[1])
 
     async def _guard(self, work):
         """Member failures and full queues become a 503 with Retry-After; a passed deadline a 504; bad input

@@ -76,3 +76,63 @@ def test_config_validation_and_yaml_round_trip(tmp_path):
     assert loaded.members[1].path == str(tmp_path / "ens" / "models" / "text")
     assert loaded.members[1].modalities == ("text",) and loaded.members[1].score_std == 2.0
     assert loaded.members[2].path == "tiny:3"
+
+
+# ------------------------------------------------------------------ conservative aggregation (robust rewards)
+# three members over four items, z-normalised by (mean, std) = (1, 2), (0, 1), (-2, 0.5); NaN = not routed
+RAW = np.array([[3.0, 1.0, NAN, 5.0],
+                [1.0, 2.0, -1.0, NAN],
+                [-1.5, -2.0, -1.5, NAN]])
+STATS = {"means": [1.0, 0.0, -2.0], "stds": [2.0, 1.0, 0.5]}
+# z = [[1, 0, -, 2], [1, 2, -1, -], [1, 0, 1, -]]: item 0 all agree, item 1 one member high,
+# item 2 two members split, item 3 one member alone
+
+
+def test_min_is_the_worst_case_over_the_members_that_scored():
+    out = aggregate(RAW, method="min", **STATS)
+    assert out.reward.tolist() == [1.0, 0.0, -1.0, 2.0]
+    assert out.std.tolist() == pytest.approx([0.0, math.sqrt(8 / 9), 1.0, 0.0])
+
+
+def test_uwo_takes_the_variance_off_the_mean():
+    out = aggregate(RAW, method="uwo", uncertainty_coef=0.5, **STATS)
+    # means 1, 2/3, 0, 2; population variances 0, 8/9, 1, 0
+    assert out.reward.tolist() == pytest.approx([1.0, 2 / 3 - 0.5 * 8 / 9, 0.0 - 0.5, 2.0])
+    assert aggregate(RAW, method="uwo", uncertainty_coef=0.0, **STATS).reward.tolist() == \
+        pytest.approx(aggregate(RAW, method="z_mean", **STATS).reward.tolist())
+
+
+def test_lcb_takes_the_std_off_the_mean():
+    out = aggregate(RAW, method="lcb", uncertainty_coef=2.0, **STATS)
+    assert out.reward.tolist() == pytest.approx([1.0, 2 / 3 - 2 * math.sqrt(8 / 9), -2.0, 2.0])
+
+
+@pytest.mark.parametrize("method", ["min", "uwo", "lcb"])
+def test_one_member_reduces_to_its_own_z_score(method):
+    out = aggregate(np.array([[3.0, -1.0]]), method=method, uncertainty_coef=3.0, means=[1.0], stds=[2.0])
+    assert out.reward.tolist() == [1.0, -1.0] and out.std.tolist() == [0.0, 0.0]
+
+
+def test_conservative_methods_ignore_weights_and_refuse_a_bad_coefficient():
+    weighted = aggregate(RAW, method="uwo", weights=[9.0, 0.0, 1.0], **STATS)
+    assert weighted.reward.tolist() == pytest.approx(aggregate(RAW, method="uwo", **STATS).reward.tolist())
+    for coef in (-0.1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="uncertainty_coef"):
+            aggregate(RAW, method="lcb", uncertainty_coef=coef, **STATS)
+    with pytest.raises(ValueError, match="mean and std"):
+        aggregate(RAW, method="min")
+    assert fit_weights(RAW[:, :2], RAW[:, 2:], method="min").tolist() == [1.0, 1.0, 1.0]
+
+
+def test_ensemble_yaml_holds_the_method_and_coefficient(tmp_path):
+    from mrm_ray.config import ConfigError
+
+    config = EnsembleConfig(members=[EnsembleMember(name="a", path="tiny:0")], method="uwo", uncertainty_coef=1.5)
+    loaded = load_ensemble(save_ensemble(config, tmp_path / "ensemble.yaml"))
+    assert (loaded.method, loaded.uncertainty_coef) == ("uwo", 1.5)
+    assert EnsembleConfig(members=config.members).uncertainty_coef == 0.5  # the default
+    for bad, field in (("method: median", "method"), ("uncertainty_coef: -1", "uncertainty_coef"),
+                       ("uncertainty_coef: .inf", "uncertainty_coef")):
+        (tmp_path / "bad.yaml").write_text(f"{bad}\nmembers: [{{name: a, path: 'tiny:0'}}]\n")
+        with pytest.raises(ConfigError, match=field):
+            load_ensemble(tmp_path / "bad.yaml")
