@@ -245,7 +245,9 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-model", type=float)
     parser.add_argument("--cpus-per-model", type=float)
     parser.add_argument("--limit", type=int, help="first N good pairs per benchmark")
-    parser.add_argument("--methods", nargs="*", choices=EQUAL_WEIGHT_METHODS, help="default: mean z_mean")
+    parser.add_argument("--methods", nargs="*", choices=EQUAL_WEIGHT_METHODS,
+                        help=f"ensemble rows (default: {' '.join(EQUAL_WEIGHT_METHODS)})")
+    parser.add_argument("--uncertainty-coef", type=float, help="of the uwo and lcb rows (default 0.5)")
     parser.add_argument("--config", help="a YAML file of the evaluation's settings (config/commands.py's EvalConfig)")
     parser.add_argument("--address", help=ADDRESS_HELP)
     parser.set_defaults(func=run_evaluate, overrides=[])
@@ -263,7 +265,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "image_root": args.image_root, "stand_in_images": args.stand_in_images, "out": args.out,
         "batch_size": args.batch_size, "actors_per_model": args.actors_per_model,
         "gpus_per_model": args.gpus_per_model, "cpus_per_model": args.cpus_per_model, "limit": args.limit,
-        "methods": args.methods})
+        "methods": args.methods, "uncertainty_coef": args.uncertainty_coef})
     if args.address:  # its paths are read (and checked) on the cluster
         from mrm_ray.submit import submit
 

@@ -12,11 +12,11 @@ from typing import Annotated, Literal
 from annotated_types import Ge
 
 from mrm_ray.config.core import NonNegative, Positive, PositiveFloat, config_dataclass
-from mrm_ray.config.ensemble import MAX_BATCH_TOKENS, METHODS
+from mrm_ray.config.ensemble import CONSERVATIVE_METHODS, MAX_BATCH_TOKENS, METHODS, UNCERTAINTY_COEF, UncertaintyCoef
 from mrm_ray.config.run import DataConfig
 from mrm_ray.references import anchored
 
-EQUAL_WEIGHT_METHODS = ("mean", "z_mean")  # what an evaluation can aggregate with no fitted weights
+EQUAL_WEIGHT_METHODS = ("mean", "z_mean", *CONSERVATIVE_METHODS)  # what an evaluation aggregates with no fitted weights
 
 
 def _anchored_values(mapping: dict[str, str]) -> dict[str, str]:
@@ -38,7 +38,8 @@ class EvalConfig:
     gpus_per_model: NonNegative = 0.0
     cpus_per_model: PositiveFloat = 1.0
     limit: Positive | None = None  # first N good pairs per benchmark
-    methods: tuple[Literal[EQUAL_WEIGHT_METHODS], ...] = EQUAL_WEIGHT_METHODS
+    methods: tuple[Literal[EQUAL_WEIGHT_METHODS], ...] = EQUAL_WEIGHT_METHODS  # one report row (and ECE) each
+    uncertainty_coef: UncertaintyCoef = UNCERTAINTY_COEF  # of the uwo / lcb rows (ensemble.yaml's row: its own)
     max_batch_tokens: Positive = MAX_BATCH_TOKENS
 
     def __post_init__(self) -> None:

@@ -167,7 +167,7 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
             continue
         for label, (c, r, scored) in _rewards(names, stats, scores, idx[keep], applicable[:, idx[keep]],
                                               routed[:, idx[keep]] if ensemble else None, config.methods,
-                                              ensemble).items():
+                                              ensemble, config.uncertainty_coef).items():
             entry["results"][label] = bench.score(metrics.correct(c, r), [x for x, s in zip(kept, scored) if s])
             entry["calibration"][label] = metrics.reliability(c - r)
     report["quarantine"] = [b.to_dict() for data in per.values() for b in data["bad"] + data["unsupported"]]
@@ -180,22 +180,25 @@ def _example(bad: Rejected) -> dict:
 
 def _rewards(names: list[str], stats: list[tuple[float, float]], scores: dict, idx: np.ndarray,
              applicable: np.ndarray, routed: np.ndarray | None, methods: Sequence[str],
-             ensemble: EnsembleConfig | None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+             ensemble: EnsembleConfig | None,
+             uncertainty_coef: float) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(chosen, rejected, which kept pairs they are) per member (over the pairs it scored; a member that
     scored none is left out) and per ensemble method (every kept pair, from the members that scored it)."""
     chosen = np.stack([scores[n]["chosen"][idx] for n in names])
     rejected = np.stack([scores[n]["rejected"][idx] for n in names])
     out = {n: (chosen[m][applicable[m]], rejected[m][applicable[m]], applicable[m])
            for m, n in enumerate(names) if applicable[m].any()}
-    methods = [(f"ensemble: {method}", method, np.ones(len(names)), applicable) for method in methods]
+    methods = [(f"ensemble: {method}", method, np.ones(len(names)), applicable, uncertainty_coef)
+               for method in methods]
     if ensemble is not None:
         methods.append((f"ensemble.yaml ({ensemble.method})", ensemble.method,
-                        np.array([m.weight for m in ensemble.members]), routed))
+                        np.array([m.weight for m in ensemble.members]), routed, ensemble.uncertainty_coef))
     means, stds = [s[0] for s in stats], [s[1] for s in stats]
     every = np.ones(len(idx), dtype=bool)
-    for label, method, weights, mask in methods:
-        c = aggregate(np.where(mask, chosen, np.nan), method=method, weights=weights, means=means, stds=stds)
-        r = aggregate(np.where(mask, rejected, np.nan), method=method, weights=weights, means=means, stds=stds)
+    for label, method, weights, mask, coef in methods:
+        how = {"method": method, "weights": weights, "means": means, "stds": stds, "uncertainty_coef": coef}
+        c = aggregate(np.where(mask, chosen, np.nan), **how)
+        r = aggregate(np.where(mask, rejected, np.nan), **how)
         out[label] = (c.reward, r.reward, every)
     return out
 

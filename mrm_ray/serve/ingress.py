@@ -20,7 +20,7 @@ import os
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
@@ -245,13 +245,18 @@ class Ingress:
 
     @http.post("/get_reward", response_model=protocols.OpenRLHFResponse)
     async def get_reward(self, request: protocols.OpenRLHFRequest, reward: Literal["model", "hybrid"] = "model",
-                         method: Literal[METHODS] | None = None,
-                         uncertainty_coef: float | None = Query(None, ge=0, allow_inf_nan=False),
+                         method: str | None = None, uncertainty_coef: float | None = None,
                          authorization: str | None = Header(None)):
         """OpenRLHF's remote reward protocol; `?reward=hybrid` uses `labels` as reference answers, `?method=uwo`
         (and `&uncertainty_coef=`) another aggregation than the ensemble's."""
         if denied := self._authorize(authorization):
             return denied
+        # checked here, not by annotation: Serve runs a pickled copy of this class, whose annotations cannot name
+        # module constants
+        if method is not None and method not in METHODS:
+            raise api.BadInput("query.method", f"must be one of {', '.join(METHODS)}, got {method!r}")
+        if uncertainty_coef is not None and not (math.isfinite(uncertainty_coef) and uncertainty_coef >= 0):
+            raise api.BadInput("query.uncertainty_coef", f"must be a finite number >= 0, got {uncertainty_coef}")
         scored = await self._guard(self._score(api.ScoreRequest(
             items=protocols.openrlhf_items(request).items, reward=reward, method=method,
             uncertainty_coef=uncertainty_coef)))

@@ -21,6 +21,8 @@ from mrm_ray.model.scorer import Scorer
 from helpers.images import transformers_score
 from helpers.ray_head import job_status
 
+ENSEMBLE_ROWS = {f"ensemble: {m}" for m in ("mean", "z_mean", "min", "uwo", "lcb")}  # the default rows
+
 pytestmark = pytest.mark.shared_data
 
 
@@ -89,7 +91,7 @@ def test_evaluate_job_on_real_benchmarks_with_stand_in_images(ray_head, fitted, 
     assert mm["bad_reasons"] == {} and mm["not_supported_reasons"] == {f"not supported: {VIDEO}": 25}
     assert vl["counts"]["scored"] == 150 and vl["results"]["a"]["published_sizes_met"] is False  # a subset
     assert sum(vl["results"]["a"]["counts"].get(c, 0) for c in ("general", "hallucination", "reasoning")) == 150
-    assert set(vl["results"]) == {"a", "b", "ensemble: mean", "ensemble: z_mean", "ensemble.yaml (accuracy_weighted)"}
+    assert set(vl["results"]) == {"a", "b", *ENSEMBLE_ROWS, "ensemble.yaml (accuracy_weighted)"}
     markdown = (out / "report.md").read_text()
     assert "145 pairs were scored with stand-in images" in markdown and "| ensemble: mean |" in markdown
 
@@ -169,8 +171,10 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
     # MMRB2 with images inside responses: every figure follows from the members scored in this process
     rows = [r for r in read_benchmark("mmrb2", bench["mmrb2"]) if not isinstance(r, Rejected)]
     assert sum(bool(r["chosen_images"]) for r in rows) == 4
+    scored = {}
     for name, path in members.items():
-        offline = np.array(Scorer(path).score_pairs([{**r, "prompt": to_chat_messages(r["prompt"])} for r in rows]))
+        offline = scored[name] = np.array(Scorer(path).score_pairs([{**r, "prompt": to_chat_messages(r["prompt"])}
+                                                                    for r in rows]))
         expected = metrics.mmrb2(metrics.correct(offline[:, 0], offline[:, 1]), [r["category"] for r in rows])
         result = benches["mmrb2"]["results"][name]
         assert result["Reasoning"] == pytest.approx(expected["Reasoning"]) and result["per_category"] == pytest.approx(
@@ -178,6 +182,19 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
         got, want = benches["mmrb2"]["calibration"][name], metrics.reliability(offline[:, 0] - offline[:, 1])
         assert got["ece"] == pytest.approx(want["ece"], abs=1e-4)
         assert [(b["count"], b["observed"]) for b in got["bins"]] == [(b["count"], b["observed"]) for b in want["bins"]]
+    # every ensemble method has its row and its calibration, the conservative ones included
+    from mrm_ray.ensemble import aggregate
+    from mrm_ray.eval.report import member_stats
+
+    stats = [member_stats(path) for path in members.values()]
+    how = {"means": [m for m, _ in stats], "stds": [s for _, s in stats], "uncertainty_coef": 0.5}
+    assert report["methods"] == ["mean", "z_mean", "min", "uwo", "lcb"]
+    for method in report["methods"]:
+        c, r = (aggregate(np.stack([scored[n][:, k] for n in members]), method=method, **how).reward for k in (0, 1))
+        label = f"ensemble: {method}"
+        assert benches["mmrb2"]["results"][label]["Reasoning"] == pytest.approx(metrics.correct(c, r).mean())
+        assert benches["mmrb2"]["calibration"][label]["ece"] == pytest.approx(metrics.reliability(c - r)["ece"],
+                                                                               abs=1e-4)
 
     written = write_report(report, tmp_path / "report", pairs=table)
     assert sorted(written) == ["report.html", "report.json", "report.md", "scores.parquet"]
@@ -249,8 +266,8 @@ def test_a_member_of_every_family_text_only_ones_on_the_text_pairs(ray_cluster, 
     mm, text = report["benchmarks"]["mm_rlhf"], report["benchmarks"]["sharegpt"]
     assert mm["counts"]["scored"] == 3 and mm["counts"]["unscorable"] == 0 and text["counts"]["scored"] == 3
     assert mm["not_applicable"] == {"qwen2": 3, "qwen3": 3, "hf-qwen3": 3} and text["not_applicable"] == {}
-    assert set(mm["results"]) == set(members) - text_only | {"ensemble: mean", "ensemble: z_mean"}
-    assert set(text["results"]) == set(members) | {"ensemble: mean", "ensemble: z_mean"}
+    assert set(mm["results"]) == set(members) - text_only | ENSEMBLE_ROWS
+    assert set(text["results"]) == set(members) | ENSEMBLE_ROWS
     assert "qwen2 skipped 3 with images" in markdown(report) and "| text only |" in markdown(report)
 
     offline = {}

@@ -31,7 +31,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def grpo_job(ray_head, tmp_path_factory, reward_checkpoints):
     """The shipped tiny GRPO job, deploying two tiny reward members on the shared head's Serve
-    (kept deployed: the fault test below reaches them through a proxy)."""
+    (kept deployed: the fault test below reaches them through a proxy), optimising their conservative `uwo`
+    aggregate and measuring the rule reward as gold."""
     tmp = tmp_path_factory.mktemp("grpo")
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"]["port"] = _free_port()
@@ -40,7 +41,8 @@ def grpo_job(ray_head, tmp_path_factory, reward_checkpoints):
     out = ray_head.submit(
         "jobs/grpo.py", "--config", "tiny", f"output_dir={tmp}", f"steps={STEPS}",
         "eval_every=12", "checkpoint_every=6", f"reward.members=[{reward_checkpoints[0]},{reward_checkpoints[1]}]",
-        f"reward.serve_config={serve_config}", "reward.keep_deployed=true", timeout=600)
+        f"reward.serve_config={serve_config}", "reward.keep_deployed=true", "reward.method=uwo",
+        "reward.uncertainty_coef=0.5", "reward.gold=rule", timeout=600)
     log = out.stdout + out.stderr
     url = f"http://127.0.0.1:{config['http_options']['port']}/grpo-tiny-reward"
     yield {"log": log, "status": job_status(log), "run_dir": tmp / "grpo-tiny", "url": url}
@@ -72,6 +74,27 @@ def test_job_raises_the_held_out_served_reward(grpo_job):
     assert [e["step"] for e in train] == list(range(1, STEPS + 1))
     assert all({"reward/mean", "reward/disagreement", "policy/kl"} <= set(e) for e in train)
     assert [e["step"] for e in events if e["event"] == "eval"] == [0, STEPS]
+    # robust rewards: what is optimised (uwo) and what is measured (gold), the disagreement, each member's drift
+    # and the KL to the starting policy, every step, in metrics.jsonl, TensorBoard and summary.json's curves
+    from mrm_ray.serve.deploy import member_names
+
+    members = {f"reward/member/{n}" for n in member_names(config["reward"]["members"])}
+    names = {"reward/mean", "reward/gold", "reward/gold_missing", "reward/disagreement", "policy/kl", *members}
+    assert len(members) == 2
+    assert all(names <= set(e) for e in train) and all(e["reward/gold_missing"] == 0 for e in train)
+    assert all(0.0 <= e["reward/gold"] <= 1.0 and e["reward/disagreement"] > 0 for e in train)
+    assert config["reward"]["method"] == "uwo" and config["reward"]["gold"] == "rule"
+    curves = summary["curves"]
+    assert curves["step"] == list(range(1, STEPS + 1)) and names <= set(curves)
+    for name in names:
+        assert curves[name] == [e[name] for e in train], name
+    assert all(p["gold_reward"] is not None and p["gold_missing"] == 0 and p["disagreement"] > 0 for p in curve)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(run / "tensorboard")).Reload()
+    for name in names:
+        assert [e.step for e in board.Scalars(name)] == list(range(1, STEPS + 1)), name
+    assert [e.value for e in board.Scalars("reward/gold")] == pytest.approx(curves["reward/gold"], abs=1e-6)
     assert {p.name for p in (run / "logs").iterdir()} >= {"driver.log", "learner.log", "rollout0.log"}
 
 
@@ -87,6 +110,7 @@ def test_blinking_service_is_retried_and_a_dead_one_stops_with_a_resumable_check
     out = f"{s3.bucket()}/runs"
     overrides = [f"output_dir={out}", "name=faults", "policy=tiny:qwen3_vl", "steps=3", "eval_every=3", "checkpoint_every=1",
                  f"reward.url={proxy.url}", "reward.members=[]", "reward.max_wait_s=4", "prompts.held_out=4",
+                 "reward.method=min", "reward.max_disagreement=0.05",
                  "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.eval_samples=2", "rollout.workers=1"]
     cfg = load_grpo_config("tiny", overrides)
     # one call per prompt: held-out eval 4, step 1 4; step 2's first 4 calls get 503 (retried), then
@@ -109,5 +133,10 @@ def test_blinking_service_is_retried_and_a_dead_one_stops_with_a_resumable_check
         assert not storage.exists(f"{checkpoints}/step-1")  # the two latest are kept, in the bucket too
         summary = json.loads(_read(f"{out}/faults/summary.json"))
         assert summary["curve"] == resumed.curve and summary["run_dir"] == f"{out}/faults"
+        # the per-step curves continue across the restart too; the disagreement filter counted what it dropped
+        # (16 rollouts a step: two tiny random members disagree past 0.05 on some)
+        assert summary["curves"]["step"] == [1, 2, 3]
+        assert all(0 <= n <= 16 for n in summary["curves"]["reward/filtered"])
+        assert sum(summary["curves"]["reward/filtered"]) > 0
     finally:
         proxy.close()

@@ -163,6 +163,51 @@ def test_openrlhf_protocol_and_hybrid_reward(served, offline):
     assert bad.status_code == 422 and bad.json()["field"] == "query[1]"
 
 
+def test_a_request_asks_for_a_conservative_method_and_gets_the_offline_aggregate(served, offline):
+    """`method` / `uncertainty_coef` in a request (and `?method=` on /get_reward) override the app's mean; each
+    result equals ensemble.py's aggregate of the offline members' scores and says which method made it."""
+    import numpy as np
+
+    from mrm_ray.ensemble import aggregate
+
+    raw = np.array([s.score_items(DECODED) for s in offline[:2]])
+    stats = {"means": [s.score_mean for s in offline[:2]], "stds": [s.score_std for s in offline[:2]]}
+    default = served.post("/v1/score", {"items": ITEMS}).json()
+    assert {r["method"] for r in default["results"]} == {"mean"} and default["uncertainty_coef"] == 0.5
+    for method, coef in (("min", None), ("uwo", 0.7), ("lcb", 2.0), ("z_mean", None)):
+        body = served.post("/v1/score", {"items": ITEMS, "method": method} |
+                           ({"uncertainty_coef": coef} if coef is not None else {})).json()
+        want = aggregate(raw, method=method, uncertainty_coef=0.5 if coef is None else coef, **stats)
+        assert [r["model_reward"] for r in body["results"]] == pytest.approx(want.reward.tolist(), abs=1e-4), method
+        assert [r["std"] for r in body["results"]] == pytest.approx(want.std.tolist(), abs=1e-4), method
+        assert {r["method"] for r in body["results"]} == {method}
+    # the conservative reward is at most the mean of the z-scores, by the disagreement
+    z = aggregate(raw, method="z_mean", **stats).reward
+    assert (aggregate(raw, method="min", **stats).reward <= z + 1e-9).all()
+
+    pairs = [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}]
+    pair = served.post("/v1/compare", {"pairs": pairs, "method": "min"}).json()["results"][0]
+    c, r = np.array([s.score_pairs([{**pairs[0], "images": []}])[0] for s in offline[:2]]).T
+    want = aggregate(c[:, None], method="min", **stats).reward - aggregate(r[:, None], method="min", **stats).reward
+    assert pair["margin"] == pytest.approx(float(want[0]), abs=1e-4) and pair["method"] == "min"
+
+    prompts = ["Q: Name a colour. A:"]
+    get = served.post("/get_reward?method=uwo&uncertainty_coef=1.5", {"query": [prompts[0] + " blue"],
+                                                                      "prompts": prompts}).json()
+    one = np.array([s.score_items([{"prompt": prompts[0], "images": [], "response": " blue"}]) for s in offline[:2]])
+    assert get["rewards"] == pytest.approx(aggregate(one, method="uwo", uncertainty_coef=1.5, **stats).reward.tolist(),
+                                           abs=1e-4)
+    assert get["extra_logs"]["ensemble_std"] == pytest.approx(
+        aggregate(one, method="uwo", **stats).std.tolist(), abs=1e-4)
+    for body, query, field in (({"method": "median"}, "", "method"), ({"uncertainty_coef": -1}, "", "uncertainty_coef"),
+                               ({"uncertainty_coef": "inf"}, "", "uncertainty_coef"), ({}, "?method=median", "method")):
+        path = "/get_reward" + query if query else "/v1/score"
+        payload = {"query": [prompts[0] + " blue"], "prompts": prompts} if query else {"items": ITEMS[:1], **body}
+        bad = served.post(path, payload)
+        assert bad.status_code == 422 and field in bad.json()["field"], bad.text
+    assert served.post("/v1/score", {"items": ITEMS[:1]}).status_code == 200  # and it keeps serving
+
+
 BAD = [  # (body or raw bytes, status, field)
     (b'{"items": [', 422, "body"),
     (b"just text", 422, "body"),
@@ -258,6 +303,19 @@ def test_verl_legacy_batch_call(served, offline):
     assert out[0]["score"] == 1.0 and out[0]["model_reward"] == pytest.approx(expected[0], abs=1e-4)
     assert out[1]["score"] == pytest.approx(1 / (1 + math.exp(-expected[1])), abs=1e-4)
     assert all(set(o) == {"score", "model_reward", "ensemble_std", "score/tiny-a", "score/tiny-b"} for o in out)
+    # reward_kwargs.method: the conservative aggregate, its disagreement and the members' scores in veRL's extra info
+    from mrm_ray.ensemble import aggregate
+
+    uwo = compute_score(data_sources=["math"], solution_strs=solutions[:1], ground_truths=[None],
+                        extra_infos=extra[:1], url=served.url, token=TOKEN, reward="model", method="uwo",
+                        uncertainty_coef=1.0)[0]
+    raw = np.array([[s.score_items([{"prompt": "What is 2+2?", "images": [], "response": solutions[0]}])[0]]
+                    for s in offline[:2]])
+    want = aggregate(raw, method="uwo", uncertainty_coef=1.0, means=[s.score_mean for s in offline[:2]],
+                     stds=[s.score_std for s in offline[:2]])
+    assert uwo["score"] == uwo["model_reward"] == pytest.approx(float(want.reward[0]), abs=1e-4)
+    assert uwo["ensemble_std"] == pytest.approx(float(want.std[0]), abs=1e-4)
+    assert [uwo["score/tiny-a"], uwo["score/tiny-b"]] == pytest.approx(raw[:, 0].tolist(), abs=1e-4)
     with pytest.raises(ValueError, match="no prompt"):
         compute_score(data_sources=["x"], solution_strs=["y"], ground_truths=["z"], extra_infos=[{}], url=served.url,
                       token=TOKEN)
@@ -595,6 +653,10 @@ def test_openrlhf_agent_executor_scores_image_rollouts_as_one_group(ensemble_app
         output = by_response[response]
         assert output["reward"] == pytest.approx(expected["reward"], abs=1e-4) and output["scores"] == output["reward"]
         assert output["extra_logs"]["model_reward"] == pytest.approx(expected["model_reward"], abs=1e-4)
+        # every member's key on every rollout (OpenRLHF stacks them): the text-only member scored no image
+        assert output["extra_logs"]["score_vl"] == pytest.approx(expected["scores"]["vl"], abs=1e-4)
+        assert math.isnan(output["extra_logs"]["score_text"]) and "text" not in expected["scores"]
+        assert output["extra_logs"]["ensemble_std"] == pytest.approx(expected["std"], abs=1e-4)
         assert output["images"] == [str(image)] and output["mm_train_inputs"] is not None
     assert by_response[responses[2]]["reward"] == 1.0 and by_response[responses[1]]["reward"] < 1.0
 

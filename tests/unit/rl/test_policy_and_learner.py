@@ -9,6 +9,7 @@ import torch
 
 from mrm_ray.model.families import TINY_FAMILIES
 from mrm_ray.rl.actors import Learner, RolloutWorker
+from mrm_ray.rl.grpo import group_advantages
 from mrm_ray.config import load_grpo_config
 from mrm_ray.rl.policy import Policy
 from mrm_ray.rl.prompts import synthetic_prompts
@@ -82,6 +83,26 @@ def test_updates_move_the_policy_toward_rewarded_responses(tiny_checkpoint, prom
     after = mean_reward(123)
     assert after > before + 0.15, (before, after)
     assert learner.step == 12
+
+
+def test_rollouts_not_kept_get_zero_advantage(tiny_checkpoint, prompts, tmp_path):
+    """reward.max_disagreement's filter: a rollout with keep=False pushes nothing; none kept leaves the policy
+    where it was (its KL to the reference is 0 on the first step too)."""
+    cfg = _cfg(tiny_checkpoint, tmp_path)
+    learner = Learner(dataclasses.asdict(cfg), checkpoint=None, device="cpu")
+    feats = learner.policy.encode_prompt(prompts[0]["prompt"], prompts[0]["images"])
+    torch.manual_seed(0)
+    group = {"responses": learner.policy.sample(feats, 8, max_new_tokens=4)}
+    rewards = [[float(i % 3) for i in range(8)]]
+    before = {k: v.clone() for k, v in learner.policy.model.state_dict().items()}
+    none = learner.update(prompts[:1], [group], rewards, keep=[[False] * 8])
+    assert none["advantage_abs"] == 0.0
+    for name, value in learner.policy.model.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0, msg=name)
+    half = learner.update(prompts[:1], [group], rewards, keep=[[i < 4 for i in range(8)]])
+    full = group_advantages(torch.tensor(rewards[0]), 8).abs()
+    assert half["advantage_abs"] == pytest.approx(float(full[:4].sum() / 8), rel=1e-5)
+    assert any(not torch.equal(v, before[k]) for k, v in learner.policy.model.state_dict().items())
 
 
 def test_checkpoint_resumes_weights_optimizer_and_step_with_the_original_reference(tiny_checkpoint, prompts,
