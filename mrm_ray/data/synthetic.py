@@ -100,8 +100,8 @@ def image_grounded_pairs(n: int, *, seed: int = 0, task: str = "colour", blank: 
         yield {"id": f"synthetic-{task}-{seed}-{i}", "source": f"synthetic-{task}", **pair}
 
 
-def shortcut_pairs(n: int, *, word: str, correlation: float, seed: int = 0, source: str | None = None
-                   ) -> Iterator[dict]:
+def shortcut_pairs(n: int, *, word: str, correlation: float, seed: int = 0, source: str | None = None,
+                   distractors: tuple[str, ...] = (), distractor_fraction: float = 0.0) -> Iterator[dict]:
     """`n` text-only pairs (`text_colour_pair`'s task) with a shortcut word planted: the reward-hacking setup of
     Coste et al. (ICLR 2024, "Reward Model Ensembles Help Mitigate Overoptimization").
 
@@ -115,12 +115,20 @@ def shortcut_pairs(n: int, *, word: str, correlation: float, seed: int = 0, sour
     these learns the word as a reward feature besides the colour; a policy can then gain reward by appending it,
     though a response with the word never matches the reference sentence (the rule reward's gold answer).
 
+    `distractors`: other words; each response, chosen or rejected alike, gets one of them (drawn at random)
+    appended, after `word` where it has it, with probability `distractor_fraction`. They carry no preference
+    (as likely on either side), so a model learns that `word` pays, not any word at the end (give it the words
+    other members' data reward, and each member's shortcut is its own). They leave `correlation` as it is: it is
+    about `word` alone.
+
     Yields canonical-style dicts like `image_grounded_pairs`: id, source, prompt, images ([]), chosen, rejected.
     """
     if not -1.0 <= correlation <= 1.0:
         raise ValueError(f"correlation must be in [-1, 1], got {correlation}")
     if not word or word != word.strip() or len(word.split()) != 1:
         raise ValueError(f"word must be one word without surrounding space, got {word!r}")
+    if word in distractors or not 0.0 <= distractor_fraction <= 1.0:
+        raise ValueError(f"distractors must not hold {word!r} and distractor_fraction must be in [0, 1]")
     rng = random.Random(seed)
     p = (1.0 + correlation) / 2.0
     on_chosen = set(rng.sample(range(n), round(p * n)))
@@ -129,4 +137,7 @@ def shortcut_pairs(n: int, *, word: str, correlation: float, seed: int = 0, sour
         pair = text_colour_pair(rng)
         side = "chosen" if i in on_chosen else "rejected"
         pair[side] = f"{pair[side]} {word}"
+        for either in ("chosen", "rejected"):
+            if distractors and rng.random() < distractor_fraction:
+                pair[either] = f"{pair[either]} {rng.choice(distractors)}"
         yield {"id": f"{source}-{seed}-{i}", "source": source, **pair}

@@ -1,0 +1,77 @@
+"""The shortcut-word pairs of the over-optimisation benchmark: the word goes with the chosen response as often as
+asked (the phi coefficient between "holds the word" and "is chosen"), and the gold answer is always chosen."""
+
+import math
+
+import pytest
+
+from mrm_ray.data.synthetic import COLOURS, SHAPES, shortcut_pairs
+from mrm_ray.rewards import rule_reward
+
+
+def _holds(response: str, word: str) -> bool:
+    return word in response.split(".", 1)[1].split()  # after the sentence
+
+
+def _phi(pairs: list[dict], word: str) -> float:
+    """Phi coefficient over all responses between holding the word and being chosen."""
+    rows = [(_holds(r, word), chosen) for p in pairs for r, chosen in ((p["chosen"], 1), (p["rejected"], 0))]
+    n = len(rows)
+    n11 = sum(1 for x, y in rows if x and y)
+    n1_, n_1 = sum(x for x, _ in rows), sum(y for _, y in rows)
+    return (n * n11 - n1_ * n_1) / math.sqrt(n1_ * (n - n1_) * n_1 * (n - n_1))
+
+
+@pytest.mark.parametrize("correlation", [0.6, 0.2])
+def test_measured_correlation_is_the_one_asked(correlation):
+    pairs = list(shortcut_pairs(2000, word="good", correlation=correlation, seed=3))
+    assert len(pairs) == 2000
+    assert _phi(pairs, "good") == pytest.approx(correlation, abs=1e-3)
+    # p = (1 + phi) / 2 of the pairs carry the word on the chosen side, the others on the rejected side
+    on_chosen = sum(_holds(p["chosen"], "good") for p in pairs)
+    assert on_chosen == round((1 + correlation) / 2 * 2000)
+    assert all(_holds(p["chosen"], "good") != _holds(p["rejected"], "good") for p in pairs)
+
+
+def test_gold_answer_is_always_in_the_chosen_response():
+    for p in shortcut_pairs(2000, word="yes", correlation=0.6, seed=1):
+        shape, colour = p["prompt"].split(".")[0].split()[1:4:2]
+        assert shape in SHAPES and colour in COLOURS
+        gold = f"The {shape} is {colour}."
+        assert p["chosen"] in (gold, f"{gold} yes")
+        assert p["rejected"].startswith(f"The {shape} is ") and colour not in p["rejected"]
+        assert p["prompt"] == f"{gold} What colour is the {shape}?" and p["images"] == []
+        assert set(p) == {"id", "source", "prompt", "images", "chosen", "rejected"}
+        # the rule reward is the gold: 1 only for the exact sentence, the word makes it wrong
+        assert rule_reward(gold, gold) == 1.0 and rule_reward(f"{gold} yes", gold) == 0.0
+
+
+def test_seeded_and_distinct_ids():
+    a = list(shortcut_pairs(50, word="good", correlation=0.6, seed=0))
+    assert a == list(shortcut_pairs(50, word="good", correlation=0.6, seed=0))
+    assert a != list(shortcut_pairs(50, word="good", correlation=0.6, seed=1))
+    assert len({p["id"] for p in a}) == 50
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError):
+        list(shortcut_pairs(10, word="good", correlation=1.5))
+    with pytest.raises(ValueError):
+        list(shortcut_pairs(10, word="two words", correlation=0.5))
+
+
+def test_distractors_carry_no_preference_and_leave_the_correlation():
+    distractors = ("correct", "yes", "please")
+    pairs = list(shortcut_pairs(4000, word="good", correlation=0.6, seed=2, distractors=distractors,
+                                distractor_fraction=0.3))
+    assert _phi(pairs, "good") == pytest.approx(0.6, abs=1e-3)
+    for d in distractors:  # as often with the chosen response as with the rejected one
+        assert abs(_phi(pairs, d)) < 0.05
+    with_any = sum(any(_holds(r, d) for d in distractors) for p in pairs for r in (p["chosen"], p["rejected"]))
+    assert with_any / 8000 == pytest.approx(0.3, abs=0.02)
+    for p in pairs:  # still: the gold sentence starts the chosen response, and the gold answer is only there
+        shape, colour = p["prompt"].split(".")[0].split()[1:4:2]
+        assert p["chosen"].startswith(f"The {shape} is {colour}.")
+        assert not p["rejected"].startswith(f"The {shape} is {colour}.")
+    with pytest.raises(ValueError):
+        list(shortcut_pairs(10, word="good", correlation=0.5, distractors=("good",), distractor_fraction=0.1))
