@@ -108,7 +108,8 @@ def write_member_data(work: Path, *, members: int, pairs: int, correlation: floa
 def warm_start(out: Path, *, fillers: list[str], filler_fraction: float, right_fraction: float, steps: int, lr: float,
                seed: int) -> dict:
     """Supervised warm-start of the tiny text policy on "The {shape} is {colour}." (the prompt's colour in
-    `right_fraction` of the responses, a random one otherwise; + a filler word in a fraction of them), saved as a Hugging Face dir (safetensors + tokenizer) for GRPO's `policy`."""
+    `right_fraction` of the responses, a random one otherwise; + a filler word in a fraction of them), saved
+    as a Hugging Face dir (safetensors + tokenizer) for GRPO's `policy`."""
     import torch
 
     from mrm_ray.atomic import atomic_dir
@@ -402,7 +403,8 @@ def table(results: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         fp = r["final_policy"]
-        first, last = smooth(r["optimised"], 5)[4 if len(r["optimised"]) > 4 else -1], smooth(r["optimised"], 5)[-1]
+        s = smooth(r["optimised"], 5)
+        first, last = s[min(4, len(s) - 1)], s[-1]
         lines.append(f"| {r['method']} | {r['seed']} | {r['final_gold']:.3f} | {r['peak_gold']:.3f} "
                      f"({r['peak_step']}) | {r['drop_from_peak']:+.3f} | {first:+.3f} -> {last:+.3f} | "
                      f"{r['kl'][-1]:.3f} | {fp['gold']:.2f} / {fp['any_filler']:.2f} / {fp['right_colour']:.2f} | "
