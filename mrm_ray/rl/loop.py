@@ -19,6 +19,11 @@ mean disagreement and each member's mean score (drift), and the policy's KL to i
 point (`policy/kl`, the learner's reference is the starting policy). summary.json holds these
 as per-step `curves`. With `reward.max_disagreement`, rollouts whose members disagree past it
 get zero advantage (`reward/filtered`).
+
+How much of a step waits on rewards is measured every step (`step_timing`): `time/reward_wait_fraction`
+is the share of the step spent after the last group was sampled, waiting for rewards still in flight;
+`time/reward_hidden_fraction` is the share of the reward span (first request to last answer) that ran
+while groups were still being sampled, i.e. off the critical path.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ CURVE = f"{CHECKPOINTS}/curve.json"  # beside the checkpoints: a resumed run con
 TRAIN_CURVE = f"{CHECKPOINTS}/train_curve.json"  # every step's CURVE_KEYS, kept the same way
 # the per-step figures summary.json's `curves` holds (with every reward/member/NAME)
 CURVE_KEYS = ("reward/mean", "reward/gold", "reward/gold_missing", "reward/disagreement", "reward/filtered",
-              "policy/kl", "policy/response_length")
+              "policy/kl", "policy/response_length", "time/step_s", "time/reward_wait_fraction",
+              "time/reward_hidden_fraction")
 GOLD = {"rule": rule_reward}  # reward.gold -> (response, reference) -> reward
 
 
@@ -100,8 +106,23 @@ def progress_line(step: int, total: int, m: dict) -> str:
     filtered = f" | filtered {m['reward/filtered']:.0f}" if m.get("reward/filtered") else ""
     return (f"[grpo] step {step}/{total} | reward {m['reward/mean']:.3f}±{m['reward/std']:.3f}{served}{gold}{filtered} | "
             f"kl {m['policy/kl']:.4f} | len {m['policy/response_length']:.1f} | rollout "
-            f"{m['time/rollout_s']:.1f}s reward wait {m['time/reward_wait_s']:.1f}s (call "
+            f"{m['time/rollout_s']:.1f}s reward wait {m['time/reward_wait_s']:.1f}s "
+            f"({m.get('time/reward_wait_fraction', 0.0):.0%} of the step; call "
             f"{m['time/reward_call_s']:.2f}s) update {m['time/update_s']:.1f}s")
+
+
+def step_timing(*, start: float, first_submit: float | None, sampled: float, rewarded: float, updated: float,
+                end: float) -> dict:
+    """A step's time figures from its clock readings (perf_counter): sampling, the wait for rewards after the
+    last group was sampled, the update (+ weight push), and how much of the reward work was hidden behind
+    sampling (1.0 when every reward came back before sampling ended; no reward calls: 1.0, nothing waited)."""
+    step = max(end - start, 1e-9)
+    wait = rewarded - sampled
+    span = rewarded - first_submit if first_submit is not None else 0.0
+    hidden = min(1.0, max(0.0, (sampled - first_submit) / span)) if span > 0 else 1.0
+    return {"time/rollout_s": sampled - start, "time/reward_wait_s": wait, "time/update_s": updated - rewarded,
+            "time/step_s": end - start, "time/reward_wait_fraction": wait / step,
+            "time/reward_hidden_fraction": hidden}
 
 
 def _items(prompt: dict, texts: list[str]) -> list[dict]:
@@ -266,27 +287,29 @@ class GRPORun:
         prompts = random.Random(cfg.seed * 7919 + step).sample(self.train, min(r.prompts_per_step, len(self.train)))
         start = time.perf_counter()
         reward_futures: dict[int, object] = {}
+        first_submit: list[float] = []
 
         def score(i: int, group: dict) -> None:  # while the other groups are still being sampled
+            first_submit.append(time.perf_counter())
             reward_futures[i] = self.service.submit(_items(prompts[i], group["texts"]))
 
         groups = self._generate(prompts, n=r.group_size, seed=cfg.seed * 1_000_003 + step, on_group=score)
-        rollout_s = time.perf_counter() - start
+        sampled = time.perf_counter()
         results = [reward_futures[i].result() for i in range(len(prompts))]  # RewardServiceDown propagates
-        reward_wait_s = time.perf_counter() - start - rollout_s
+        rewarded = time.perf_counter()
         limit = cfg.reward.max_disagreement
         keep = [[limit is None or x["std"] <= limit for x in res] for res in results]
-        t = time.perf_counter()
         update = ray.get(self.learner.update.remote(prompts, groups, [[x["reward"] for x in res] for res in results],
                                                     keep=keep))
-        update_s = time.perf_counter() - t
         if not update["finite"]:
             raise RuntimeError(f"step {step}: the loss is not finite ({update['loss']}); lower optim.learning_rate")
         self.version = self._push_weights()
+        timing = step_timing(start=start, first_submit=min(first_submit) if first_submit else None, sampled=sampled,
+                             rewarded=rewarded, updated=time.perf_counter(), end=time.perf_counter())
         flat = [x for res in results for x in res]
         items = [it for p, g in zip(prompts, groups) for it in _items(p, g["texts"])]
-        m = {**_reward_metrics(flat), "time/rollout_s": rollout_s, "time/reward_wait_s": reward_wait_s,
-             "time/update_s": update_s, "time/rollout_sample_s": float(np.mean([g["seconds"] for g in groups]))}
+        m = {**_reward_metrics(flat), **timing,
+             "time/rollout_sample_s": float(np.mean([g["seconds"] for g in groups]))}
         if cfg.reward.gold is not None:
             m |= _gold_metrics(gold_rewards(cfg.reward.gold, items))
         if limit is not None:
@@ -332,8 +355,12 @@ class GRPORun:
                               first=self.curve[0][key] if self.curve else float("nan"),
                               last=self.curve[-1][key] if self.curve else float("nan"), stopped=stopped,
                               curves=curves(self.train_curve))
+        waits = {k: float(np.mean([p[k] for p in self.train_curve if p.get(k) is not None]))
+                 for k in ("time/reward_wait_fraction", "time/reward_hidden_fraction")
+                 if any(p.get(k) is not None for p in self.train_curve)}
         self.folder.write_json(SUMMARY, {**dataclasses.asdict(summary), "rise": summary.rise,
-                                         "rise_in_standard_errors": summary.rise_in_standard_errors})
+                                         "rise_in_standard_errors": summary.rise_in_standard_errors,
+                                         "mean_over_steps": waits})
         return summary
 
 
