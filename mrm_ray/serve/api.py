@@ -238,3 +238,8 @@ def prepare_pairs(request: CompareRequest, limits: Limits) -> list[dict]:
         _check_text(pair.rejected, f"pairs[{i}].rejected", limits)
         out.append({"prompt": prompt, "images": images, "chosen": pair.chosen, "rejected": pair.rejected})
     return out
+
+
+def count_responses(items) -> int:
+    """Responses in a score request's items (a group item holds several)."""
+    return sum(len(item.texts()) for item in items)

@@ -30,6 +30,7 @@ from mrm_ray.ensemble import Aggregate, aggregate, routing_mask
 from mrm_ray.rewards import answer_matches, hybrid_reward, sigmoid
 from mrm_ray.serve import api, middleware, protocols
 from mrm_ray.serve.calls import member_calls
+from mrm_ray.serve.metrics import IngressMetrics
 from mrm_ray.serve.middleware import BodyLimit, RequestDeadline
 
 logger = logging.getLogger("ray.serve")
@@ -80,6 +81,16 @@ class DeadlinePassed(RuntimeError):
     """The request's X-Request-Timeout ran out before its batch ran: dropped, not computed (504)."""
 
 
+def _answer(out) -> dict:
+    """A route's return (a response model or a JSONResponse) as the handle entry's answer."""
+    if isinstance(out, JSONResponse):
+        answer = {"status": out.status_code, "body": json.loads(out.body)}
+        if "retry-after" in out.headers:
+            answer["retry_after"] = float(out.headers["retry-after"])
+        return answer
+    return {"status": 200, "body": out.model_dump(mode="json")}
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(http)
 class Ingress:
@@ -95,6 +106,7 @@ class Ingress:
         # Serve runs a frozen copy of `http` and pickles this class by value: state shared with
         # the middleware goes through a module both import by reference
         middleware.set_max_request_bytes(self.limits.max_request_bytes)
+        self.metrics = IngressMetrics()
         logger.info("reward ensemble: %s over %s; auth %s", self.method, [m["name"] for m in self.members],
                     "on" if self._token else "off")
 
@@ -201,6 +213,7 @@ class Ingress:
         values, stats, versions = await self._fan_out("score", items, "items")
         scores = values[..., 0]
         agg = self._aggregate(scores, stats, how)
+        self.metrics.disagreements(agg.std.tolist())
         results = []
         units = [(item, text) for item in request.items for text in item.texts()]  # one result per response
         for j, (item, text) in enumerate(units):
@@ -215,6 +228,41 @@ class Ingress:
                                                    if not np.isnan(scores[k, j])}))
         return api.ScoreResponse(results=results, model_version=self._version(versions), members=versions,
                                  uncertainty_coef=how[1])
+
+    # ------------------------------------------------------------- the Ray-native entry
+    async def call(self, route: str, body: dict | None = None, timeout_s: float | None = None,
+                   authorization: str | None = None) -> dict:
+        """What a `DeploymentHandle` calls (serve/handle_client.py), no HTTP: the `score`, `compare` or `models`
+        route with the same checks, limits, aggregation, shedding and deadline as over HTTP, answered as
+        `{"status", "body", "retry_after"}` (the HTTP status and JSON body it would have sent)."""
+        from pydantic import ValidationError
+
+        if denied := self._authorize(authorization):
+            return _answer(denied)
+        if route == "models":
+            return {"status": 200, "body": await self.models(authorization)}
+        if route not in ("score", "compare"):
+            return {"status": 404, "body": {"error": f"no route {route!r}: score, compare or models",
+                                            "field": "route"}}
+        deadline = middleware.set_deadline(timeout_s) if timeout_s is not None else None
+        try:
+            if route == "score":
+                request = api.ScoreRequest.model_validate(body)
+                out = await self._guard(self._score(request), "score", api.count_responses(request.items))
+            else:
+                request = api.CompareRequest.model_validate(body)
+                out = await self._guard(self._compare(request), "compare", len(request.pairs))
+        except ValidationError as exc:
+            errors = exc.errors()
+            field = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in errors[0]["loc"]).lstrip(".")
+            return {"status": 422, "body": {"error": "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5]),
+                                            "field": field or "body"}}
+        except api.BadInput as exc:
+            return {"status": exc.status, "body": {"error": str(exc), "field": exc.field}}
+        finally:
+            if deadline is not None:
+                middleware.reset_deadline(deadline)
+        return _answer(out)
 
     # ---------------------------------------------------------------------------- routes
     @http.get("/healthz")
@@ -235,13 +283,13 @@ class Ingress:
     async def score(self, request: api.ScoreRequest, authorization: str | None = Header(None)):
         if denied := self._authorize(authorization):
             return denied
-        return await self._guard(self._score(request))
+        return await self._guard(self._score(request), "score", api.count_responses(request.items))
 
     @http.post("/v1/compare", response_model=api.CompareResponse)
     async def compare(self, request: api.CompareRequest, authorization: str | None = Header(None)):
         if denied := self._authorize(authorization):
             return denied
-        return await self._guard(self._compare(request))
+        return await self._guard(self._compare(request), "compare", len(request.pairs))
 
     @http.post("/get_reward", response_model=protocols.OpenRLHFResponse)
     async def get_reward(self, request: protocols.OpenRLHFRequest, reward: Literal["model", "hybrid"] = "model",
@@ -257,9 +305,9 @@ class Ingress:
             raise api.BadInput("query.method", f"must be one of {', '.join(METHODS)}, got {method!r}")
         if uncertainty_coef is not None and not (math.isfinite(uncertainty_coef) and uncertainty_coef >= 0):
             raise api.BadInput("query.uncertainty_coef", f"must be a finite number >= 0, got {uncertainty_coef}")
+        items = protocols.openrlhf_items(request).items
         scored = await self._guard(self._score(api.ScoreRequest(
-            items=protocols.openrlhf_items(request).items, reward=reward, method=method,
-            uncertainty_coef=uncertainty_coef)))
+            items=items, reward=reward, method=method, uncertainty_coef=uncertainty_coef)), "get_reward", api.count_responses(items))
         if isinstance(scored, JSONResponse):
             return scored
         return protocols.openrlhf_response(scored, [m["name"] for m in self.members])
@@ -271,14 +319,14 @@ class Ingress:
     async def classify(self, request: protocols.PoolingRequest, authorization: str | None = Header(None)):
         if denied := self._authorize(authorization):
             return denied
-        return await self._guard(self._pooled(request, "classify"))
+        return await self._guard(self._pooled(request, "classify"), "classify")
 
     @http.post("/pooling")
     @http.post("/v1/pooling")
     async def pooling(self, request: protocols.PoolingRequest, authorization: str | None = Header(None)):
         if denied := self._authorize(authorization):
             return denied
-        return await self._guard(self._pooled(request, "pooling"))
+        return await self._guard(self._pooled(request, "pooling"), "pooling")
 
     async def _pooled(self, request: protocols.PoolingRequest, route: str) -> dict:
         return protocols.pooling_response(await self._score(protocols.pooling_items(request)), request, route)
@@ -301,18 +349,26 @@ class Ingress:
         return api.CompareResponse(results=results, model_version=self._version(versions), members=versions,
                                    uncertainty_coef=how[1])
 
-    async def _guard(self, work):
+    async def _guard(self, work, route: str, items: int = 0):
         """Member failures and full queues become a 503 with Retry-After; a passed deadline a 504; bad input
-        stays a 4xx."""
+        stays a 4xx. Every outcome is counted (serve/metrics.py)."""
         retry = {"Retry-After": str(max(0, math.ceil(self.retry_after_s)))}
         try:
-            return await work
+            out = await work
         except Overloaded as exc:
+            self.metrics.answered(route, 503, items, shed=True)
             return JSONResponse({"error": f"overloaded, shed: {exc} Retry after {retry['Retry-After']} s."},
                                 status_code=503, headers=retry)
         except DeadlinePassed:
+            self.metrics.answered(route, 504, items)
             return JSONResponse({"error": f"the request's {middleware.TIMEOUT_HEADER} passed before it was scored; "
                                           "what was not computed was dropped"}, status_code=504)
         except MemberFailed as exc:
+            self.metrics.answered(route, 503, items)
             logger.warning("%s", exc)
             return JSONResponse({"error": f"{exc}; retry shortly"}, status_code=503, headers=retry)
+        except api.BadInput as exc:
+            self.metrics.answered(route, exc.status, items)
+            raise
+        self.metrics.answered(route, 200, items)
+        return out

@@ -23,6 +23,7 @@ from ray import serve
 
 from mrm_ray.config import MemberSettings, validate
 from mrm_ray.model.scorer import Scorer
+from mrm_ray.serve.metrics import MemberMetrics
 
 
 def count_items(calls: list[list[dict]]) -> int:
@@ -42,6 +43,7 @@ class RewardMember:
         for handler in (self._score_batch, self._compare_batch):
             handler.set_max_batch_size(max_batch_size)
         self.max_batch_size = max_batch_size
+        self.metrics = MemberMetrics(name)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Load the configured checkpoint beside the current one, then swap: no request fails. `user_config`
@@ -70,7 +72,10 @@ class RewardMember:
             return out
         self._batch_sizes[count_items([flat])] += 1
         self._requests += len(live)
+        start = time.perf_counter()
         values = await asyncio.to_thread(score, scorer, flat)
+        self.metrics.batch(count_items([flat]), time.perf_counter() - start, values, mean=scorer.score_mean,
+                           std=scorer.score_std or 1.0)
         start = 0
         for i in live:
             out[i] = self._reply(scorer, values[start:start + len(calls[i])])

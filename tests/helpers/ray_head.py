@@ -37,7 +37,8 @@ class RayHead:
 
     def __init__(self, num_cpus: int = 2, *, autoscaling_config: dict | None = None,
                  env: dict[str, str] | None = None) -> None:
-        self.port, self.dashboard_port = _free_port(), _free_port()
+        self.port, self.dashboard_port, self.metrics_port = _free_port(), _free_port(), _free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"  # the node's Prometheus endpoint
         self.address = f"http://127.0.0.1:{self.dashboard_port}"  # the job server (dashboard)
         self.gcs_address = f"127.0.0.1:{self.port}"  # what a driver's ray.init connects to
         autoscaling, self._cleanup = [], None
@@ -53,7 +54,7 @@ class RayHead:
         # every port explicit and free: another local Ray (the in-process test cluster) holds the defaults,
         # and a dashboard agent that cannot bind leaves the job server with "no available agent"
         ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-                 f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
+                 f"--metrics-export-port={self.metrics_port}", f"--runtime-env-agent-port={_free_port()}"]
         self.process = subprocess.Popen(
             [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",

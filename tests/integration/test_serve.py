@@ -2,6 +2,7 @@
 exercised over HTTP: offline-equal scores, batching, bad input, a killed replica, a live
 checkpoint swap, auth, and the OpenRLHF protocol."""
 
+import json
 import math
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 import requests
 import yaml
 
+import mrm_ray
 from mrm_ray.config.shipped import path as shipped
 from mrm_ray.model.checkpoints import version as checkpoint_version
 from mrm_ray.model.scorer import Scorer
@@ -371,6 +373,107 @@ def test_concurrent_requests_are_batched(served):
     assert {"/v1/score", "/v1/compare", "/get_reward", "/v1/models", "/healthz"} <= set(schema["paths"])
 
 
+def _scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus text -> {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(url, timeout=30).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _total(samples: dict, name: str, **labels) -> float:
+    return sum(v for (n, tags), v in samples.items() if n == name and labels.items() <= dict(tags).items())
+
+
+def test_the_app_exports_its_metrics_on_rays_prometheus_endpoint(served):
+    """Requests and items by route and status, shed requests, batch sizes, member latency and scores, and the
+    members' disagreement, tagged with the app and member, read back from the node's metrics endpoint."""
+    ok = served.post("/v1/score", {"items": [{"prompt": "metrics?", "responses": ["a", "b", "c"]}]})
+    assert ok.status_code == 200, ok.text
+    too_many = served.post("/v1/score", {"items": [{"prompt": "q?", "response": "a"}] * 9})  # max_items is 8
+    assert too_many.status_code == 413, too_many.text
+    app, members = served.config["applications"][0]["name"], [m["name"] for m in served.models()["members"]]
+    deadline, samples = time.time() + 90, {}
+    while time.time() < deadline:  # Ray's agent exports every few seconds
+        samples = _scrape(served.head.metrics_url)
+        if (_total(samples, "ray_mrm_requests_total", app=app, route="score", status="413") >= 1
+                and all(_total(samples, "ray_mrm_member_score_count", app=app, member=m) >= 3 for m in members)):
+            break
+        time.sleep(3)
+    ok_requests = _total(samples, "ray_mrm_requests_total", app=app, route="score", status="200")
+    assert ok_requests >= 1 and _total(samples, "ray_mrm_requests_total", app=app, route="score", status="413") >= 1
+    # a group of 3 responses counts 3 items; the refused request's 9 items are counted under its status
+    assert _total(samples, "ray_mrm_items_total", app=app, route="score", status="200") >= ok_requests + 2
+    assert _total(samples, "ray_mrm_items_total", app=app, route="score", status="413") >= 9
+    assert _total(samples, "ray_mrm_disagreement_count", app=app) >= 3
+    for m in members:
+        batches = _total(samples, "ray_mrm_member_batch_items_count", app=app, member=m)
+        assert batches >= 1 and _total(samples, "ray_mrm_member_latency_seconds_count", app=app, member=m) == batches
+        assert _total(samples, "ray_mrm_member_batch_items_sum", app=app, member=m) >= 3
+        assert _total(samples, "ray_mrm_member_score_count", app=app, member=m) >= 3
+    dashboard = json.loads((Path(mrm_ray.__file__).parent / "dashboards" / "reward_app.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for name in ("ray_mrm_requests_total", "ray_mrm_items_total", "ray_mrm_shed_total", "ray_mrm_disagreement",
+                 "ray_mrm_member_batch_items", "ray_mrm_member_latency_seconds", "ray_mrm_member_score"):
+        assert name in exprs, name
+
+
+HANDLE_SCRIPT = """
+import asyncio, base64, json, sys
+import ray
+from mrm_ray.serve.client import RewardClient, RewardError
+from mrm_ray.serve.handle_client import AsyncHandleRewardClient, HandleRewardClient
+
+url, app, token, image = sys.argv[1:5]
+ray.init(address=sys.argv[5], log_to_driver=False)
+items = [{"prompt": "What colour is it?", "images": [base64.b64decode(image)], "response": r} for r in ("red", "green")]
+items += [{"prompt": "Say hi.", "response": "hi"}, {"prompt": "Say hi.", "response": "hello there"}]
+pairs = [{"prompt": "Say hi.", "chosen": "hi", "rejected": "no"}]
+http, handle = RewardClient(url, token=token), HandleRewardClient(app, token=token)
+out = {"http": http.score(items, method="uwo"), "handle": handle.score(items, method="uwo"),
+       "http_compare": http.compare(pairs), "handle_compare": handle.compare(pairs),
+       "models": sorted(m["name"] for m in handle.models()["members"])}
+async def run():
+    async with AsyncHandleRewardClient(app, token=token) as client:
+        return await asyncio.gather(*(client.score(items) for _ in range(8)))
+out["async"] = asyncio.run(run())
+out["http_mean"] = http.score(items)
+for name, call in {"too_many": lambda: handle.score([{"prompt": f"Say {i}.", "response": "hi"} for i in range(9)]),
+                   "bad_method": lambda: handle.score(items, method="nope"),
+                   "no_token": lambda: HandleRewardClient(app).score(items)}.items():
+    try:
+        call()
+        out[name] = None
+    except RewardError as exc:
+        out[name] = [exc.status, str(exc)]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_a_job_on_the_cluster_scores_through_the_app_handle_as_over_http(served):
+    """HandleRewardClient / AsyncHandleRewardClient (DeploymentHandle, no HTTP) give the HTTP client's results,
+    grouping and aggregation, and its 4xx for bad input (naming the field) and a missing token."""
+    app = served.config["applications"][0]["name"]
+    out = subprocess.run([str(BIN / "python"), "-c", HANDLE_SCRIPT, served.url, app, TOKEN, b64(RED),
+                          served.head.gcs_address], env=ray_env(), capture_output=True, text=True, timeout=300)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line, out.stdout[-3000:] + out.stderr[-3000:]
+    r = json.loads(line[len("RESULT "):])
+
+    def rewards(results):
+        return [(x["reward"], x["std"], x["method"], x["scores"]) for x in results]
+
+    assert len(r["handle"]) == 4 and rewards(r["handle"]) == rewards(r["http"])
+    assert all(x["method"] == "uwo" for x in r["handle"])
+    assert r["handle_compare"] == r["http_compare"]
+    assert r["models"] == sorted(m["name"] for m in served.models()["members"])
+    assert all(rewards(a) == rewards(r["http_mean"]) for a in r["async"])
+    assert r["too_many"][0] == 413 and "items" in r["too_many"][1]
+    assert r["bad_method"][0] == 422 and "method" in r["bad_method"][1]
+    assert r["no_token"][0] == 401
+
+
 def test_killed_member_replica_is_replaced(served):
     (pid,) = served.head.alive_actor_pids("ServeReplica:reward:member-tiny-b")
     psutil.Process(pid).kill()
@@ -700,7 +803,7 @@ def test_vllm_style_classify_and_pooling_as_verl_builds_them(ensemble_app, proce
         assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
 
 
-def test_a_burst_is_shed_with_retry_after_and_deadlines_drop_work(ensemble_app):
+def test_a_burst_is_shed_with_retry_after_and_deadlines_drop_work(ensemble_app, served):
     """500 concurrent clients, 2 requests each, against an ingress that holds 300 requests and a member that
     holds 12 calls: every answer is a 200, a 503 with Retry-After (shed at once, not queued, by Serve's proxy
     in front of the ingress and by the ingress in front of the member) or, for requests carrying a deadline,
@@ -765,3 +868,9 @@ def test_a_burst_is_shed_with_retry_after_and_deadlines_drop_work(ensemble_app):
 
     results = asyncio.run(polite())
     assert len(results) == 200 and all(r[0]["scores"].keys() == {"vl"} for r in results)
+    # every request the ingress shed is counted on the node's metrics endpoint (its agent exports every few s)
+    deadline, shed_total = time.time() + 60, 0.0
+    while time.time() < deadline and shed_total < len(by_member):
+        shed_total = _total(_scrape(served.head.metrics_url), "ray_mrm_shed_total", app="ens", route="score")
+        time.sleep(0 if shed_total >= len(by_member) else 3)
+    assert shed_total >= len(by_member), (shed_total, len(by_member))
