@@ -141,9 +141,10 @@ def _served_reward(cfg):
     except ValueError as exc:  # a member that is not a reward checkpoint
         raise SystemExit(f"reward member: {exc}. Train one first (README: `mrm-ray train --config tiny`), "
                          "or set reward.members=[tiny:0] (a random tiny reward model) or reward.url=http://...")
-    print(f"[grpo] reward ensemble {member_names(list(r.members))} serving at {url}", flush=True)
+    print(f"[grpo] reward ensemble {member_names(list(r.members))} serving at {url} (this job scores through "
+          f"the app's handle, serve://{app})", flush=True)
     try:
-        yield dataclasses.replace(cfg, reward=dataclasses.replace(r, url=url))
+        yield dataclasses.replace(cfg, reward=dataclasses.replace(r, url=f"serve://{app}"))
     finally:
         if not r.keep_deployed:  # what this run started, it takes down
             from ray import serve

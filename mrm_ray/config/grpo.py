@@ -54,7 +54,7 @@ class RewardServiceConfig:
     gold: Literal[GOLD_REWARDS] | None = None  # measured, never optimised: rule = the rule reward on the prompt's
     #                                            reference answer (a prompt with none is counted missing, not 0)
     max_disagreement: PositiveFloat | None = None  # rollouts whose members' std is above it get zero advantage
-    url: str | None = None  # e.g. http://127.0.0.1:8000 (a `jobs/serve.py` deployment)
+    url: str | None = None  # http://HOST:8000 (a `jobs/serve.py` deployment), or serve://APP: its handle, same cluster
     members: tuple[str, ...] = ()  # reward checkpoints to deploy when no url is given (tiny[:FAMILY][@SEED] too)
     serve_config: str = "tiny"  # the Serve settings used for `members`: a shipped name (mrm-ray configs) or a path
     keep_deployed: bool = False  # leave the members' app serving after the run (else it is deleted)

@@ -6,7 +6,9 @@ timeout, sent as its deadline so that the server drops what this side stopped wa
 While the service is unavailable or sheds load (refused connections, 429/502/503/504, timeouts)
 a chunk is retried with backoff, or after the `Retry-After` the server asks for, for up to
 `max_wait_s`; after that the step fails with `RewardServiceDown` and nothing of it reaches the
-learner. Rule-only rewards need no service at all.
+learner. Rule-only rewards need no service at all. `reward.url=serve://APP` scores through the Serve app's
+`DeploymentHandle` instead (serve/handle_client.py: same results and retries, no HTTP), which is what the
+job does with the ensemble it deploys itself (`reward.members`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import time
 from collections.abc import Sequence
 
 from mrm_ray.rewards import rule_reward
+
+
+HANDLE_SCHEME = "serve://"  # reward.url=serve://APP: the Serve app APP on this cluster, through its handle
 
 
 class RewardServiceDown(RuntimeError):
@@ -37,11 +42,17 @@ class RewardService:
         self.thread = threading.Thread(target=self.loop.run_forever, name="reward-service", daemon=True)
         self.thread.start()
         self.client = None
-        if url:
+        if url and url.startswith(HANDLE_SCHEME):  # the app on this job's own Ray cluster: its handle, no HTTP
+            from mrm_ray.serve.handle_client import AsyncHandleRewardClient
+
+            client = AsyncHandleRewardClient(url[len(HANDLE_SCHEME):], token=os.environ.get(cfg.token_env),
+                                             max_wait_s=cfg.max_wait_s)
+        elif url:
             from mrm_ray.serve.client import AsyncRewardClient
 
             client = AsyncRewardClient(url, token=os.environ.get(cfg.token_env), timeout=cfg.timeout_s,
                                        max_connections=cfg.max_concurrency, max_wait_s=cfg.max_wait_s)
+        if url:
             self.client = self._run(client.__aenter__())
             self.limit = asyncio.Semaphore(cfg.max_concurrency)
 

@@ -96,6 +96,13 @@ def test_job_raises_the_held_out_served_reward(grpo_job):
         assert [e.step for e in board.Scalars(name)] == list(range(1, STEPS + 1)), name
     assert [e.value for e in board.Scalars("reward/gold")] == pytest.approx(curves["reward/gold"], abs=1e-6)
     assert {p.name for p in (run / "logs").iterdir()} >= {"driver.log", "learner.log", "rollout0.log"}
+    # the job scored through the app's DeploymentHandle (same cluster, no HTTP), and measured how much of each
+    # step waited on rewards
+    assert config["reward"]["url"] == "serve://grpo-tiny-reward"
+    assert all(0.0 <= e["time/reward_wait_fraction"] < 1.0 and 0.0 <= e["time/reward_hidden_fraction"] <= 1.0
+               for e in train)
+    assert summary["mean_over_steps"]["time/reward_wait_fraction"] == pytest.approx(
+        sum(e["time/reward_wait_fraction"] for e in train) / len(train))
 
 
 def test_blinking_service_is_retried_and_a_dead_one_stops_with_a_resumable_checkpoint(grpo_job, ray_cluster, s3):
