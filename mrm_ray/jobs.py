@@ -186,6 +186,10 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
                                            "replacing inline members")
     parser.add_argument("--name", help="application name (default: the config's)")
     parser.add_argument("--route-prefix", help="route prefix (default: the config's)")
+    parser.add_argument("--update", action="store_true",
+                        help="apply the config to the app of that name already running (with --address, or "
+                             "RAY_ADDRESS): members added, removed, re-weighted or swapped, another method, "
+                             "while it keeps serving; returns when the change is done")
     _address_option(parser)
     parser.set_defaults(func=run_serve)
 
@@ -205,14 +209,24 @@ def run_serve(args: argparse.Namespace) -> int:
         from mrm_ray.submit import submit
 
         extra = [f"--{k.replace('_', '-')}={v}" for k, v in (("name", args.name), ("route_prefix", args.route_prefix))
-                 if v]
+                 if v] + (["--update"] if args.update else [])
         if args.ensemble:
             extra.append(f"--ensemble={args.ensemble if is_uri(args.ensemble) else Path(args.ensemble).resolve()}")
         return submit(args.address, "serve", ["--config", "serve.yaml", *extra],
                       files={"serve.yaml": config_file("serve", args.config).read_text()})
     from mrm_ray.ray_session import connect
 
-    connect()
+    if args.update and not os.environ.get("RAY_ADDRESS"):
+        raise SystemExit("--update changes an app on a running cluster: pass --address http://HEAD:8265 "
+                         "(or set RAY_ADDRESS)")
+    connect(log_to_driver=not args.update)  # an update reports its outcome, not every replica's log
+    if args.update:
+        from mrm_ray.serve.deploy import update
+
+        versions = update(target)
+        print(f"update done: '{target.name}' now serves {target.args.ensemble_config().method} over "
+              + ", ".join(f"{name} ({version})" for name, version in versions.items()), flush=True)
+        return 0
     url = deploy(target)
     print(f"reward ensemble '{target.name}' serving at {url}  (POST {url}/v1/score, GET {url}/v1/models)")
     if not os.environ.get("RAY_ADDRESS"):  # not under `ray job submit`: the app lives as long as this process

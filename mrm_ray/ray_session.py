@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 
-def connect(*, num_cpus: int | None = None) -> None:
+def connect(*, num_cpus: int | None = None, log_to_driver: bool = True) -> None:
     """`ray.init` once: the running cluster when RAY_ADDRESS names one (as under `ray job
     submit`), else a new local instance (never a stale `ray start` session left on disk)."""
     if not os.environ.get("RAY_ADDRESS"):
@@ -16,7 +16,7 @@ def connect(*, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=log_to_driver)
         return
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})

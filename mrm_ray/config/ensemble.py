@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import field
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge
+from annotated_types import Ge, Le
 from pydantic import AllowInfNan
 
 from mrm_ray.config.core import NonNegative, Positive, config_dataclass
@@ -29,6 +29,7 @@ CONSERVATIVE_METHODS = ("min", "uwo", "lcb")  # penalise the members' disagreeme
 METHODS = ("mean", "z_mean", "accuracy_weighted", "confidence_weighted", *CONSERVATIVE_METHODS)
 UNCERTAINTY_COEF = 0.5  # uwo / lcb: how much of the members' variance (std) is taken off their mean
 UncertaintyCoef = Annotated[float, Ge(0), AllowInfNan(False)]  # a finite coefficient >= 0
+SurgePercent = Annotated[int, Ge(0), Le(100)]  # Serve's max_surge_percent: extra replicas while an update rolls
 MODALITIES = ("image", "text")  # an item with any image is "image", else "text"
 MAX_BATCH_TOKENS = 16384  # real tokens per packed scoring forward (packed rows hold no padding between groups)
 BATCH_WAIT_S = 0.01  # how long a member's dynamic batch waits to fill
@@ -51,6 +52,7 @@ class MemberServing:
         default_factory=lambda: {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16})
     num_cpus: NonNegative = 1.0
     num_gpus: float | Literal["auto"] = "auto"  # auto: 1 when the cluster has GPUs
+    max_surge_percent: SurgePercent = 100  # on an update, new replicas start before the old stop (0: stop first)
     resources: dict[str, NonNegative] = field(default_factory=dict)  # custom resources, e.g. {reward_serving: 1}
     dtype: Dtype = "auto"
 

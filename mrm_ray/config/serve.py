@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from mrm_ray.config.core import ConfigError, NonNegative, Positive, config_dataclass, load, validate
 from mrm_ray.config.ensemble import (METHODS, TOKEN_ENV, EnsembleConfig, EnsembleMember, MemberServing,
-                                     UncertaintyCoef)
+                                     SurgePercent, UncertaintyCoef)
 from mrm_ray.references import anchored
 
 
@@ -37,6 +37,7 @@ class IngressServing:
     max_queued_requests: Positive = 1024  # HTTP requests waiting for an ingress replica
     retry_after_s: NonNegative = 1.0  # the Retry-After of a shed request's 503
     num_cpus: NonNegative = 1.0
+    max_surge_percent: SurgePercent = 100  # on an update, the new ingress starts before the old one stops
 
 
 @config_dataclass

@@ -88,7 +88,7 @@ def _answer(out) -> dict:
         if "retry-after" in out.headers:
             answer["retry_after"] = float(out.headers["retry-after"])
         return answer
-    return {"status": 200, "body": out.model_dump(mode="json")}
+    return {"status": 200, "body": out if isinstance(out, dict) else out.model_dump(mode="json")}
 
 
 @serve.deployment(name="Ingress")
@@ -240,7 +240,7 @@ class Ingress:
         if denied := self._authorize(authorization):
             return _answer(denied)
         if route == "models":
-            return {"status": 200, "body": await self.models(authorization)}
+            return _answer(await self.models(authorization))
         if route not in ("score", "compare"):
             return {"status": 404, "body": {"error": f"no route {route!r}: score, compare or models",
                                             "field": "route"}}
@@ -273,10 +273,14 @@ class Ingress:
     async def models(self, authorization: str | None = Header(None)):
         if denied := self._authorize(authorization):
             return denied
-        infos = await asyncio.gather(*(self.handles[m["name"]].info.remote() for m in self.members))
+        return await self._guard(self._models(), "models")
+
+    async def _models(self) -> dict:
+        infos = await self._gather([self.handles[m["name"]].info.remote() for m in self.members])
         members = [{**info, "weight": m["weight"], "modalities": m["modalities"]}
                    for m, info in zip(self.members, infos)]
-        return {"method": self.method, "uncertainty_coef": self.uncertainty_coef, "model_version": self._version({i["name"]: i.get("version") for i in infos}),
+        return {"method": self.method, "uncertainty_coef": self.uncertainty_coef,
+                "model_version": self._version({i["name"]: i.get("version") for i in infos}),
                 "members": members, "limits": to_dict(self.limits)}
 
     @http.post("/v1/score", response_model=api.ScoreResponse)

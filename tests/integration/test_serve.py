@@ -488,35 +488,123 @@ def test_killed_member_replica_is_replaced(served):
         assert response.status_code == 200 and set(response.json()["results"][0]["scores"]) == {"tiny-a", "tiny-b"}
 
 
-def test_live_checkpoint_swap_fails_no_request(served, offline):
-    failures, done, count = [], threading.Event(), [0]
+class Load:
+    """`clients` concurrent one-item clients (one aiohttp session, on their own thread) scoring until stopped:
+    each 200 is kept with its send and answer times and the member versions it names; a 503 with
+    Retry-After (shed) is counted and sent again after it, as clients must; anything else is a failure."""
 
-    def hammer():
-        while not done.is_set():
-            response = served.post("/v1/score", {"items": ITEMS[:2]})
-            count[0] += 1
-            if response.status_code != 200:
-                failures.append(response.text)
+    def __init__(self, url: str, clients: int) -> None:
+        self.url, self.clients = url, clients
+        self.answers: list[tuple[float, float, dict]] = []  # (sent, answered, members)
+        self.shed, self.failures = 0, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: __import__("asyncio").run(self._run()), daemon=True)
 
-    threads = [threading.Thread(target=hammer) for _ in range(3)]
-    for t in threads:
-        t.start()
-    app = served.config["applications"][0]
-    app["deployments"] = [{"name": "member-tiny-a", "user_config": {"path": str(served.checkpoints[2])}}]
-    served.deploy()
-    new_version = checkpoint_version(served.checkpoints[2])
-    deadline = time.time() + 120
-    while time.time() < deadline and served.models()["members"][0]["version"] != new_version:
-        time.sleep(0.5)
-    time.sleep(1)
-    done.set()
-    for t in threads:
-        t.join()
-    assert served.models()["members"][0]["version"] == new_version
-    assert count[0] > 10 and failures == [], failures[:3]
+    async def _client(self, session, i: int) -> None:
+        import asyncio
+
+        body = {"items": [{"prompt": f"Client {i}: is the sky blue?", "response": "Yes."}]}
+        while not self.stop.is_set():
+            sent = time.monotonic()
+            try:
+                async with session.post(self.url + "/v1/score", json=body, headers=AUTH) as response:
+                    if response.status == 200:
+                        self.answers.append((sent, time.monotonic(), (await response.json())["members"]))
+                        continue
+                    text = await response.text()
+                    if response.status == 503 and "Retry-After" in response.headers:
+                        self.shed += 1
+                        await asyncio.sleep(float(response.headers["Retry-After"]))
+                        continue
+                    self.failures.append(f"{response.status}: {text[:300]}")
+            except Exception as exc:  # a dropped connection or a timeout is a failure too
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.5)
+
+    async def _run(self) -> None:
+        import asyncio
+
+        import aiohttp
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120),
+                                         connector=aiohttp.TCPConnector(limit=self.clients + 16)) as session:
+            await asyncio.gather(*(self._client(session, i) for i in range(self.clients)))
+
+    def __enter__(self) -> "Load":
+        self.started = time.monotonic()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=180)
+
+    def wait_for(self, answers: int, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while len(self.answers) < answers and time.time() < deadline:
+            time.sleep(0.5)
+        assert len(self.answers) >= answers, f"{len(self.answers)} answers, {self.shed} shed, {self.failures[:3]}"
+
+
+def _update(served: Served, config: dict) -> tuple[subprocess.CompletedProcess, float, float]:
+    """`mrm-ray serve --config FILE --update` against the served cluster; (the run, its start, when it reported
+    done)."""
+    started, path = time.monotonic(), served.tmp / f"update-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = subprocess.run([str(BIN / "mrm-ray"), "serve", "--config", str(path), "--update"], capture_output=True,
+                         text=True, timeout=600, env={**ray_env(), "RAY_ADDRESS": served.head.gcs_address})
+    out.stderr = "\n".join(x for x in out.stderr.splitlines() if " INFO " not in x)  # replicas' logs
+    return out, started, time.monotonic()
+
+
+def test_members_change_under_load_and_no_request_fails(served, offline):
+    """200 concurrent clients score while `mrm-ray serve --update` adds a member, re-weights and changes the
+    method, then removes it and swaps another's checkpoint: no request fails (shed ones are retried), every
+    answer names the member versions that scored it, and once an update reports done, requests sent after
+    it are scored by the new members only. An update naming a missing checkpoint or an unknown method is
+    refused before anything changes, naming the setting, and the app keeps serving its members."""
+    versions = [checkpoint_version(p) for p in served.checkpoints]
+    first = {"tiny-a": versions[0], "tiny-b": versions[1]}
+    assert {m["name"]: m["version"] for m in served.models()["members"]} == first
+    grown = yaml.safe_load(yaml.safe_dump(served.config))
+    args = grown["applications"][0]["args"]
+    args["members"].append({"name": "tiny-c", "path": str(served.checkpoints[2])})
+    args["members"][0]["weight"] = 2.0
+    args.update(method="uwo", uncertainty_coef=0.5)
+    shrunk = yaml.safe_load(yaml.safe_dump(served.config))
+    shrunk["applications"][0]["args"]["members"][0]["path"] = str(served.checkpoints[2])
+    with Load(served.url, clients=200) as load:
+        load.wait_for(200)
+        out, _, grown_at = _update(served, grown)
+        assert out.returncode == 0 and "update done" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+        load.wait_for(len(load.answers) + 200)
+        out, shrinking_at, shrunk_at = _update(served, shrunk)
+        assert out.returncode == 0 and "update done" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+        load.wait_for(len(load.answers) + 200)
+    print(f"updates took {grown_at - load.started:.0f} s (from the load's start) and {shrunk_at - shrinking_at:.0f} s;"
+          f" {len(load.answers)} answers, {load.shed} shed and retried")
+    assert load.failures == [], (len(load.failures), load.failures[:5])
+    known = set(versions)
+    assert all(members and set(members.values()) <= known for _, _, members in load.answers)
+    after_grown = [m for sent, answered, m in load.answers if grown_at < sent and answered < shrinking_at]
+    after_shrunk = [m for sent, _, m in load.answers if sent > shrunk_at]
+    assert len(after_grown) >= 100 and len(after_shrunk) >= 100, (len(after_grown), len(after_shrunk))
+    assert all(m == {**first, "tiny-c": versions[2]} for m in after_grown), after_grown[:3]
+    assert all(m == {"tiny-a": versions[2], "tiny-b": versions[1]} for m in after_shrunk), after_shrunk[:3]
     response = served.post("/v1/score", {"items": ITEMS[:1]}).json()
-    assert response["members"]["tiny-a"] == new_version
+    assert response["results"][0]["method"] == "mean"
     assert response["results"][0]["scores"]["tiny-a"] == pytest.approx(offline[2].score_items(DECODED[:1])[0], abs=1e-4)
+    served.config = shrunk
+    for setting, bad in (("path", {"path": str(served.tmp / "no-such-checkpoint")}), ("method", {"method": "nope"})):
+        broken = yaml.safe_load(yaml.safe_dump(shrunk))
+        if "path" in bad:
+            broken["applications"][0]["args"]["members"][1].update(bad)
+        else:
+            broken["applications"][0]["args"].update(bad)
+        out, _, _ = _update(served, broken)
+        assert out.returncode == 2 and setting in out.stderr, out.stdout[-2000:] + out.stderr[-2000:]
+    assert {m["name"]: m["version"] for m in served.models()["members"]} == {"tiny-a": versions[2],
+                                                                              "tiny-b": versions[1]}
 
 
 @pytest.fixture(scope="module")
