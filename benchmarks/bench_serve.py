@@ -9,8 +9,10 @@ In-process: `Scorer.score_items` (the member's own code: encode, then forward) a
 sizes 1..64 with all cores; the best items/s is the baseline. Serve: one member replica
 given every core, behind the FastAPI ingress, driven by aiohttp at concurrency 1, 8, 32
 with requests of 1 and of 16 items; then again with dynamic batching off
-(`max_batch_size: 1`). Goals: >= 0.7 of in-process items/s at concurrency 32, and batching
-on vs off >= 3x for 1-item requests.
+(`max_batch_size: 1`). With batching on, the same requests also go through the app's
+`DeploymentHandle` (the Ray-native client's path, `Ingress.call`: no HTTP, no proxy), from this driver on
+the same cluster. Goals: >= 0.7 of in-process items/s at concurrency 32, and batching on vs off >= 3x for
+1-item requests; handle vs HTTP is reported side by side.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ def in_process(path: Path, items: list[dict], seconds: float) -> dict[int, float
     return rates
 
 
+def _point(latencies: list[float], items: int, elapsed: float, failures: int) -> dict:
+    lat = np.array(latencies) * 1000
+    return {"items_per_s": items / elapsed, "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"), "failures": failures}
+
+
 async def drive(url: str, payloads: list[dict], concurrency: int, seconds: float) -> dict:
     import aiohttp
 
@@ -83,9 +91,35 @@ async def drive(url: str, payloads: list[dict], concurrency: int, seconds: float
         start = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         elapsed = time.perf_counter() - start
-    lat = np.array(latencies) * 1000
-    return {"items_per_s": items / elapsed, "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"), "failures": failures}
+    return _point(latencies, items, elapsed, failures)
+
+
+async def drive_handle(app: str, payloads: list[dict], concurrency: int, seconds: float) -> dict:
+    """`drive` through the app's DeploymentHandle (what HandleRewardClient calls)."""
+    from ray import serve
+
+    handle = serve.get_app_handle(app)
+    latencies, items, failures = [], 0, 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal items, failures
+        i = k
+        while time.perf_counter() < stop:
+            payload = payloads[i % len(payloads)]
+            t = time.perf_counter()
+            answer = await handle.call.remote("score", payload)
+            i += concurrency
+            if answer["status"] != 200:
+                failures += 1
+                continue
+            latencies.append(time.perf_counter() - t)
+            items += len(payload["items"])
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    return _point(latencies, items, elapsed, failures)
 
 
 def deploy(path: Path, port: int, *, max_batch_size: int, access_log: bool) -> str:
@@ -143,6 +177,10 @@ def main() -> None:
                 asyncio.run(drive(url, payloads, concurrency, 2.0))  # warm-up
                 results[batching, per_request, concurrency] = asyncio.run(
                     drive(url, payloads, concurrency, args.seconds))
+                if batching == "on" and concurrency in (1, 32):
+                    asyncio.run(drive_handle("bench", payloads, concurrency, 2.0))  # warm-up
+                    results["handle", per_request, concurrency] = asyncio.run(
+                        drive_handle("bench", payloads, concurrency, args.seconds))
             serve.delete("bench")
         serve.shutdown()
         ray.shutdown()
@@ -153,13 +191,19 @@ def main() -> None:
           + ", ".join(f"{b}: {r:.1f}" for b, r in base.items()))
     print(f"{'serve':<30} {'items/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'vs in-process':>14} {'failed':>7}")
     for (batching, per_request, concurrency), r in results.items():
-        label = f"batching {batching}, {per_request:>2} item(s), c={concurrency}"
+        label = (f"handle, {per_request:>2} item(s), c={concurrency}" if batching == "handle"
+                 else f"batching {batching}, {per_request:>2} item(s), c={concurrency}")
         print(f"{label:<30} {r['items_per_s']:>9.1f} {r['p50_ms']:>9.0f} {r['p99_ms']:>9.0f} "
               f"{r['items_per_s'] / base[best_batch]:>14.2f} {r['failures']:>7}")
     best32 = max(results["on", 1, 32]["items_per_s"], results["on", 16, 32]["items_per_s"])
     print(f"in-process best (batch {best_batch}): {base[best_batch]:.1f} items/s")
     print(f"serve at c=32 / in-process best: 16-item requests {results['on', 16, 32]['items_per_s'] / base[best_batch]:.2f}, "
           f"1-item requests {results['on', 1, 32]['items_per_s'] / base[best_batch]:.2f} (goal >= 0.7; best {best32 / base[best_batch]:.2f})")
+    for per_request, concurrency in sorted(k[1:] for k in results if k[0] == "handle"):
+        print(f"handle / HTTP, {per_request}-item requests at c={concurrency}: items/s "
+              f"{results['handle', per_request, concurrency]['items_per_s'] / results['on', per_request, concurrency]['items_per_s']:.2f}x, "
+              f"p50 {results['handle', per_request, concurrency]['p50_ms']:.0f} vs "
+              f"{results['on', per_request, concurrency]['p50_ms']:.0f} ms")
     print(f"dynamic batching on / off, 1-item requests at c=32: "
           f"{results['on', 1, 32]['items_per_s'] / results['off', 1, 32]['items_per_s']:.2f}x (goal >= 3x)")
 
