@@ -121,8 +121,6 @@ def _token(target: ServeTarget) -> str | None:
 
 def wait_forever(url: str) -> None:
     """Keep a driver-owned local Ray instance (and so the app) alive until Ctrl-C."""
-    import time
-
     print(f"local Ray instance: serving at {url} until Ctrl-C (submit with `ray job submit` to detach)")
     try:
         while True:
