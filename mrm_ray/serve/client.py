@@ -103,7 +103,42 @@ class RewardError(RuntimeError):
         self.status = status
 
 
-class RewardClient:
+class ChunkedRoutes:
+    """`score`, `rewards` and `compare` in chunks of `chunk_items`, over whatever `_send(route, payload)` the
+    client has (HTTP here, the app's DeploymentHandle in serve/handle_client.py)."""
+
+    chunk_items: int
+
+    def _send(self, route: str, payload: dict) -> dict:
+        raise NotImplementedError
+
+    def score(self, items: Sequence[dict], *, reward: str = "model", method: str | None = None,
+              uncertainty_coef: float | None = None) -> list[dict]:
+        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, method, ...}` each; items in
+        a row that share a prompt are sent as one group (`group_items`). `method` / `uncertainty_coef`: another
+        aggregation than the ensemble's (e.g. "uwo")."""
+        out: list[dict] = []
+        for start in range(0, len(items), self.chunk_items):
+            chunk = encode_items(group_items(items[start:start + self.chunk_items]))
+            out += self._send("score", {"items": chunk, "reward": reward,
+                                        **aggregation(method, uncertainty_coef)})["results"]
+        return out
+
+    def rewards(self, items: Sequence[dict], *, reward: str = "model", method: str | None = None,
+                uncertainty_coef: float | None = None) -> list[float]:
+        return [r["reward"] for r in self.score(items, reward=reward, method=method,
+                                                uncertainty_coef=uncertainty_coef)]
+
+    def compare(self, pairs: Sequence[dict], *, method: str | None = None,
+                uncertainty_coef: float | None = None) -> list[dict]:
+        out: list[dict] = []
+        for start in range(0, len(pairs), self.chunk_items):
+            out += self._send("compare", {"pairs": encode_items(pairs[start:start + self.chunk_items]),
+                                          **aggregation(method, uncertainty_coef)})["results"]
+        return out
+
+
+class RewardClient(ChunkedRoutes):
     """Synchronous client: `RewardClient(url).score(items)` -> one result dict per item."""
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 120.0, retries: int = 3,
@@ -138,30 +173,8 @@ class RewardClient:
                 raise error
             time.sleep(delay)
 
-    def score(self, items: Sequence[dict], *, reward: str = "model", method: str | None = None,
-              uncertainty_coef: float | None = None) -> list[dict]:
-        """`{prompt, response, images?, reference?}` items -> `{reward, scores, std, method, ...}` each; items in
-        a row that share a prompt are sent as one group (`group_items`). `method` / `uncertainty_coef`: another
-        aggregation than the ensemble's (e.g. "uwo")."""
-        out: list[dict] = []
-        for start in range(0, len(items), self.chunk_items):
-            chunk = encode_items(group_items(items[start:start + self.chunk_items]))
-            out += self._post("/v1/score", {"items": chunk, "reward": reward,
-                                            **aggregation(method, uncertainty_coef)})["results"]
-        return out
-
-    def rewards(self, items: Sequence[dict], *, reward: str = "model", method: str | None = None,
-                uncertainty_coef: float | None = None) -> list[float]:
-        return [r["reward"] for r in self.score(items, reward=reward, method=method,
-                                                uncertainty_coef=uncertainty_coef)]
-
-    def compare(self, pairs: Sequence[dict], *, method: str | None = None,
-                uncertainty_coef: float | None = None) -> list[dict]:
-        out: list[dict] = []
-        for start in range(0, len(pairs), self.chunk_items):
-            out += self._post("/v1/compare", {"pairs": encode_items(pairs[start:start + self.chunk_items]),
-                                              **aggregation(method, uncertainty_coef)})["results"]
-        return out
+    def _send(self, route: str, payload: dict) -> dict:
+        return self._post(f"/v1/{route}", payload)
 
     def models(self) -> dict:
         response = self.session.get(self.url + "/v1/models", timeout=self.timeout)

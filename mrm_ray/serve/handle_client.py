@@ -15,7 +15,8 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from mrm_ray.serve.client import RETRY_STATUS, Backoff, RewardError, aggregation, encode_items, group_items
+from mrm_ray.serve.client import (RETRY_STATUS, Backoff, ChunkedRoutes, RewardError, aggregation, encode_items,
+                                  group_items)
 
 
 class _HandleBase:
@@ -40,10 +41,6 @@ class _HandleBase:
             raise exc
         return None, exc, answer.get("retry_after")
 
-    @staticmethod
-    def _score_payload(items: Sequence[dict], reward: str, method, uncertainty_coef) -> dict:
-        return {"items": encode_items(group_items(items)), "reward": reward, **aggregation(method, uncertainty_coef)}
-
 
 def _retryable(exc: Exception) -> bool:
     from ray.exceptions import RayActorError
@@ -52,15 +49,15 @@ def _retryable(exc: Exception) -> bool:
     return isinstance(exc, (RayActorError, BackPressureError))
 
 
-class HandleRewardClient(_HandleBase):
+class HandleRewardClient(_HandleBase, ChunkedRoutes):
     """Synchronous: `HandleRewardClient("reward").score(items)` -> one result dict per item."""
 
-    def _call(self, route: str, body: dict | None = None, timeout_s: float | None = None) -> dict:
+    def _send(self, route: str, body: dict | None = None) -> dict:
         backoff = Backoff(self.retries, self.max_wait_s)
         while True:
             answer, error = None, None
             try:
-                answer = self.handle.call.remote(route, body, timeout_s, self.authorization).result()
+                answer = self.handle.call.remote(route, body, None, self.authorization).result()
             except Exception as exc:
                 if not _retryable(exc):
                     raise
@@ -73,29 +70,8 @@ class HandleRewardClient(_HandleBase):
                 raise error
             time.sleep(delay)
 
-    def score(self, items: Sequence[dict], *, reward: str = "model", method: str | None = None,
-              uncertainty_coef: float | None = None, timeout_s: float | None = None) -> list[dict]:
-        out: list[dict] = []
-        for start in range(0, len(items), self.chunk_items):
-            payload = self._score_payload(items[start:start + self.chunk_items], reward, method, uncertainty_coef)
-            out += self._call("score", payload, timeout_s)["results"]
-        return out
-
-    def rewards(self, items: Sequence[dict], *, reward: str = "model", method: str | None = None,
-                uncertainty_coef: float | None = None) -> list[float]:
-        return [r["reward"] for r in self.score(items, reward=reward, method=method,
-                                                uncertainty_coef=uncertainty_coef)]
-
-    def compare(self, pairs: Sequence[dict], *, method: str | None = None,
-                uncertainty_coef: float | None = None) -> list[dict]:
-        out: list[dict] = []
-        for start in range(0, len(pairs), self.chunk_items):
-            out += self._call("compare", {"pairs": encode_items(pairs[start:start + self.chunk_items]),
-                                          **aggregation(method, uncertainty_coef)})["results"]
-        return out
-
     def models(self) -> dict:
-        return self._call("models")
+        return self._send("models")
 
 
 class AsyncHandleRewardClient(_HandleBase):
@@ -130,5 +106,6 @@ class AsyncHandleRewardClient(_HandleBase):
 
     async def score(self, items: Sequence[dict], *, reward: str = "model", timeout_s: float | None = None,
                     method: str | None = None, uncertainty_coef: float | None = None) -> list[dict]:
-        return (await self._call("score", self._score_payload(items, reward, method, uncertainty_coef),
-                                 timeout_s))["results"]
+        payload = {"items": encode_items(group_items(items)), "reward": reward,
+                   **aggregation(method, uncertainty_coef)}
+        return (await self._call("score", payload, timeout_s))["results"]

@@ -45,9 +45,8 @@ async def _bad_input(request: Request, exc: api.BadInput) -> JSONResponse:
     return JSONResponse({"error": str(exc), "field": exc.field}, status_code=exc.status)
 
 
-@http.exception_handler(RequestValidationError)
-async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
+def invalid_body(errors: list[dict]) -> dict:
+    """A 422's body for pydantic's errors, naming the first bad field as `items[0].response`."""
     def where(e):  # "body.items.0.response" -> "items[0].response"
         if e.get("type") == "json_invalid":  # its loc is (body, character offset)
             return "body"
@@ -61,8 +60,13 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
             return "the body must be a JSON object (send Content-Type: application/json)"
         return e.get("msg")
     message = "; ".join(f"{where(e)}: {text(e)}" for e in errors[:5])
-    return JSONResponse({"error": message, "field": where(errors[0]) if errors else "body",
-                         "detail": json.loads(json.dumps(errors, default=str))}, status_code=422)
+    return {"error": message, "field": where(errors[0]) if errors else "body",
+            "detail": json.loads(json.dumps(errors, default=str))}
+
+
+@http.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(invalid_body(exc.errors()), status_code=422)
 
 
 http.add_middleware(BodyLimit)
@@ -253,10 +257,7 @@ class Ingress:
                 request = api.CompareRequest.model_validate(body)
                 out = await self._guard(self._compare(request), "compare", len(request.pairs))
         except ValidationError as exc:
-            errors = exc.errors()
-            field = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in errors[0]["loc"]).lstrip(".")
-            return {"status": 422, "body": {"error": "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5]),
-                                            "field": field or "body"}}
+            return {"status": 422, "body": invalid_body(exc.errors())}
         except api.BadInput as exc:
             return {"status": exc.status, "body": {"error": str(exc), "field": exc.field}}
         finally:
