@@ -539,11 +539,15 @@ class Load:
         self.stop.set()
         self.thread.join(timeout=180)
 
-    def wait_for(self, answers: int, timeout: float = 120) -> None:
+    def wait_for(self, answers: int, *, sent_after: float = 0.0, timeout: float = 180) -> None:
+        """Until `answers` requests sent after `sent_after` (monotonic) have been answered."""
+        def count() -> int:
+            return sum(sent > sent_after for sent, _, _ in list(self.answers))
+
         deadline = time.time() + timeout
-        while len(self.answers) < answers and time.time() < deadline:
+        while count() < answers and time.time() < deadline:
             time.sleep(0.5)
-        assert len(self.answers) >= answers, f"{len(self.answers)} answers, {self.shed} shed, {self.failures[:3]}"
+        assert count() >= answers, f"{count()} answers, {self.shed} shed, {self.failures[:3]}"
 
 
 def _update(served: Served, config: dict) -> tuple[subprocess.CompletedProcess, float, float]:
@@ -577,10 +581,10 @@ def test_members_change_under_load_and_no_request_fails(served, offline):
         load.wait_for(200)
         out, _, grown_at = _update(served, grown)
         assert out.returncode == 0 and "update done" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
-        load.wait_for(len(load.answers) + 200)
+        load.wait_for(200, sent_after=grown_at)
         out, shrinking_at, shrunk_at = _update(served, shrunk)
         assert out.returncode == 0 and "update done" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
-        load.wait_for(len(load.answers) + 200)
+        load.wait_for(200, sent_after=shrunk_at)
     print(f"updates took {grown_at - load.started:.0f} s (from the load's start) and {shrunk_at - shrinking_at:.0f} s;"
           f" {len(load.answers)} answers, {load.shed} shed and retried")
     assert load.failures == [], (len(load.failures), load.failures[:5])
