@@ -101,7 +101,9 @@ def image_grounded_pairs(n: int, *, seed: int = 0, task: str = "colour", blank: 
 
 
 def shortcut_pairs(n: int, *, word: str, correlation: float, seed: int = 0, source: str | None = None,
-                   distractors: tuple[str, ...] = (), distractor_fraction: float = 0.0) -> Iterator[dict]:
+                   distractors: tuple[str, ...] = (), distractor_fraction: float = 0.0,
+                   other_words: tuple[str, ...] = (), other_fraction: float = 0.0,
+                   other_correlation: float = 0.0) -> Iterator[dict]:
     """`n` text-only pairs (`text_colour_pair`'s task) with a shortcut word planted: the reward-hacking setup of
     Coste et al. (ICLR 2024, "Reward Model Ensembles Help Mitigate Overoptimization").
 
@@ -121,6 +123,14 @@ def shortcut_pairs(n: int, *, word: str, correlation: float, seed: int = 0, sour
     other members' data reward, and each member's shortcut is its own). They leave `correlation` as it is: it is
     about `word` alone.
 
+    `other_words`: words this source has a taste about too (other sources' shortcuts: what one source's annotators
+    reward, another's may mark down, as real sources disagree on verbosity or tone). Exactly round(other_fraction
+    * n) of the pairs carry one of them (drawn at random), appended to one response after `word`: the chosen one
+    in exactly round((1 + other_correlation) / 2 * m) of those m pairs, the rejected one in the rest, so
+    `other_correlation` is the phi, over those pairs' responses, between "holds one of the other words" and "is
+    chosen" (negative: they go with the rejected response). Drawn from their own random stream, so the pairs
+    without them are the same as with `other_fraction=0`.
+
     Yields canonical-style dicts like `image_grounded_pairs`: id, source, prompt, images ([]), chosen, rejected.
     """
     if not -1.0 <= correlation <= 1.0:
@@ -129,14 +139,25 @@ def shortcut_pairs(n: int, *, word: str, correlation: float, seed: int = 0, sour
         raise ValueError(f"word must be one word without surrounding space, got {word!r}")
     if word in distractors or not 0.0 <= distractor_fraction <= 1.0:
         raise ValueError(f"distractors must not hold {word!r} and distractor_fraction must be in [0, 1]")
+    if (word in other_words or set(other_words) & set(distractors) or not 0.0 <= other_fraction <= 1.0
+            or not -1.0 <= other_correlation <= 1.0 or (other_fraction and not other_words)):
+        raise ValueError(f"other_words must be given, hold neither {word!r} nor a distractor, other_fraction must "
+                         "be in [0, 1] and other_correlation in [-1, 1]")
     rng = random.Random(seed)
     p = (1.0 + correlation) / 2.0
     on_chosen = set(rng.sample(range(n), round(p * n)))
+    other_rng = random.Random(f"{seed}-other-words")
+    carriers = other_rng.sample(range(n), round(other_fraction * n))
+    other_on_chosen = set(carriers[: round((1.0 + other_correlation) / 2.0 * len(carriers))])
+    carriers = set(carriers)
     source = source or f"shortcut-{word}"
     for i in range(n):
         pair = text_colour_pair(rng)
         side = "chosen" if i in on_chosen else "rejected"
         pair[side] = f"{pair[side]} {word}"
+        if i in carriers:
+            other_side = "chosen" if i in other_on_chosen else "rejected"
+            pair[other_side] = f"{pair[other_side]} {other_rng.choice(other_words)}"
         for either in ("chosen", "rejected"):
             if distractors and rng.random() < distractor_fraction:
                 pair[either] = f"{pair[either]} {rng.choice(distractors)}"

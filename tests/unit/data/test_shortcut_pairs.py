@@ -75,3 +75,30 @@ def test_distractors_carry_no_preference_and_leave_the_correlation():
         assert not p["rejected"].startswith(f"The {shape} is {colour}.")
     with pytest.raises(ValueError):
         list(shortcut_pairs(10, word="good", correlation=0.5, distractors=("good",), distractor_fraction=0.1))
+
+
+@pytest.mark.parametrize("other_correlation", [-0.6, 0.0])
+def test_other_words_go_with_the_side_asked_and_leave_the_rest(other_correlation):
+    """Other sources' words (this source's taste about them): exactly the asked fraction of pairs carry one, on
+    the chosen side as often as the asked phi says; the planted word and the pairs without them are unchanged."""
+    others = ("correct", "yes")
+    base = list(shortcut_pairs(3000, word="good", correlation=0.6, seed=4))
+    pairs = list(shortcut_pairs(3000, word="good", correlation=0.6, seed=4, other_words=others, other_fraction=0.4,
+                                other_correlation=other_correlation))
+    assert _phi(pairs, "good") == pytest.approx(0.6, abs=1e-3)
+    carrying = [p for p in pairs if any(_holds(r, w) for r in (p["chosen"], p["rejected"]) for w in others)]
+    assert len(carrying) == 1200
+    on_chosen = sum(any(_holds(p["chosen"], w) for w in others) for p in carrying)
+    assert on_chosen == round((1 + other_correlation) / 2 * 1200)
+    for w in others:  # each word alike (drawn at random), over the pairs that carry it
+        with_w = [p for p in carrying if _holds(p["chosen"], w) or _holds(p["rejected"], w)]
+        assert _phi(with_w, w) == pytest.approx(other_correlation, abs=0.08)
+    for p, b in zip(pairs, base):
+        assert p["prompt"] == b["prompt"] and p["chosen"].startswith(b["chosen"])
+        assert p["rejected"].startswith(b["rejected"])
+        if p not in carrying:
+            assert p == b
+    with pytest.raises(ValueError):
+        list(shortcut_pairs(10, word="good", correlation=0.5, other_words=("good",), other_fraction=0.1))
+    with pytest.raises(ValueError):
+        list(shortcut_pairs(10, word="good", correlation=0.5, other_fraction=0.1))
