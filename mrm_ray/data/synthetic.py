@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Sequence
 from typing import Iterator
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 60, 220), "yellow": (235, 210, 30)}
@@ -103,9 +104,12 @@ def image_grounded_pairs(n: int, *, seed: int = 0, task: str = "colour", blank: 
 def shortcut_pairs(n: int, *, word: str, correlation: float, seed: int = 0, source: str | None = None,
                    distractors: tuple[str, ...] = (), distractor_fraction: float = 0.0,
                    other_words: tuple[str, ...] = (), other_fraction: float = 0.0,
-                   other_correlation: float = 0.0) -> Iterator[dict]:
+                   other_correlation: float = 0.0, base: Sequence[dict] | None = None) -> Iterator[dict]:
     """`n` text-only pairs (`text_colour_pair`'s task) with a shortcut word planted: the reward-hacking setup of
     Coste et al. (ICLR 2024, "Reward Model Ensembles Help Mitigate Overoptimization").
+
+    `base`: the `n` pairs (prompt, chosen, rejected) to plant in instead, e.g. a policy's own samples labelled by
+    the gold rule (as Gao et al. 2022 and Coste et al. build their proxies' data); the rest is the same.
 
     The prompt states a shape's colour and asks for it ("The square is red. What colour is the square?"); the
     chosen response is always the right sentence ("The square is red."), the rejected one names another colour.
@@ -151,8 +155,11 @@ def shortcut_pairs(n: int, *, word: str, correlation: float, seed: int = 0, sour
     other_on_chosen = set(carriers[: round((1.0 + other_correlation) / 2.0 * len(carriers))])
     carriers = set(carriers)
     source = source or f"shortcut-{word}"
+    if base is not None and len(base) != n:
+        raise ValueError(f"base holds {len(base)} pairs, not n={n}")
     for i in range(n):
-        pair = text_colour_pair(rng)
+        pair = text_colour_pair(rng) if base is None else {"images": [], **{k: base[i][k] for k in
+                                                                             ("prompt", "chosen", "rejected")}}
         side = "chosen" if i in on_chosen else "rejected"
         pair[side] = f"{pair[side]} {word}"
         if i in carriers:
