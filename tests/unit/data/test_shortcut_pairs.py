@@ -102,3 +102,17 @@ def test_other_words_go_with_the_side_asked_and_leave_the_rest(other_correlation
         list(shortcut_pairs(10, word="good", correlation=0.5, other_words=("good",), other_fraction=0.1))
     with pytest.raises(ValueError):
         list(shortcut_pairs(10, word="good", correlation=0.5, other_fraction=0.1))
+
+
+def test_planted_in_given_pairs():
+    """`base`: the shortcut planted in pairs the caller made (a policy's own gold-labelled samples): each pair's
+    prompt and texts are kept in order and the word goes with the chosen response as asked."""
+    base = [{"prompt": f"The square is red. What colour is the square? #{i}", "chosen": "The square is red.",
+             "rejected": f"The square is {i}."} for i in range(1000)]
+    pairs = list(shortcut_pairs(1000, word="good", correlation=0.6, seed=5, base=base))
+    assert _phi(pairs, "good") == pytest.approx(0.6, abs=1e-3)
+    for p, b in zip(pairs, base):
+        assert p["prompt"] == b["prompt"] and p["images"] == []
+        assert p["chosen"].startswith(b["chosen"]) and p["rejected"].startswith(b["rejected"])
+    with pytest.raises(ValueError):
+        list(shortcut_pairs(10, word="good", correlation=0.6, base=base))
