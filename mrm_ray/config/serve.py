@@ -30,11 +30,17 @@ from mrm_ray.references import anchored
 class IngressServing:
     """The HTTP ingress. Load shedding: past `max_ongoing_requests` + `max_queued_requests` HTTP requests
     (per replica), and past a member's `max_ongoing_requests` x replicas + `max_queued_requests` calls,
-    requests answer 503 with `Retry-After: retry_after_s` at once instead of queuing without bound."""
+    requests answer 503 with `Retry-After: retry_after_s` at once instead of queuing without bound.
+
+    Admission is sized to the members (`None`, the default: the members' batch capacity, the largest
+    `max_batch_size` x replicas of any member, `autoscaling_config.max_replicas` when it autoscales): the
+    ingress works on about one batch round of the members at once, and Serve's proxy holds the next round
+    and sheds the rest before the ingress spends any work on them, so an accepted request does not wait
+    behind the ones that will be shed (benchmarks/bench_overload.py: 500 concurrent one-item clients)."""
 
     num_replicas: Positive = 1
-    max_ongoing_requests: Positive = 1024
-    max_queued_requests: Positive = 1024  # HTTP requests waiting for an ingress replica
+    max_ongoing_requests: Positive | None = None  # HTTP requests one ingress replica works on at once
+    max_queued_requests: Positive | None = None  # HTTP requests waiting at the proxy for an ingress replica
     retry_after_s: NonNegative = 1.0  # the Retry-After of a shed request's 503
     num_cpus: NonNegative = 1.0
     max_surge_percent: SurgePercent = 100  # on an update, the new ingress starts before the old one stops
@@ -87,6 +93,15 @@ class AppArgs:
 
     def member_serving(self, member: EnsembleMember) -> MemberServing:
         return member.serving or self.serving
+
+    def ingress_admission(self, members: tuple[EnsembleMember, ...]) -> tuple[int, int]:
+        """The ingress's (max_ongoing_requests, max_queued_requests): as set, or `members`' batch capacity."""
+        capacity = 1
+        for member in members:
+            s = self.member_serving(member)
+            replicas = s.num_replicas or int(s.autoscaling_config.get("max_replicas", 1))
+            capacity = max(capacity, s.max_batch_size * replicas)
+        return self.ingress.max_ongoing_requests or capacity, self.ingress.max_queued_requests or capacity
 
 
 @config_dataclass

@@ -62,8 +62,8 @@ def application(args: AppArgs, *, runtime_env: dict | None = None,
     spec = {"method": ensemble.method, "uncertainty_coef": ensemble.uncertainty_coef, "members": spec_members, "limits": to_dict(args.limits),
             "auth_token": args.auth_token.get_secret_value() if args.auth_token else None,
             "auth_token_env": args.auth_token_env, "retry_after_s": args.ingress.retry_after_s}
-    return Ingress.options(num_replicas=args.ingress.num_replicas,
-                           max_ongoing_requests=args.ingress.max_ongoing_requests,
-                           max_queued_requests=args.ingress.max_queued_requests, backpressure_config=shed,
+    ongoing, queued = args.ingress_admission(ensemble.members)
+    return Ingress.options(num_replicas=args.ingress.num_replicas, max_ongoing_requests=ongoing,
+                           max_queued_requests=queued, backpressure_config=shed,
                            max_surge_percent=args.ingress.max_surge_percent,
                            ray_actor_options={"num_cpus": args.ingress.num_cpus, **env}).bind(spec, handles)

@@ -98,3 +98,26 @@ def test_member_calls_hold_at_most_a_batch_of_responses_and_split_big_groups():
         [("a", ["1", "2", "3"]), ("b", ["4"])], [("c", ["5", "6", "7", "8"])], [("c", ["9"])]]
     pairs = [{"prompt": str(i)} for i in range(5)]
     assert [len(p) for _, p in member_calls(pairs, [0, 2, 3, 4], 3, "compare")] == [3, 1]
+
+
+def _ingress_options(app):
+    return app._bound_deployment._deployment_config  # what Serve deploys the ingress with
+
+
+def test_ingress_admission_is_the_members_batch_capacity_unless_set():
+    """The ingress admits one batch round of the members (largest max_batch_size x replicas, max_replicas when
+    autoscaling) and the proxy holds as many again; explicit limits win; the built app carries them."""
+    members = [{"name": "a", "path": "tiny:0"},
+               {"name": "b", "path": "tiny:1", "serving": {"max_batch_size": 8, "num_replicas": 3}}]
+    args = validate(AppArgs, {"members": members, "serving": {"max_batch_size": 16, "num_replicas": 1}})
+    assert args.ingress_admission(args.ensemble_config().members) == (24, 24)  # b: 8 x 3 replicas
+    autoscaled = validate(AppArgs, {"members": members[:1], "serving": {
+        "max_batch_size": 16, "autoscaling_config": {"min_replicas": 1, "max_replicas": 5}}})
+    assert autoscaled.ingress_admission(autoscaled.ensemble_config().members) == (80, 80)
+    shipped_args = yaml.safe_load(CONFIG.read_text())["applications"][0]["args"]
+    config = _ingress_options(build_app(shipped_args))
+    assert (config.max_ongoing_requests, config.max_queued_requests) == (16, 16)  # the tiny app: 16 x 1
+    assert config.backpressure_config.status_code == 503 and config.backpressure_config.retry_after_s == 1.0
+    set_ = {**shipped_args, "ingress": {"max_ongoing_requests": 200, "max_queued_requests": 100}}
+    config = _ingress_options(build_app(set_))
+    assert (config.max_ongoing_requests, config.max_queued_requests) == (200, 100)
