@@ -171,24 +171,39 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from mrm_ray import storage
     from mrm_ray.model import checkpoints
+    from mrm_ray.model.card import report_member, write_model_card
     from mrm_ray.model.processor import load_processor
     from mrm_ray.model.reward_model import RewardModel
     from mrm_ray.model.seq_cls import export_seq_cls
 
     path = checkpoints.resolve(args.model)
+    report = member = None
+    if args.report:  # checked before anything is loaded or written
+        report = json.loads(storage.local_copy(args.report).read_text())
+        try:
+            member = report_member(report, str(path), args.report_member)
+        except ValueError as exc:
+            raise SystemExit(f"error: --report {args.report}: {exc}") from None
     model = RewardModel.from_pretrained(path)
+    extra = {"exported_from": str(args.model)}
     if args.format == "hf-seq-cls":
         try:
             out = export_seq_cls(model, args.out, processor=load_processor(path))
         except ValueError as exc:
             raise SystemExit(f"cannot export {args.model} as hf-seq-cls: {exc}") from None
+        write_model_card(out, model.meta(extra), family=model.family.name, vision=model.family.vision,
+                         fmt="hf-seq-cls", report=report, member=member)
         print(f"{model.family.seq_cls} checkpoint written to {out} (score bias "
               f"{float(model.head.mlp[-1].bias):+.6f} kept in config.json; transformers' scores are ours minus it)")
     else:
-        out = model.save_pretrained(args.out, processor=load_processor(path),
-                                    extra={"exported_from": str(args.model)})
+        out = model.save_pretrained(args.out, processor=load_processor(path), extra=extra, report=report,
+                                    report_member=member)
         print(f"reward checkpoint written to {out}")
+    print(f"model card: {out / 'README.md'}" + (f" (benchmark figures of {member} in {args.report})" if report else ""))
     return 0
 
 
@@ -275,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="a reward checkpoint, a sequence-classification checkpoint, or tiny:...")
     export.add_argument("out")
     export.add_argument("--format", choices=("hf-seq-cls", "reward"), required=True)
+    export.add_argument("--report", help="an evaluation report.json (mrm-ray evaluate) whose benchmark figures go "
+                                         "into the model card, next to the published ones")
+    export.add_argument("--report-member", help="this model's name in the report (default: the member with this "
+                                                "model's path, or the report's only member)")
     export.set_defaults(func=_cmd_export)
 
     plan = sub.add_parser("plan", help="per-GPU memory estimate of a training preset (trailing a.b=value: the run's)")

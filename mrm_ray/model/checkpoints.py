@@ -196,11 +196,15 @@ def reward_meta(*, head: Mapping[str, Any], score_mean: float, score_std: float,
 
 
 def write_reward_checkpoint(out_dir: str | os.PathLike, *, backbone, head_state: Mapping[str, Any], meta: dict,
-                            processor=None) -> Path:
-    """A reward checkpoint written atomically (temp dir, then rename): the backbone, the head, its config."""
+                            processor=None, report: Mapping[str, Any] | None = None,
+                            report_member: str | None = None) -> Path:
+    """A reward checkpoint written atomically (temp dir, then rename): the backbone, the head, its config, and its
+    model card (model/card.py; `report`: an evaluation report whose `report_member` is this model)."""
     from safetensors.torch import save_file
 
     from mrm_ray.atomic import atomic_dir
+    from mrm_ray.model.card import CARD, model_card
+    from mrm_ray.model.families import family_of
 
     with atomic_dir(out_dir) as tmp:
         backbone.save_pretrained(tmp, safe_serialization=True)
@@ -208,6 +212,9 @@ def write_reward_checkpoint(out_dir: str | os.PathLike, *, backbone, head_state:
                   metadata={"format": "pt"})
         if processor is not None:
             processor.save_pretrained(tmp)
+        family = family_of(backbone.config)
+        (tmp / CARD).write_text(model_card(meta, family=family.name, vision=family.vision, report=report,
+                                           member=report_member))
         (tmp / REWARD_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return Path(out_dir).resolve()
 

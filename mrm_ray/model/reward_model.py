@@ -124,13 +124,18 @@ class RewardModel(nn.Module):
                     packed_attention=packed_attention)
         return model.to(dtype)
 
-    def save_pretrained(self, out_dir: str | os.PathLike, *, processor=None,
-                        extra: Mapping[str, Any] | None = None) -> Path:
-        """Write the reward checkpoint atomically (temp dir, then rename; model/checkpoints.py's format)."""
-        meta = checkpoints.reward_meta(head=to_dict(self.head_config), score_mean=self.score_mean,
+    def meta(self, extra: Mapping[str, Any] | None = None) -> dict:
+        """What this model's `reward_config.json` holds (provenance updated with `extra`)."""
+        return checkpoints.reward_meta(head=to_dict(self.head_config), score_mean=self.score_mean,
                                        score_std=self.score_std, provenance={**self.provenance, **dict(extra or {})})
+
+    def save_pretrained(self, out_dir: str | os.PathLike, *, processor=None, extra: Mapping[str, Any] | None = None,
+                        report: Mapping[str, Any] | None = None, report_member: str | None = None) -> Path:
+        """Write the reward checkpoint atomically (temp dir, then rename; model/checkpoints.py's format), with its
+        model card (`report`: an evaluation report whose `report_member` is this model)."""
         return checkpoints.write_reward_checkpoint(out_dir, backbone=self.backbone, head_state=self.head.state_dict(),
-                                                   meta=meta, processor=processor)
+                                                   meta=self.meta(extra), processor=processor, report=report,
+                                                   report_member=report_member)
 
     # -------------------------------------------------------------------------- forward
     @property

@@ -34,7 +34,10 @@ def consolidated_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tenso
     return {k: v.float() for k, v in state["module"].items()}
 
 
-def export_checkpoint(checkpoint_dir: str | Path, *, run: RunConfig, metrics: dict, out_dir: str | Path) -> Path:
+def export_checkpoint(checkpoint_dir: str | Path, *, run: RunConfig, metrics: dict, out_dir: str | Path,
+                      counts: dict | None = None) -> Path:
+    """The reward checkpoint (with its model card, model/card.py) of the run's checkpoint `checkpoint_dir`;
+    `metrics` are that checkpoint's (held-out figures, score statistics), `counts` the data mixture's per source."""
     from mrm_ray.model import checkpoints
     from mrm_ray.model.processor import load_processor
     from mrm_ray.model.reward_model import RewardModel
@@ -50,5 +53,9 @@ def export_checkpoint(checkpoint_dir: str | Path, *, run: RunConfig, metrics: di
     model.score_mean, model.score_std = float(metrics["score_mean"]), float(metrics["score_std"])
     model.provenance.update({
         "training_checkpoint": metrics.get("checkpoint_dir", str(checkpoint_dir)), "step": metrics.get("step"),
-        "held_out_accuracy": metrics.get("held_out_accuracy"), "run_config": to_dict(run)})
+        "held_out_accuracy": metrics.get("held_out_accuracy"), "run_config": to_dict(run),
+        "data_counts": counts or {},
+        "held_out": {"pairs": metrics.get("held_out_pairs"), "loss": metrics.get("held_out_loss"),
+                     "per_source": {k.split("/", 1)[1]: v for k, v in metrics.items()
+                                    if k.startswith("held_out_accuracy/")}}})
     return model.save_pretrained(out_dir, processor=load_processor(model_path))

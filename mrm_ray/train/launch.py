@@ -174,7 +174,8 @@ def run_training(run: RunConfig, *, data=None) -> TrainingSummary:
     out = None
     if final_step >= total_steps:
         with best.as_directory() as checkpoint_dir:  # a local copy of a checkpoint in object storage
-            export_checkpoint(checkpoint_dir, run=run, metrics=metrics, out_dir=folder.local / EXPORT_DIR)
+            export_checkpoint(checkpoint_dir, run=run, metrics=metrics, out_dir=folder.local / EXPORT_DIR,
+                              counts=data.counts)
         out = folder.push(EXPORT_DIR, last=checkpoints.REWARD_CONFIG, replace=True)  # readers check REWARD_CONFIG
     summary = TrainingSummary(run_dir=folder.location, checkpoint=out, held_out_accuracy=metrics["held_out_accuracy"],
                               step=metrics["step"], final_step=final_step, total_steps=total_steps,

@@ -55,3 +55,16 @@ def test_a_streamed_run_on_a_full_cluster_goes_through_every_evaluation(ray_clus
     assert all(0 < e["held_out_loss"] < 2 for e in evals)  # the length-normalised loss, finite
     meta = json.loads((Path(summary.checkpoint) / "reward_config.json").read_text())
     assert meta["provenance"]["run_config"]["loss"]["length_normalize"] is True
+    # the exported model's card: front matter that parses, the run's own numbers
+    import yaml
+
+    card = (Path(summary.checkpoint) / "README.md").read_text()
+    fields = yaml.safe_load(card.split("---\n")[1])
+    assert fields["datasets"] == sorted(summary.counts) == ["colour"]
+    (held,) = fields["model-index"][0]["results"]
+    assert held["metrics"][0]["value"] == summary.held_out_accuracy == meta["provenance"]["held_out_accuracy"]
+    assert meta["provenance"]["data_counts"] == summary.counts
+    c = summary.counts["colour"]
+    assert (f"| colour | {c['available']} | {c['rejected']} | {c['mixture']} | {c['train']} | {c['held_out']} | "
+            in card)
+    assert "| DeepSpeed | ZeRO-0 on 2 workers" in card and "length normalisation on" in card
