@@ -299,7 +299,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     RunFolder(config.out).route_logs("driver")
     connect()
     report, pairs = evaluate(config)
-    written = write_report(report, config.out, pairs=pairs)
+    written = write_report(report, config.out, pairs=pairs, tracking=config.tracking)
     print(summary(report))
     print("report: " + ", ".join(written.values()))
     if empty := [name for name, bench in report["benchmarks"].items() if "message" in bench]:

@@ -120,8 +120,16 @@ class RunFolder:
         route_logs(path)
         return path
 
-    def metrics(self, *, enabled: bool = True) -> "MetricsLog":
-        return MetricsLog(self, enabled=enabled)
+    def metrics(self, *, enabled: bool = True, tracking=None, name: str = "", params: Mapping | None = None
+                ) -> "MetricsLog":
+        """The run's metrics log; `tracking` (config/tracking.py's, when it has a tracker) also sends its numbers
+        to MLflow / W&B runs named `name`, with `params` (the resolved config) as their parameters."""
+        trackers = None
+        if enabled and tracking is not None and tracking.enabled:
+            from mrm_ray.tracking import Trackers
+
+            trackers = Trackers(tracking, name=name, params=params, folder=self)
+        return MetricsLog(self, enabled=enabled, trackers=trackers)
 
 
 def _plain(config: Any) -> Any:
@@ -142,10 +150,11 @@ class MetricsLog:
     `event(kind, step, values, scalars=PREFIX)` appends one line and, with a prefix, adds every numeric
     value as the scalar `PREFIX/name` (`name` itself for the prefix ""); `flush()` makes both durable and
     uploads them. A resumed run
-    appends to the file an earlier run left (fetched from the bucket for a remote run)."""
+    appends to the file an earlier run left (fetched from the bucket for a remote run). With `trackers`
+    (tracking.py), every scalar goes to the tracked runs as well, under the same name."""
 
-    def __init__(self, folder: RunFolder, *, enabled: bool = True) -> None:
-        self.folder, self.enabled = folder, enabled
+    def __init__(self, folder: RunFolder, *, enabled: bool = True, trackers=None) -> None:
+        self.folder, self.enabled, self.trackers = folder, enabled, trackers
         self.writer = self.file = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -162,13 +171,23 @@ class MetricsLog:
         self.file.write(json.dumps({"event": kind, "step": step, "time": time.time(), **values}, default=str) + "\n")
         self.file.flush()
         if scalars is not None:
-            for key, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-                    self.writer.add_scalar(f"{scalars}/{key}" if scalars else key, value, step)
+            numbers = {f"{scalars}/{key}" if scalars else key: value for key, value in values.items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value}
+            for name, value in numbers.items():
+                self.writer.add_scalar(name, value, step)
+            if self.trackers is not None:
+                self.trackers.log(numbers, step)
 
     def scalar(self, name: str, value: float, step: int) -> None:
         if self.enabled:
             self.writer.add_scalar(name, value, step)
+            if self.trackers is not None:
+                self.trackers.log({name: value}, step)
+
+    def artifact(self, path: str | os.PathLike, *, kind: str) -> None:
+        """A file or folder (the exported model, the report) as the tracked runs' artifact, where tracked."""
+        if self.enabled and self.trackers is not None:
+            self.trackers.artifact(path, kind=kind)
 
     def flush(self) -> None:
         if self.enabled:
@@ -181,6 +200,8 @@ class MetricsLog:
             self.file.close()
             self._upload()
             self.file = None
+            if self.trackers is not None:
+                self.trackers.close()
 
     def _upload(self) -> None:
         self.folder.push(METRICS_LOG)

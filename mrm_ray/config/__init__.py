@@ -27,14 +27,15 @@ from mrm_ray.config.mixture import MixtureConfig, SourceConfig
 from mrm_ray.config.run import (DataConfig, HeadConfig, LocalTrainConfig, LoraConfig, LossConfig, ModelConfig,
                                 RunConfig, SyntheticConfig, TrainConfig)
 from mrm_ray.config.serve import AppArgs, IngressServing, Limits, ServeTarget
+from mrm_ray.config.tracking import MLflowTracking, TrackingConfig, WandbTracking
 
 __all__ = ["AppArgs", "CONSERVATIVE_METHODS", "ConfigError", "DataCommandConfig", "DataConfig", "EnsembleConfig", "EnsembleMember",
            "EvalConfig", "FitConfig", "Fraction", "GRPOConfig", "HeadConfig", "IngressServing", "Limits",
-           "LocalTrainConfig", "LoraConfig", "LossConfig", "MAX_BATCH_TOKENS", "METHODS", "MODALITIES",
+           "LocalTrainConfig", "LoraConfig", "LossConfig", "MAX_BATCH_TOKENS", "METHODS", "MLflowTracking", "MODALITIES",
            "MemberServing", "MemberSettings", "MixtureConfig", "ModelConfig", "NonNegative", "OpenRLHFAgentConfig",
            "OptimConfig", "PlanConfig", "Positive", "PositiveFloat", "PromptsConfig", "RewardServiceConfig",
-           "RolloutConfig", "RunConfig", "ServeTarget", "SourceConfig", "SyntheticConfig", "TrainConfig",
-           "UNCERTAINTY_COEF", "UncertaintyCoef", "VerlReward", "config_dataclass", "config_file", "load", "load_grpo_config", "load_run_config", "merged",
+           "RolloutConfig", "RunConfig", "ServeTarget", "SourceConfig", "SyntheticConfig", "TrackingConfig", "TrainConfig",
+           "UNCERTAINTY_COEF", "UncertaintyCoef", "VerlReward", "WandbTracking", "config_dataclass", "config_file", "load", "load_grpo_config", "load_run_config", "merged",
            "parse_overrides", "read_yaml", "run_main", "set_path", "to_dict", "validate"]
 
 

@@ -14,6 +14,7 @@ from annotated_types import Ge
 from mrm_ray.config.core import NonNegative, Positive, PositiveFloat, config_dataclass
 from mrm_ray.config.ensemble import CONSERVATIVE_METHODS, MAX_BATCH_TOKENS, METHODS, UNCERTAINTY_COEF, UncertaintyCoef
 from mrm_ray.config.run import DataConfig
+from mrm_ray.config.tracking import TrackingConfig
 from mrm_ray.references import anchored
 
 EQUAL_WEIGHT_METHODS = ("mean", "z_mean", *CONSERVATIVE_METHODS)  # what an evaluation aggregates with no fitted weights
@@ -41,6 +42,7 @@ class EvalConfig:
     methods: tuple[Literal[EQUAL_WEIGHT_METHODS], ...] = EQUAL_WEIGHT_METHODS  # one report row (and ECE) each
     uncertainty_coef: UncertaintyCoef = UNCERTAINTY_COEF  # of the uwo / lcb rows (ensemble.yaml's row: its own)
     max_batch_tokens: Positive = MAX_BATCH_TOKENS
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B: the figures and the report
 
     def __post_init__(self) -> None:
         if not self.bench:
@@ -53,7 +55,7 @@ class EvalConfig:
             self, models=_anchored_values(self.models), bench=_anchored_values(self.bench), out=anchored(self.out),
             ensemble=self.ensemble and anchored(self.ensemble),
             image_root=self.image_root and anchored(self.image_root),
-            stand_in_images=self.stand_in_images and anchored(self.stand_in_images))
+            stand_in_images=self.stand_in_images and anchored(self.stand_in_images), tracking=self.tracking.anchored())
 
 
 @config_dataclass

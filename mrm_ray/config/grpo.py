@@ -8,6 +8,7 @@ from typing import Literal
 
 from mrm_ray.config.core import NonNegative, Positive, PositiveFloat, config_dataclass, config_file
 from mrm_ray.config.ensemble import METHODS, TOKEN_ENV, UncertaintyCoef
+from mrm_ray.config.tracking import TrackingConfig
 from mrm_ray.references import TINY, anchored
 from mrm_ray.storage import join
 
@@ -100,6 +101,7 @@ class GRPOConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardServiceConfig = field(default_factory=RewardServiceConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B besides metrics.jsonl
 
     @property
     def location(self) -> str:
@@ -112,4 +114,5 @@ class GRPOConfig:
             self, output_dir=anchored(self.output_dir), policy=anchored(self.policy),
             prompts=dataclasses.replace(self.prompts, path=anchored(self.prompts.path) if self.prompts.path else None),
             reward=dataclasses.replace(self.reward, members=tuple(anchored(m) for m in self.reward.members),
-                                       serve_config=str(config_file("serve", self.reward.serve_config))))
+                                       serve_config=str(config_file("serve", self.reward.serve_config))),
+            tracking=self.tracking.anchored())

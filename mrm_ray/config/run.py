@@ -10,6 +10,7 @@ from typing import Annotated
 from annotated_types import Ge, Interval
 
 from mrm_ray.config.core import Fraction, NonNegative, Positive, PositiveFloat, config_dataclass
+from mrm_ray.config.tracking import TrackingConfig
 from mrm_ray.references import anchored
 from mrm_ray.storage import join
 
@@ -207,6 +208,7 @@ class RunConfig:
     preprocess_workers: Positive = 1  # Ray Data actors checking and encoding pairs
     preprocess_cpus: PositiveFloat = 1.0  # CPUs each of them holds
     cache_encoded: bool = False  # encode once and keep it in the object store (small sets only)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B besides metrics.jsonl
 
     @property
     def location(self) -> str:
@@ -217,7 +219,8 @@ class RunConfig:
         """Local paths made absolute (Ray workers and submitted jobs run in other directories); model paths and
         output folders of a run file are relative to where the command runs, as on a command line."""
         return dataclasses.replace(self, output_dir=anchored(self.output_dir),
-                                   model=dataclasses.replace(self.model, path=anchored(self.model.path)))
+                                   model=dataclasses.replace(self.model, path=anchored(self.model.path)),
+                                   tracking=self.tracking.anchored())
 
 
 @config_dataclass

@@ -206,9 +206,10 @@ def _rewards(names: list[str], stats: list[tuple[float, float]], scores: dict, i
 REPORT_FILES = ("report.json", "report.md", "report.html", "scores.parquet")
 
 
-def write_report(report: dict, out_dir: str | Path, *, pairs: "pa.Table | None" = None) -> dict[str, str]:
+def write_report(report: dict, out_dir: str | Path, *, pairs: "pa.Table | None" = None, tracking=None) -> dict[str, str]:
     """The report folder (a run folder: see the module's header), each file written atomically and uploaded when
-    `out_dir` is a URI; returns where each report file is."""
+    `out_dir` is a URI; returns where each report file is. `tracking` (config/tracking.py's): the headline
+    figures, the config and the report files also go to MLflow / W&B."""
     from mrm_ray.atomic import atomic_file
     from mrm_ray.data.quarantine import write_quarantine
     from mrm_ray.eval.markdown import markdown
@@ -233,13 +234,18 @@ def write_report(report: dict, out_dir: str | Path, *, pairs: "pa.Table | None" 
     with atomic_file(out / "report.html") as f:
         f.write(html_page(body))
     write_quarantine([Rejected(**r) for r in report.get("quarantine", [])], out)
-    log = folder.metrics()
+    log = folder.metrics(tracking=tracking, name=Path(str(out_dir).rstrip("/")).name or "eval",
+                         params=body.get("config"))
     headline = {}
     for name, bench in body["benchmarks"].items():
         headline[name] = {label: {h: result[h] for h in bench["headline"] if h in result}
                           for label, result in bench["results"].items()}
         for label, figures in headline[name].items():
             log.event("benchmark", 0, {"benchmark": name, "model": label, **figures}, scalars=f"eval/{name}/{label}")
+    if tracking is not None and tracking.artifacts:
+        for name in REPORT_FILES:
+            if (out / name).is_file():
+                log.artifact(out / name, kind="report")
     log.close()
     written = [name for name in REPORT_FILES if name != "scores.parquet" or pairs is not None]
     for name in [*written, "quarantine.jsonl"]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -188,7 +189,7 @@ class GRPORun:
         self.start_step = self.version
         if resume:
             print(f"[grpo] resumed from {folder.uri(resume)} at step {self.start_step}/{cfg.steps}", flush=True)
-        self.log = folder.metrics()
+        self.log = folder.metrics(tracking=cfg.tracking, name=cfg.name, params=dataclasses.asdict(cfg))
         self.curve = self._load_curve(CURVE) if resume else []
         self.train_curve = self._load_curve(TRAIN_CURVE) if resume else []
 
@@ -325,26 +326,35 @@ class GRPORun:
         cfg = self.cfg
         stopped = None
         try:
-            if not self.curve:
-                self.evaluate(self.start_step)
-            for step in range(self.start_step + 1, cfg.steps + 1):
-                try:
-                    self.train_step(step)
-                except RewardServiceDown as exc:
-                    saved = self.save(step - 1)
-                    stopped = (f"{exc}. Step {step} was not applied; the run is saved at {saved} (step {step - 1}). "
-                               "Bring the reward service back and run the same command again to resume.")
-                    print(f"[grpo] STOPPED: {stopped}", flush=True)
-                    break
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    self.evaluate(step)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    self.save(step)
+            try:
+                if not self.curve:
+                    self.evaluate(self.start_step)
+                for step in range(self.start_step + 1, cfg.steps + 1):
+                    try:
+                        self.train_step(step)
+                    except RewardServiceDown as exc:
+                        saved = self.save(step - 1)
+                        stopped = (f"{exc}. Step {step} was not applied; the run is saved at {saved} (step "
+                                   f"{step - 1}). Bring the reward service back and run the same command again to "
+                                   "resume.")
+                        print(f"[grpo] STOPPED: {stopped}", flush=True)
+                        break
+                    if step % cfg.eval_every == 0 or step == cfg.steps:
+                        self.evaluate(step)
+                    if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                        self.save(step)
+            finally:
+                self.service.close()
+                self.folder.push(LOG_DIR)
+            summary = self._summary(stopped)
+            if cfg.tracking.artifacts:  # where tracked: the summary and the last policy checkpoint
+                self.log.artifact(self.folder.local / SUMMARY, kind="report")
+                last = self.folder.local / CHECKPOINTS / Path(summary.checkpoint).name if summary.checkpoint else None
+                if last is not None and last.is_dir():
+                    self.log.artifact(last, kind="model")
+            return summary
         finally:
             self.log.close()
-            self.service.close()
-            self.folder.push(LOG_DIR)
-        return self._summary(stopped)
 
     def _summary(self, stopped: str | None) -> GRPOSummary:
         key = "rule_reward" if self.curve and "served_reward" not in self.curve[0] else "served_reward"

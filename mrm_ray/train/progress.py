@@ -24,7 +24,9 @@ class Progress:
         self.pairs_per_step = pairs_per_step
         self.first_step = 1
         self.last_time, self.last_step = time.perf_counter(), 0
-        self.log = folder.metrics(enabled=self.enabled)
+        from mrm_ray.config import to_dict
+
+        self.log = folder.metrics(enabled=self.enabled, tracking=run.tracking, name=run.name, params=to_dict(run))
 
     def restored(self, step: int, fingerprint: dict) -> None:
         self.first_step = step + 1

@@ -20,6 +20,8 @@ from mrm_ray.model.scorer import Scorer
 
 from helpers.images import transformers_score
 from helpers.ray_head import job_status
+from helpers.trackers import (mlflow_artifacts, mlflow_history, mlflow_run, run_ids, tracking_config, wandb_history,
+                              wandb_records)
 
 ENSEMBLE_ROWS = {f"ensemble: {m}" for m in ("mean", "z_mean", "min", "uwo", "lcb")}  # the default rows
 
@@ -156,8 +158,9 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
              "mmrb2": str(_mmrb2_file(tmp_path / "mmrb2")), "vl_rewardbench": str(broken),
              "multimodal_rewardbench": str(tmp_path / "absent" / "all_data.json")}
     members = {"a": str(reward_checkpoints[0]), "b": str(reward_checkpoints[1])}
-    report, table = evaluate(EvalConfig(models=members, bench=bench, stand_in_images=str(shared_data / "real-images"),
-                                        limit=12))
+    config = EvalConfig(models=members, bench=bench, stand_in_images=str(shared_data / "real-images"), limit=12,
+                        tracking=tracking_config(tmp_path / "trackers"))
+    report, table = evaluate(config)
     benches = report["benchmarks"]
     assert benches["mm_rlhf"]["counts"] == {"read": 12 + 25, "scored": 12, "bad_rows": 0, "not_supported": 25,
                                             "unscorable": 0, "stand_in_images": 12}
@@ -196,7 +199,7 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
         assert benches["mmrb2"]["calibration"][label]["ece"] == pytest.approx(metrics.reliability(c - r)["ece"],
                                                                                abs=1e-4)
 
-    written = write_report(report, tmp_path / "report", pairs=table)
+    written = write_report(report, tmp_path / "report", pairs=table, tracking=config.tracking)
     assert sorted(written) == ["report.html", "report.json", "report.md", "scores.parquet"]
     # the report folder is a run folder: its config, headline figures (summary, metrics, TensorBoard), bad rows
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -218,6 +221,20 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
         for label, figures in by.items():
             for h, value in figures.items():
                 assert board.Scalars(f"eval/{name}/{label}/{h}")[0].value == pytest.approx(value, abs=1e-6)
+    # and in the trackers: the same figures, the evaluation's config, the report files
+    from mrm_ray.tracking import mlflow_name
+
+    root, ids = tmp_path / "trackers", run_ids(folder)
+    client, tracked = mlflow_run(root, ids["mlflow_run_id"])
+    records = wandb_records(root / "wandb", ids["wandb_run_id"])
+    for name, by in headline.items():
+        for label, figures in by.items():
+            for h, value in figures.items():
+                key = f"eval/{name}/{label}/{h}"
+                assert mlflow_history(client, ids["mlflow_run_id"], mlflow_name(key)) == {0: value}
+                assert wandb_history(records, key) == {0: value}
+    assert tracked.data.params["models.a"] == members["a"] and tracked.info.run_name == "report"
+    assert mlflow_artifacts(client, ids["mlflow_run_id"], "report") == sorted(written)
     quarantined = [json.loads(line) for line in (folder / "quarantine.jsonl").read_text().splitlines()]
     assert len(quarantined) == sum(b["counts"]["bad_rows"] + b["counts"]["not_supported"] for b in benches.values())
     assert sum(q["source"] == "vl_rewardbench" for q in quarantined) == 3

@@ -12,6 +12,8 @@ from helpers.flaky_proxy import FlakyProxy
 from mrm_ray import storage
 from mrm_ray.run_folder import read_metrics
 from helpers.ray_head import job_status
+from helpers.trackers import (mlflow_artifacts, mlflow_history, mlflow_run, run_ids, tracking_overrides,
+                              wandb_artifacts, wandb_history, wandb_records)
 from mrm_ray.config.shipped import path as shipped
 
 SERVE_CONFIG = shipped("serve", "tiny")
@@ -42,10 +44,11 @@ def grpo_job(ray_head, tmp_path_factory, reward_checkpoints):
         "jobs/grpo.py", "--config", "tiny", f"output_dir={tmp}", f"steps={STEPS}",
         "eval_every=12", "checkpoint_every=6", f"reward.members=[{reward_checkpoints[0]},{reward_checkpoints[1]}]",
         f"reward.serve_config={serve_config}", "reward.keep_deployed=true", "reward.method=uwo",
-        "reward.uncertainty_coef=0.5", "reward.gold=rule", timeout=600)
+        "reward.uncertainty_coef=0.5", "reward.gold=rule", *tracking_overrides(tmp / "trackers"), timeout=600)
     log = out.stdout + out.stderr
     url = f"http://127.0.0.1:{config['http_options']['port']}/grpo-tiny-reward"
-    yield {"log": log, "status": job_status(log), "run_dir": tmp / "grpo-tiny", "url": url}
+    yield {"log": log, "status": job_status(log), "run_dir": tmp / "grpo-tiny", "url": url,
+           "trackers": tmp / "trackers"}
     ray_head.serve_shutdown()  # leave nothing running for the next module
 
 
@@ -103,6 +106,27 @@ def test_job_raises_the_held_out_served_reward(grpo_job):
                for e in train)
     assert summary["mean_over_steps"]["time/reward_wait_fraction"] == pytest.approx(
         sum(e["time/reward_wait_fraction"] for e in train) / len(train))
+
+
+def test_job_is_tracked_in_mlflow_and_wandb(grpo_job):
+    """`tracking:` sends every step's numbers (those of metrics.jsonl), the config, the summary and the last
+    policy checkpoint to an MLflow local store and an offline W&B run."""
+    assert grpo_job["status"] == "SUCCEEDED", grpo_job["log"][-4000:]
+    run, root = grpo_job["run_dir"], grpo_job["trackers"]
+    events = read_metrics(run)
+    ids = run_ids(run)
+    client, tracked = mlflow_run(root, ids["mlflow_run_id"])
+    records = wandb_records(root / "wandb", ids["wandb_run_id"])
+    for name in ("reward/mean", "reward/gold", "reward/disagreement", "policy/kl"):
+        expected = {e["step"]: e[name] for e in events if e["event"] == "train"}
+        assert mlflow_history(client, ids["mlflow_run_id"], name) == expected, name
+        assert wandb_history(records, name) == expected, name
+    served = {e["step"]: e["served_reward"] for e in events if e["event"] == "eval"}
+    assert mlflow_history(client, ids["mlflow_run_id"], "eval/served_reward") == served
+    assert tracked.data.params["reward.method"] == "uwo" and tracked.data.params["steps"] == str(STEPS)
+    assert mlflow_artifacts(client, ids["mlflow_run_id"], "report") == ["summary.json"]
+    assert "model.safetensors" in mlflow_artifacts(client, ids["mlflow_run_id"], "model")
+    assert {kind for _, kind in wandb_artifacts(records)} == {"report", "model"}
 
 
 def test_blinking_service_is_retried_and_a_dead_one_stops_with_a_resumable_checkpoint(grpo_job, ray_cluster, s3):

@@ -3,7 +3,9 @@ while the train split's stream is still running and holds every CPU the trainers
 through all its evaluations (it hung at the first one when the held-out read needed CPUs of its own).
 
 The same run trains with `loss.length_normalize` (it crashed at its first held-out evaluation, which called
-the loss without the responses' lengths), and with ZeRO-0, so one Ray Train run covers all three."""
+the loss without the responses' lengths), and with ZeRO-0, so one Ray Train run covers all three; it is tracked
+in MLflow (a local store) and W&B (offline), which get metrics.jsonl's numbers and the exported model, and the
+exported model's card holds the run's numbers."""
 
 import json
 from pathlib import Path
@@ -13,6 +15,8 @@ import pytest
 from mrm_ray.config import load_run_config
 from mrm_ray.run_folder import read_metrics
 from mrm_ray.train.launch import write_synthetic_source
+from helpers.trackers import (mlflow_artifacts, mlflow_history, mlflow_run, run_ids, tracking_overrides,
+                                    wandb_artifacts, wandb_history, wandb_records)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a hang fails here, not after the suite's 20 minutes
 PAIRS, HELD_OUT = 400, 0.1
@@ -30,7 +34,7 @@ def test_a_streamed_run_on_a_full_cluster_goes_through_every_evaluation(ray_clus
                                    "cache_encoded=false", "preprocess_cpus=0.5",
                                    f"train.cpus_per_worker={(total_cpus - 1) / 2}", f"train.max_steps={STEPS}",
                                    "train.eval_every=1", "train.log_every=1", "loss.length_normalize=true",
-                                   "train.zero_stage=0"])
+                                   "train.zero_stage=0", *tracking_overrides(tmp_path / "trackers")])
     from ray.data import DataContext, ExecutionResources
 
     from mrm_ray.train.launch import run_training
@@ -68,3 +72,16 @@ def test_a_streamed_run_on_a_full_cluster_goes_through_every_evaluation(ray_clus
     assert (f"| colour | {c['available']} | {c['rejected']} | {c['mixture']} | {c['train']} | {c['held_out']} | "
             in card)
     assert "| DeepSpeed | ZeRO-0 on 2 workers" in card and "length normalisation on" in card
+    # the trackers: rank 0's numbers are metrics.jsonl's, the config its parameters, the driver's export an artifact
+    root, ids = tmp_path / "trackers", run_ids(summary.run_dir)
+    losses = {e["step"]: e["loss"] for e in events if e["event"] == "train"}
+    held = {e["step"]: e["held_out_accuracy"] for e in evals}
+    client, tracked = mlflow_run(root, ids["mlflow_run_id"])
+    assert mlflow_history(client, ids["mlflow_run_id"], "train/loss") == losses
+    assert mlflow_history(client, ids["mlflow_run_id"], "eval/held_out_accuracy") == held
+    assert tracked.data.params["train.zero_stage"] == "0" and tracked.data.params["name"] == "streamed"
+    assert {"README.md", "reward_config.json", "model.safetensors"} <= set(
+        mlflow_artifacts(client, ids["mlflow_run_id"], "model"))
+    records = wandb_records(root / "wandb", ids["wandb_run_id"])
+    assert wandb_history(records, "train/loss") == losses and wandb_history(records, "eval/held_out_accuracy") == held
+    assert ("streamed-model", "model") in wandb_artifacts(records)
