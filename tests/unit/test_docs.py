@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+PAGES = [REPO / "README.md", REPO / "examples" / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 RUNNABLE = "<!-- runnable -->"
 FENCE = re.compile(r"(<!-- runnable -->\s*\n)?```bash\n(.*?)```", re.S)
 
