@@ -21,10 +21,11 @@ from mrm_ray.config.core import config_dataclass
 _LOCAL_SCHEMES = ("sqlite:///", "file://")
 
 
-def _installed(package: str) -> None:
-    if importlib.util.find_spec(package) is None:
-        raise ValueError(f"the `{package}` package is not installed here: pip install {package}, or remove this "
-                         "setting")
+def _installed(*packages: str, why: str = "") -> None:
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if missing:
+        raise ValueError(f"{why}the {', '.join(f'`{p}`' for p in missing)} package{'s are' if len(missing) > 1 else ' is'}"
+                         " not installed here: pip install 'mrm-ray[tracking]', or remove this setting")
 
 
 def _writable(folder: Path, what: str) -> None:
@@ -60,6 +61,8 @@ class MLflowTracking:
 
     def __post_init__(self) -> None:
         _installed("mlflow")
+        if self.tracking_uri.startswith("sqlite:"):
+            _installed("sqlalchemy", "alembic", why="tracking_uri: a sqlite store needs ")
         store = local_store(self.tracking_uri)
         if store is not None:
             _writable(store, "tracking_uri")

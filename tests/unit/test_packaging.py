@@ -14,6 +14,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mrm_ray"
 # their own framework loads
 OPTIONAL = {"torchvision": "model/processor.py builds the image-only processor without it",
             "openrlhf": "rl/openrlhf_agent.py is loaded by OpenRLHF, inside its own job"}
+# imported only where a setting asks for them (config/tracking.py refuses the setting when they are missing),
+# and declared in that extra
+EXTRAS = {"mlflow": "tracking", "wandb": "tracking", "sqlalchemy": "tracking", "alembic": "tracking"}
 
 
 def _imported_top_level_modules() -> dict[str, str]:
@@ -35,14 +38,18 @@ def test_every_imported_package_is_a_declared_dependency():
     import tomllib
 
     project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
-    declared = {Requirement(r).name.lower().replace("_", "-") for r in project["dependencies"]}
+    def names(requirements):
+        return {Requirement(r).name.lower().replace("_", "-") for r in requirements}
+
+    declared = names(project["dependencies"])
     providers = metadata.packages_distributions()
     missing = {}
     for module, where in _imported_top_level_modules().items():
         if module in sys.stdlib_module_names or module in ("mrm_ray", "__future__") or module in OPTIONAL:
             continue
         dists = {d.lower().replace("_", "-") for d in providers.get(module, [])}
-        if not dists & declared:
+        allowed = declared | (names(project["optional-dependencies"][EXTRAS[module]]) if module in EXTRAS else set())
+        if not dists & allowed:
             missing[module] = (sorted(dists), where)
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
 

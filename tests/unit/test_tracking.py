@@ -78,7 +78,11 @@ def test_settings_that_cannot_be_honoured_are_refused_naming_them(tmp_path, monk
     from mrm_ray import cli
 
     assert cli.main(["train", "--check", "tracking.wandb.project=p"]) == 2  # before Ray starts
-    assert "tracking.wandb: the `wandb` package is not installed here: pip install wandb" in capsys.readouterr().err
+    assert ("tracking.wandb: the `wandb` package is not installed here: pip install 'mrm-ray[tracking]'"
+            in capsys.readouterr().err)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "alembic" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"tracking\.mlflow: tracking_uri: a sqlite store needs the `alembic`"):
+        load_run_config("tiny", [f"tracking.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"])
 
 
 def test_relative_local_stores_are_anchored(tmp_path, monkeypatch):
