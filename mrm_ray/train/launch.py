@@ -178,9 +178,11 @@ def run_training(run: RunConfig, *, data=None) -> TrainingSummary:
                               counts=data.counts)
         out = folder.push(EXPORT_DIR, last=checkpoints.REWARD_CONFIG, replace=True)  # readers check REWARD_CONFIG
         if run.tracking.enabled and run.tracking.artifacts:  # to the runs rank 0 tracked (tracking.py)
-            log = folder.metrics(tracking=run.tracking, name=run.name)
-            log.artifact(folder.local / EXPORT_DIR, kind="model")
-            log.close()
+            from mrm_ray.tracking import Trackers
+
+            trackers = Trackers(run.tracking, name=run.name, params=None, folder=folder)
+            trackers.artifact(folder.local / EXPORT_DIR, kind="model")
+            trackers.close()
     summary = TrainingSummary(run_dir=folder.location, checkpoint=out, held_out_accuracy=metrics["held_out_accuracy"],
                               step=metrics["step"], final_step=final_step, total_steps=total_steps,
                               counts=data.counts)
