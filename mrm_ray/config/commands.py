@@ -34,14 +34,14 @@ class EvalConfig:
     image_root: str | None = None  # folder the benchmark image paths are relative to
     stand_in_images: str | None = None  # photos used where a benchmark image is missing (smoke runs)
     out: str = "eval-report"  # report folder (a path or s3:// URI)
-    batch_size: Positive = 16
-    actors_per_model: Positive = 1
-    gpus_per_model: NonNegative = 0.0
-    cpus_per_model: PositiveFloat = 1.0
+    batch_size: Positive = 16  # pairs per scoring batch
+    actors_per_model: Positive = 1  # scoring actors per member
+    gpus_per_model: NonNegative = 0.0  # GPUs each scoring actor holds
+    cpus_per_model: PositiveFloat = 1.0  # CPUs each scoring actor holds
     limit: Positive | None = None  # first N good pairs per benchmark
     methods: tuple[Literal[EQUAL_WEIGHT_METHODS], ...] = EQUAL_WEIGHT_METHODS  # one report row (and ECE) each
     uncertainty_coef: UncertaintyCoef = UNCERTAINTY_COEF  # of the uwo / lcb rows (ensemble.yaml's row: its own)
-    max_batch_tokens: Positive = MAX_BATCH_TOKENS
+    max_batch_tokens: Positive = MAX_BATCH_TOKENS  # real tokens per forward
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B: the figures and the report
 
     def __post_init__(self) -> None:
@@ -64,12 +64,12 @@ class FitConfig:
 
     models: dict[str, str] = field(default_factory=dict)  # name -> reward model
     data: dict[str, str] = field(default_factory=dict)  # benchmark or reader name -> validation pairs
-    method: Literal[METHODS] = "mean"
+    method: Literal[METHODS] = "mean"  # the aggregate the weights are fitted for
     text_members: tuple[str, ...] = ()  # route text-only inputs to these members only, image inputs to the others
-    image_root: str | None = None
-    batch_size: Positive = 16
-    limit: Positive | None = None
-    out: str = "ensemble.yaml"
+    image_root: str | None = None  # folder the data's image paths are relative to
+    batch_size: Positive = 16  # pairs per scoring batch
+    limit: Positive | None = None  # first N good pairs per data file
+    out: str = "ensemble.yaml"  # where ensemble.yaml goes
 
     def __post_init__(self) -> None:
         if not self.models or not self.data:
@@ -111,7 +111,7 @@ class PlanConfig:
     """`mrm-ray plan`: per-GPU memory of a training preset with a published architecture."""
 
     preset: str  # qwen2_5_vl_3b ... qwen3_5_27b (or its YAML)
-    gpus: Positive
+    gpus: Positive  # GPUs the run trains on
     gpu_mem: PositiveFloat  # GiB per GPU
     tokens: Positive = 4096  # packed tokens per pair (prompt + both responses)
     image_tokens: Annotated[int, Ge(0)] = 1280  # image tokens per pair

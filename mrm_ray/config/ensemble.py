@@ -43,18 +43,18 @@ class MemberServing:
     caps them)."""
 
     max_batch_size: Positive = 16  # responses (or pairs) per dynamic batch
-    batch_wait_timeout_s: NonNegative = BATCH_WAIT_S
+    batch_wait_timeout_s: NonNegative = BATCH_WAIT_S  # how long a batch waits to fill
     max_batch_tokens: Positive = MAX_BATCH_TOKENS  # real tokens per forward
     max_ongoing_requests: Positive = 32  # calls queued per replica; about 2x the batch
     max_queued_requests: Positive = 64  # calls waiting for a replica at the ingress; past them, 503 + Retry-After
     num_replicas: Positive | None = None  # fixed replicas; None = autoscaling_config
-    autoscaling_config: dict[str, Any] = field(
+    autoscaling_config: dict[str, Any] = field(  # Serve's, when num_replicas is None
         default_factory=lambda: {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16})
-    num_cpus: NonNegative = 1.0
+    num_cpus: NonNegative = 1.0  # CPUs each replica holds
     num_gpus: float | Literal["auto"] = "auto"  # auto: 1 when the cluster has GPUs
     max_surge_percent: SurgePercent = 100  # on an update, new replicas start before the old stop (0: stop first)
     resources: dict[str, NonNegative] = field(default_factory=dict)  # custom resources, e.g. {reward_serving: 1}
-    dtype: Dtype = "auto"
+    dtype: Dtype = "auto"  # the member's weights: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
 
 
 @config_dataclass
@@ -74,12 +74,12 @@ class MemberSettings:
 class EnsembleMember:
     """One reward model in the ensemble."""
 
-    name: str
+    name: str  # the member's name in responses, metrics and routing
     path: str  # a reward checkpoint directory, an s3:// URI of one, or tiny[:FAMILY][@SEED] (references.py)
     weight: NonNegative = 1.0  # used by the *_weighted methods; `mrm-ray ensemble fit` sets it
     modalities: tuple[Literal["image", "text"], ...] = MODALITIES  # which inputs this member scores
     score_mean: float | None = None  # z-normalisation; None = the checkpoint's own (model/checkpoints.py)
-    score_std: float | None = None
+    score_std: float | None = None  # z-normalisation; None = the checkpoint's own
     serving: MemberServing | None = None  # its Serve deployment; None = the application's `serving`
 
     def __post_init__(self) -> None:
@@ -101,6 +101,7 @@ class EnsembleConfig:
     """What `ensemble.yaml` holds: members, aggregation method, and how it was fitted."""
 
     members: tuple[EnsembleMember, ...]
+    # the aggregate: mean, z_mean, accuracy_weighted, confidence_weighted, min, uwo, lcb
     method: Literal[METHODS] = "mean"
     uncertainty_coef: UncertaintyCoef = UNCERTAINTY_COEF  # uwo: mean - coef x variance; lcb: mean - coef x std
     fitted_on: dict = field(default_factory=dict)  # validation set and per-member metrics, for the record

@@ -22,21 +22,23 @@ class PromptsConfig:
 
     path: str | None = None  # JSONL/Parquet: prompt (text or chat messages), images, answer; veRL layout too
     synthetic: Positive = 96  # with no path: generated image questions (colour of a shape), answer included
-    task: str = "colour"
+    task: str = "colour"  # the synthetic prompts' task: colour | count | colour_text
     held_out: Positive = 16  # prompts kept aside for the reward curve
-    seed: int = 0
+    seed: int = 0  # the synthetic prompts' and the split's seed
 
 
 @config_dataclass
 class RolloutConfig:
-    workers: Positive = 2
-    cpus_per_worker: NonNegative = 0.5
-    gpus_per_worker: NonNegative = 0.0
+    """How responses are sampled: the rollout actors, the group of responses per prompt, the sampling settings."""
+
+    workers: Positive = 2  # rollout actors, each a copy of the policy
+    cpus_per_worker: NonNegative = 0.5  # CPUs each rollout actor holds
+    gpus_per_worker: NonNegative = 0.0  # GPUs each rollout actor holds
     group_size: int = 8  # G responses per prompt
-    prompts_per_step: Positive = 8
-    max_new_tokens: Positive = 8
-    temperature: PositiveFloat = 1.0
-    top_p: float = 1.0
+    prompts_per_step: Positive = 8  # prompts sampled per step
+    max_new_tokens: Positive = 8  # a response's length limit
+    temperature: PositiveFloat = 1.0  # sampling temperature
+    top_p: float = 1.0  # nucleus sampling; 1 = off
     eval_samples: Positive = 4  # responses per held-out prompt for the reward curve (sampled, fixed seed)
 
     def __post_init__(self) -> None:
@@ -62,7 +64,7 @@ class RewardServiceConfig:
     token_env: str = TOKEN_ENV  # the environment variable holding the endpoint's bearer token
     timeout_s: PositiveFloat = 30.0  # one HTTP call
     chunk_items: Positive = 32  # items per call (several calls in flight)
-    max_concurrency: Positive = 8
+    max_concurrency: Positive = 8  # reward requests in flight at once
     max_wait_s: NonNegative = 60.0  # how long a step waits for an unavailable service before the job stops
 
     def __post_init__(self) -> None:
@@ -75,28 +77,30 @@ class RewardServiceConfig:
 
 @config_dataclass
 class OptimConfig:
-    learning_rate: PositiveFloat = 1e-6
-    weight_decay: float = 0.0
-    max_grad_norm: PositiveFloat = 1.0
-    clip_eps: float = 0.2
-    kl_coef: float = 0.04
+    """The learner's update: GRPO's clipped objective with a KL to the starting policy."""
+
+    learning_rate: PositiveFloat = 1e-6  # the policy's learning rate
+    weight_decay: float = 0.0  # AdamW's
+    max_grad_norm: PositiveFloat = 1.0  # gradient clipping
+    clip_eps: float = 0.2  # PPO's ratio clip
+    kl_coef: float = 0.04  # beta of the KL to the starting policy
     minibatches: Positive = 2  # updates per step (the ratio departs from 1 after the first)
     scale_advantages: bool = True  # divide by the group's std (GRPO); false = Dr. GRPO's centring only
 
 
 @config_dataclass
 class GRPOConfig:
-    name: str = "grpo-tiny"
-    output_dir: str = "~/mrm-ray-runs"
+    name: str = "grpo-tiny"  # the run's name: its folder is {output_dir}/{name}; running it again resumes it
+    output_dir: str = "~/mrm-ray-runs"  # a path or a URI (s3://bucket/runs)
     policy: str = TINY  # a checkpoint of a supported family (a generator), or tiny[:FAMILY][@SEED]
     dtype: str = "float32"  # rollout weights; bfloat16 on GPUs (the learner keeps float32 and autocasts)
-    learner_cpus: float = 1.0
-    learner_gpus: float = 0.0
-    steps: Positive = 20
-    eval_every: Positive = 5
-    checkpoint_every: Positive = 10
-    seed: int = 0
-    max_pixels: int | None = None
+    learner_cpus: float = 1.0  # CPUs the learner actor holds
+    learner_gpus: float = 0.0  # GPUs the learner actor holds
+    steps: Positive = 20  # GRPO steps (sample, reward, update)
+    eval_every: Positive = 5  # steps between held-out reward evaluations
+    checkpoint_every: Positive = 10  # steps between policy checkpoints
+    seed: int = 0  # sampling and prompt order
+    max_pixels: int | None = None  # the policy processor's image budget; None = its own
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardServiceConfig = field(default_factory=RewardServiceConfig)

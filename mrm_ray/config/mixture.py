@@ -31,9 +31,9 @@ logger = logging.getLogger(__name__)
 
 @config_dataclass
 class SourceConfig:
-    name: str
-    reader: str
-    path: str
+    name: str  # the source's name (per-source counts and held-out accuracy)
+    reader: str  # the published format: `mrm-ray data inspect` lists them
+    path: str  # a file, folder or s3:// URI; relative to the mixture file
     weight: Any = "all"  # "all" | int count | float ratio
     options: dict = field(default_factory=dict)  # reader keyword options (image_root, split, ...)
 
@@ -52,11 +52,11 @@ class SourceConfig:
 
 @config_dataclass
 class MixtureConfig:
-    name: str = "mixture"
-    sources: tuple[SourceConfig, ...] = ()
-    held_out_fraction: float = 0.0
-    total: int | None = None
-    seed: int = 0
+    name: str = "mixture"  # the mixture's name
+    sources: tuple[SourceConfig, ...] = ()  # the preference datasets, each read by its reader
+    held_out_fraction: float = 0.0  # pairs kept aside for held-out evaluation, per source
+    total: int | None = None  # the mixture's size, when ratios mix with counts
+    seed: int = 0  # sampling and the held-out split
 
     def __post_init__(self) -> None:
         if not self.sources:

@@ -33,21 +33,36 @@ ALIASES = {"Positive": "integer >= 1", "NonNegative": "number >= 0", "PositiveFl
 
 
 def comments(cls) -> dict[str, str]:
-    """Field name -> the comment on the line that declares it in `cls`'s source."""
+    """Field name -> the comment beside the line that declares it in `cls`'s source (and the comment lines that
+    continue it below), else the comment block right above it."""
     out: dict[str, str] = {}
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
         return out
+    lines = source.splitlines()
     names = {f.name for f in dataclasses.fields(cls)}
     line_field: dict[int, str] = {}
-    for number, line in enumerate(source.splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         head = line.strip().split(":", 1)[0]
         if head in names and line.startswith("    ") and not line.startswith("     ") and ":" in line:
             line_field[number] = head
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type == tokenize.COMMENT and token.start[0] in line_field:
-            out.setdefault(line_field[token.start[0]], token.string.lstrip("#").strip())
+    by_line = {t.start[0]: t.string.lstrip("#").strip()
+               for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT}
+    for number, name in line_field.items():
+        if number in by_line:  # beside it, continued by comment-only lines below
+            text, below = [by_line[number]], number + 1
+            while below in by_line and lines[below - 1].strip().startswith("#") and below not in line_field:
+                text.append(by_line[below])
+                below += 1
+            out[name] = " ".join(text)
+            continue
+        above, block = number - 1, []
+        while above in by_line and lines[above - 1].strip().startswith("#"):
+            block.insert(0, by_line[above])
+            above -= 1
+        if block:
+            out[name] = " ".join(block)
     return out
 
 
@@ -87,6 +102,12 @@ def _type(text: str) -> str:
     return text
 
 
+def _summary(cls) -> str:
+    """The first sentence of a config class's docstring."""
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    return "" if not doc or doc.startswith(cls.__name__ + "(") else doc.split("\n\n")[0].replace("\n", " ")
+
+
 def section(cls, prefix: str, seen: set) -> list[str]:
     """One table for `cls`'s own settings (dotted under `prefix`), then a section per nested config."""
     import typing
@@ -103,8 +124,9 @@ def section(cls, prefix: str, seen: set) -> list[str]:
         inner = _is_config(hints.get(field.name))
         if inner is not None:
             nested.append((name, inner))
+        note = notes.get(field.name) or (_summary(inner) if inner is not None else "")
         lines.append(f"| `{name}` | {_cell(_type(raw.get(field.name, '')))} | {_cell(_default(field))} | "
-                     f"{_cell(notes.get(field.name, ''))} |")
+                     f"{_cell(note)} |")
     lines.append("")
     for name, inner in nested:
         if (name, inner) in seen:

@@ -25,7 +25,7 @@ class HeadConfig:
     num_layers: Positive = 2  # 1 = a single linear layer
     activation: str = "silu"  # silu | tanh | relu | none
     hidden_size: int | None = None  # width of the hidden layers; None = the backbone's
-    dropout: float = 0.0
+    dropout: float = 0.0  # before each hidden layer's activation; 0 = none
     init_seed: int = 0  # a fresh head is initialised from this seed, so loads are reproducible
 
     def __post_init__(self) -> None:
@@ -82,6 +82,7 @@ class DataConfig:
     """How pairs are checked, sized and encoded on their way to the trainer."""
 
     min_pixels: int | None = None  # None = the processor's own budget
+    # the processor's image budget in pixels; None = the processor's own (Qwen2.5-VL: 12845056)
     max_pixels: int | None = None
     max_length: Positive = 4096  # tokens of the packed row: prompt + chosen + rejected
     max_prompt_tokens: Positive = 3072  # prompts are never cut; longer ones are quarantined
@@ -117,9 +118,10 @@ class DataConfig:
 class LoraConfig:
     """LoRA adapters on the language model (peft); the reward head is always fully trained."""
 
-    rank: Positive = 16
-    alpha: Positive = 32
-    dropout: Fraction = 0.05
+    rank: Positive = 16  # LoRA rank
+    alpha: Positive = 32  # LoRA scaling (alpha / rank)
+    dropout: Fraction = 0.05  # LoRA dropout
+    # module names adapted, inside the family's language model
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -127,12 +129,12 @@ class LoraConfig:
 class TrainConfig:
     """Ray Train scaling and the DeepSpeed optimisation recipe (BaseReward's defaults)."""
 
-    num_workers: Positive = 2
-    use_gpu: bool = False
-    cpus_per_worker: NonNegative = 1.0
+    num_workers: Positive = 2  # Ray Train workers (one per GPU)
+    use_gpu: bool = False  # one GPU per worker
+    cpus_per_worker: NonNegative = 1.0  # CPUs each worker holds
     resources_per_worker: dict[str, NonNegative] = field(default_factory=dict)  # e.g. {"accelerator_type:H100": 0.001}
     zero_stage: int = 2  # 0 | 2 | 3
-    offload_optimizer: bool = False
+    offload_optimizer: bool = False  # ZeRO optimizer state in CPU memory
     offload_params: bool = False  # ZeRO-3 only
     micro_batch_size: Positive = 1  # pairs per worker per forward (without a token budget)
     # With a budget, a worker's pairs of one optimizer step (micro_batch_size x accumulation) are re-cut into
@@ -140,20 +142,20 @@ class TrainConfig:
     # rows of at most this many tokens. Loss, metrics and evaluation stay per pair. None = fixed pair counts.
     max_tokens_per_micro_batch: Positive | None = None
     global_batch_size: Positive = 128  # pairs per optimizer step (accumulation fills the gap)
-    learning_rate: PositiveFloat = 3e-6
+    learning_rate: PositiveFloat = 3e-6  # peak learning rate of the backbone (BaseReward: 3e-6)
     head_learning_rate: PositiveFloat | None = None  # None = learning_rate
-    weight_decay: NonNegative = 0.0
-    warmup_ratio: Fraction = 0.03
-    min_lr_ratio: Fraction = 0.0
-    epochs: PositiveFloat = 1.0
+    weight_decay: NonNegative = 0.0  # AdamW's
+    warmup_ratio: Fraction = 0.03  # fraction of the steps warming up linearly
+    min_lr_ratio: Fraction = 0.0  # the cosine schedule's floor, as a fraction of the peak
+    epochs: PositiveFloat = 1.0  # passes over the train split (when max_steps is None)
     max_steps: Positive | None = None  # optimizer steps; None = epochs
-    max_grad_norm: PositiveFloat = 1.0
+    max_grad_norm: PositiveFloat = 1.0  # gradient clipping
     # auto: DeepSpeed's fused Adam on GPU (CPU Adam when offloading), torch's AdamW on a CPU-only run (nothing
     # to JIT-compile) | deepspeed | torch
     optimizer_impl: str = "auto"
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
-    gradient_checkpointing: bool = False
-    freeze_vision: bool = False
+    gradient_checkpointing: bool = False  # recompute activations in backward (memory for time)
+    freeze_vision: bool = False  # keep the vision tower's weights fixed
     lora: LoraConfig | None = None
     eval_every: Positive = 50  # optimizer steps between held-out evaluations (and checkpoints)
     keep_checkpoints: Positive = 2  # best K by held-out accuracy
@@ -161,7 +163,7 @@ class TrainConfig:
     stop_at_step: Positive | None = None  # end this job after that step with a checkpoint (as a preemption would);
     #                                  the same run without it resumes there and ends as an unbroken run would
     log_every: Positive = 10
-    seed: int = 0
+    seed: int = 0  # model init, data order, dropout
 
     def __post_init__(self) -> None:
         if self.zero_stage not in (0, 1, 2, 3):
@@ -185,9 +187,9 @@ class TrainConfig:
 class SyntheticConfig:
     """Generated image-grounded pairs: the data when no mixture is given (nothing to download)."""
 
-    pairs: Positive = 512
+    pairs: Positive = 512  # generated pairs (train + held out)
     task: str = "colour"  # colour | count (the answer only in the image) | colour_text (only in the prompt text)
-    seed: int = 0
+    seed: int = 0  # the generator's seed
     image_size: Positive = 112  # pixels a side (the tiny processor's largest image is 112 x 112)
 
 
@@ -195,7 +197,7 @@ class SyntheticConfig:
 class RunConfig:
     """Everything one training run needs; saved with every checkpoint it makes."""
 
-    name: str = "tiny"
+    name: str = "tiny"  # the run's name: its folder is {output_dir}/{name}; running it again resumes it
     output_dir: str = "runs"  # run directory: {output_dir}/{name}; a path or a URI (s3://bucket/runs)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -38,11 +38,11 @@ class IngressServing:
     and sheds the rest before the ingress spends any work on them, so an accepted request does not wait
     behind the ones that will be shed (benchmarks/bench_overload.py: 500 concurrent one-item clients)."""
 
-    num_replicas: Positive = 1
+    num_replicas: Positive = 1  # ingress replicas (each admits its own limits)
     max_ongoing_requests: Positive | None = None  # HTTP requests one ingress replica works on at once
     max_queued_requests: Positive | None = None  # HTTP requests waiting at the proxy for an ingress replica
     retry_after_s: NonNegative = 1.0  # the Retry-After of a shed request's 503
-    num_cpus: NonNegative = 1.0
+    num_cpus: NonNegative = 1.0  # CPUs each ingress replica holds
     max_surge_percent: SurgePercent = 100  # on an update, the new ingress starts before the old one stops
 
 
@@ -53,11 +53,11 @@ class Limits:
     max_items: Positive = 64  # items per /v1/score or /get_reward request
     max_responses: Positive = 16  # responses of one group item (`responses`)
     max_pairs: Positive = 32  # pairs per /v1/compare request
-    max_images_per_item: Positive = 8
+    max_images_per_item: Positive = 8  # images per item or pair
     max_image_bytes: Positive = 10 * 2**20  # decoded size of one image
     max_image_pixels: Positive = 4096 * 4096  # refused from the header, before decoding
     max_text_chars: Positive = 32_768  # per prompt, response or reference
-    max_request_bytes: Positive = 64 * 2**20
+    max_request_bytes: Positive = 64 * 2**20  # the whole request body
 
 
 @config_dataclass

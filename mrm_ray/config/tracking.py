@@ -24,8 +24,9 @@ _LOCAL_SCHEMES = ("sqlite:///", "file://")
 def _installed(*packages: str, why: str = "") -> None:
     missing = [p for p in packages if importlib.util.find_spec(p) is None]
     if missing:
-        raise ValueError(f"{why}the {', '.join(f'`{p}`' for p in missing)} package{'s are' if len(missing) > 1 else ' is'}"
-                         " not installed here: pip install 'mrm-ray[tracking]', or remove this setting")
+        names = ", ".join(f"`{p}`" for p in missing)
+        raise ValueError(f"{why}the {names} package{'s are' if len(missing) > 1 else ' is'} not installed here: "
+                         "pip install 'mrm-ray[tracking]', or remove this setting")
 
 
 def _writable(folder: Path, what: str) -> None:
@@ -55,8 +56,8 @@ class MLflowTracking:
     artifacts. A local store works offline (`sqlite:///path/mlflow.db`; MLflow 3 keeps plain file stores behind
     MLFLOW_ALLOW_FILE_STORE=true); on a multi-node cluster use a tracking server (training logs from a worker)."""
 
-    tracking_uri: str
-    experiment: str = "mrm-ray"
+    tracking_uri: str  # a server (http://...), or a local store: sqlite:///path/mlflow.db
+    experiment: str = "mrm-ray"  # the MLflow experiment the run goes in (made when missing)
     artifact_location: str | None = None  # None: `artifacts/` beside a local store, else the server's default
 
     def __post_init__(self) -> None:
@@ -79,8 +80,9 @@ class MLflowTracking:
 class WandbTracking:
     """A Weights & Biases run per job; `mode: offline` writes it under `dir` without a network (`wandb sync` later)."""
 
-    project: str
-    entity: str | None = None
+    project: str  # the W&B project
+    entity: str | None = None  # the W&B team or user; None = the default
+    # offline: written locally, `wandb sync` later; disabled: nothing
     mode: Literal["online", "offline", "disabled"] = "online"
     dir: str | None = None  # where W&B writes its files; None: the run folder (a local one) or ~/mrm-ray-runs
 
