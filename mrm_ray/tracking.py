@@ -2,8 +2,9 @@
 and Weights & Biases when the run's `tracking:` asks (config/tracking.py), with the resolved config as the
 tracked run's parameters and the exported model or report as its artifacts.
 
-MLflow's run is opened through Ray's own integration (`ray.air.integrations.mlflow.setup_mlflow`: in a Ray
-Train worker it is a no-op on every rank but 0), W&B's with `wandb.init`: Ray's `setup_wandb` reads the rank
+Trackers are made only where the run's metrics are written (rank 0 of a training job, the driver otherwise).
+MLflow's run is opened through Ray's own integration (`ray.air.integrations.mlflow.setup_mlflow`), W&B's with
+`wandb.init`: Ray's `setup_wandb` reads the rank
 from the legacy session, which Ray Train V2 does not set (every worker would open a run), and asks for an API
 key even in offline mode unless WANDB_MODE is set. The ids of the tracked runs are kept in the run folder
 (`tracking.json`), so a later step (the driver logging the model its workers trained) adds to the same runs.
@@ -65,11 +66,8 @@ class Trackers:
 
             mlflow = setup_mlflow(params, tracking_uri=cfg.tracking_uri, experiment_name=cfg.experiment,
                                   artifact_location=cfg.artifacts(), run_name=self.name,
-                                  create_experiment_if_not_exists=True, rank_zero_only=True)
-            active = getattr(mlflow, "active_run", lambda: None)()
-            if active is None:  # a Ray Train worker of rank > 0
-                return
-            run_id = active.info.run_id
+                                  create_experiment_if_not_exists=True, rank_zero_only=False)
+            run_id = mlflow.active_run().info.run_id
             mlflow.end_run()  # logged through the client by run id below: no process-wide active run
         self.mlflow, self.mlflow_run = MlflowClient(cfg.tracking_uri), run_id
 

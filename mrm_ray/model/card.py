@@ -171,7 +171,7 @@ def model_card(meta: Mapping[str, Any], *, family: str, vision: bool, fmt: str =
         labels = list(b["reference"])
         lines += [f"### {b['title']}", "", "| model | " + " | ".join(b["headline"]) + " |",
                   "|---|" + "---|" * len(b["headline"]),
-                  f"| this model | " + " | ".join(_pct(b["ours"].get(h)) for h in b["headline"]) + " |"]
+                  "| this model | " + " | ".join(_pct(b["ours"].get(h)) for h in b["headline"]) + " |"]
         lines += [f"| {label} (published) | " + " | ".join(_pct(b["reference"][label].get(h)) for h in b["headline"])
                   + " |" for label in labels]
         if b["counts"].get("stand_in_images"):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrm_ray.config import GRPOConfig
+from mrm_ray.config import GRPOConfig, to_dict
 from mrm_ray.model import checkpoints
 from mrm_ray.references import is_tiny
 from mrm_ray.rewards import rule_reward
@@ -189,7 +189,7 @@ class GRPORun:
         self.start_step = self.version
         if resume:
             print(f"[grpo] resumed from {folder.uri(resume)} at step {self.start_step}/{cfg.steps}", flush=True)
-        self.log = folder.metrics(tracking=cfg.tracking, name=cfg.name, params=dataclasses.asdict(cfg))
+        self.log = folder.metrics(tracking=cfg.tracking, name=cfg.name, params=to_dict(cfg))
         self.curve = self._load_curve(CURVE) if resume else []
         self.train_curve = self._load_curve(TRAIN_CURVE) if resume else []
 

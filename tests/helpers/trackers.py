@@ -16,12 +16,10 @@ def tracking_overrides(root: Path, project: str = "mrm-tests") -> list[str]:
 
 
 def tracking_config(root: Path):
-    """The same settings as a TrackingConfig (for configs built in code)."""
-    from mrm_ray.config import TrackingConfig, validate
+    """The same settings as a TrackingConfig (for configs built in code), read by the one loader."""
+    from mrm_ray.config import load_run_config
 
-    return validate(TrackingConfig, {"mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-                                                "experiment": "tests"},
-                                     "wandb": {"project": "mrm-tests", "mode": "offline", "dir": str(root / "wandb")}})
+    return load_run_config("tiny", tracking_overrides(root)).tracking
 
 
 def run_ids(run_dir: str | Path) -> dict:

@@ -3,22 +3,17 @@ numbers as metrics.jsonl, the config as parameters and artifacts, a later step c
 and settings that cannot be honoured are refused when the config is read. No Ray here."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from mrm_ray.config import ConfigError, TrackingConfig, load_run_config, validate
 from mrm_ray.run_folder import RunFolder, read_metrics
-from helpers.trackers import (mlflow_artifacts, mlflow_history, mlflow_run, run_ids, tracking_overrides,
-                                    wandb_artifacts, wandb_config, wandb_history, wandb_records)
-
-
-def _tracking(root: Path) -> TrackingConfig:
-    return load_run_config("tiny", tracking_overrides(root)).tracking
+from helpers.trackers import (mlflow_artifacts, mlflow_history, mlflow_run, run_ids, tracking_config,
+                              wandb_artifacts, wandb_config, wandb_history, wandb_records)
 
 
 def test_metrics_config_and_artifacts_reach_both_trackers(tmp_path):
-    tracking = _tracking(tmp_path)
+    tracking = tracking_config(tmp_path)
     folder = RunFolder(tmp_path / "run")
     log = folder.metrics(tracking=tracking, name="run-a", params={"train": {"zero_stage": 2, "lr": 1e-5}, "tags": [1]})
     for step in (1, 2, 3):
