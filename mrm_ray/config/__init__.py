@@ -21,7 +21,8 @@ from mrm_ray.config.core import (ConfigError, Fraction, NonNegative, Positive, P
                                  config_file, load, merged, parse_overrides, read_yaml, run_main, set_path, to_dict,
                                  validate)
 from mrm_ray.config.ensemble import (CONSERVATIVE_METHODS, MAX_BATCH_TOKENS, METHODS, MODALITIES, UNCERTAINTY_COEF,
-                                     EnsembleConfig, EnsembleMember, MemberServing, MemberSettings, UncertaintyCoef)
+                                     EnsembleConfig, EnsembleMember, JudgeConfig, JudgeTemplate, MemberServing,
+                                     MemberSettings, UncertaintyCoef)
 from mrm_ray.config.grpo import GRPOConfig, OptimConfig, PromptsConfig, RewardServiceConfig, RolloutConfig
 from mrm_ray.config.mixture import MixtureConfig, SourceConfig
 from mrm_ray.config.run import (DataConfig, HeadConfig, LocalTrainConfig, LoraConfig, LossConfig, ModelConfig,
@@ -30,7 +31,7 @@ from mrm_ray.config.serve import AppArgs, IngressServing, Limits, ServeTarget
 from mrm_ray.config.tracking import MLflowTracking, TrackingConfig, WandbTracking
 
 __all__ = ["AppArgs", "CONSERVATIVE_METHODS", "ConfigError", "DataCommandConfig", "DataConfig", "EnsembleConfig", "EnsembleMember",
-           "EvalConfig", "FitConfig", "Fraction", "GRPOConfig", "HeadConfig", "IngressServing", "Limits",
+           "EvalConfig", "FitConfig", "Fraction", "GRPOConfig", "HeadConfig", "IngressServing", "JudgeConfig", "JudgeTemplate", "Limits",
            "LocalTrainConfig", "LoraConfig", "LossConfig", "MAX_BATCH_TOKENS", "METHODS", "MLflowTracking", "MODALITIES",
            "MemberServing", "MemberSettings", "MixtureConfig", "ModelConfig", "NonNegative", "OpenRLHFAgentConfig",
            "OptimConfig", "PlanConfig", "Positive", "PositiveFloat", "PromptsConfig", "RewardServiceConfig",

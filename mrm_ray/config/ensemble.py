@@ -6,8 +6,11 @@
     members:
       - {name: a, path: runs/a/reward_model, weight: 1.0, modalities: [image, text], score_mean: 0.1, score_std: 1.2}
       - {name: text, path: s3://bucket/text_rm, modalities: [text], serving: {num_replicas: 2}}
+      - {name: vlm, kind: judge, path: /models/Qwen2.5-VL-7B-Instruct, judge: {mode: verdict}}
     fitted_on: {...}            # what `mrm-ray ensemble fit` measured, for the record
 
+A member is a scalar reward model (`kind: scalar`, the default) or a generative checkpoint asked to judge
+(`kind: judge`, model/judge.py): its `judge` settings say how it is asked and how its reward is read.
 Relative member paths resolve against the file's folder (or its URI's). A member's `serving` (its
 Serve deployment's settings) defaults to the application's; the same `EnsembleMember` is what a Serve
 config's inline `members:` holds (config/serve.py).
@@ -22,7 +25,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge, Le
 from pydantic import AllowInfNan
 
-from mrm_ray.config.core import NonNegative, Positive, config_dataclass
+from mrm_ray.config.core import NonNegative, Positive, PositiveFloat, config_dataclass
 from mrm_ray.references import anchored, parse_tiny
 
 CONSERVATIVE_METHODS = ("min", "uwo", "lcb")  # penalise the members' disagreement (ensemble.py)
@@ -35,6 +38,92 @@ MAX_BATCH_TOKENS = 16384  # real tokens per packed scoring forward (packed rows 
 BATCH_WAIT_S = 0.01  # how long a member's dynamic batch waits to fill
 TOKEN_ENV = "MRM_SERVE_TOKEN"  # the environment variable that holds the endpoint's bearer token
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]  # auto: bfloat16 on a GPU, float32 on a CPU
+
+
+MEMBER_KINDS = ("scalar", "judge")  # a reward checkpoint with its head, or a generative checkpoint asked to judge
+JUDGE_MODES = ("verdict", "pairwise", "critique")
+# the placeholders each mode's user text must hold, once each
+JUDGE_PLACEHOLDERS = {"verdict": ("prompt", "response"), "critique": ("prompt", "response"),
+                      "pairwise": ("prompt", "first", "second")}
+
+
+@config_dataclass
+class JudgeTemplate:
+    """How a judge is asked: an optional system turn, then one user turn holding the prompt's images and this
+    text with its placeholders filled ({prompt} and {response}; {first} and {second} for `pairwise`); the
+    verdict token is read where the assistant's reply starts (`critique`: after the critique and `verdict`)."""
+
+    user: str  # the user turn's text, with the mode's placeholders ({{ and }} for literal braces)
+    system: str = ""  # a system turn before it ("": none)
+    verdict: str = ""  # critique only: written after the generated critique, in the reply; the verdict follows
+
+
+_QUESTION = "Is the response correct, helpful and faithful to the question and to any image?"
+DEFAULT_TEMPLATES = {  # the shipped templates, one per mode (a member's `judge.template` replaces it)
+    "verdict": JudgeTemplate(
+        system="You judge answers to questions about images and text.",
+        user="{prompt}\n\n[Response]\n{response}\n[End of response]\n\n" + _QUESTION + " Answer Yes or No."),
+    "pairwise": JudgeTemplate(
+        system="You judge answers to questions about images and text.",
+        user="{prompt}\n\n[Response A]\n{first}\n[End of response A]\n\n[Response B]\n{second}\n"
+             "[End of response B]\n\nWhich response is correct, helpful and faithful to the question and to any "
+             "image? Answer A or B."),
+    "critique": JudgeTemplate(
+        system="You judge answers to questions about images and text.",
+        user="{prompt}\n\n[Response]\n{response}\n[End of response]\n\n" + _QUESTION +
+             " Write a short critique first.",
+        verdict="\n\nFinal verdict (Yes or No):\n"),
+}
+
+
+@config_dataclass
+class JudgeConfig:
+    """A judge member's settings (`kind: judge`, model/judge.py): how it is asked and how its reward is read.
+    verdict: log P(yes) - log P(no) for the reply's first token, one forward; pairwise (pairs only):
+    log P(first) - log P(second), averaged over both orders; critique: up to `max_critique_tokens`
+    generated, then the verdict read as in `verdict`."""
+
+    mode: Literal[JUDGE_MODES] = "verdict"  # verdict | pairwise | critique
+    template: JudgeTemplate | None = None  # None: the shipped template of the mode (DEFAULT_TEMPLATES)
+    yes: str = "Yes"  # verdict, critique: the token read as "good" (one token in the checkpoint's tokenizer)
+    no: str = "No"  # verdict, critique: the token read as "bad"
+    first: str = "A"  # pairwise: the token naming the first response
+    second: str = "B"  # pairwise: the token naming the second response
+    max_critique_tokens: Positive = 256  # critique: the most tokens generated before the verdict
+    critique_timeout_s: PositiveFloat = 60.0  # critique: a generation still running then gives no score (NaN)
+
+    @property
+    def prompt(self) -> JudgeTemplate:
+        """The template in use: the member's, else the mode's shipped one."""
+        return self.template or DEFAULT_TEMPLATES[self.mode]
+
+    @property
+    def tokens(self) -> tuple[str, str]:
+        """(the token whose log-probability counts for, the one that counts against) in this mode."""
+        return (self.first, self.second) if self.mode == "pairwise" else (self.yes, self.no)
+
+    def problems(self) -> list[str]:
+        """What is wrong with this judge's template for its mode, each naming the setting."""
+        import string
+
+        out = []
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(self.prompt.user) if f is not None]
+        except ValueError as exc:
+            return [f"judge.template.user cannot be filled: {exc} (write {{{{ and }}}} for literal braces)"]
+        for name in JUDGE_PLACEHOLDERS[self.mode]:
+            if fields.count(name) != 1:
+                out.append(f"judge.template.user must hold {{{name}}} once for mode {self.mode} "
+                           f"(found {fields.count(name)} times)")
+        for name in sorted(set(fields) - set(JUDGE_PLACEHOLDERS[self.mode])):
+            out.append(f"judge.template.user has {{{name}}}, which mode {self.mode} does not fill "
+                       f"(it fills {', '.join('{' + f + '}' for f in JUDGE_PLACEHOLDERS[self.mode])})")
+        if self.mode == "critique" and not self.prompt.verdict:
+            out.append("judge.template.verdict must say what follows the critique in mode critique "
+                       "(e.g. \"\\n\\nFinal verdict (Yes or No):\\n\")")
+        if len(set(self.tokens)) < 2:
+            out.append(f"judge tokens must differ, got {self.tokens}")
+        return out
 
 
 @config_dataclass
@@ -63,6 +152,8 @@ class MemberSettings:
     checkpoint, its normalisation, its batching."""
 
     path: str
+    kind: Literal[MEMBER_KINDS] = "scalar"
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     score_mean: float | None = None
     score_std: float | None = None
     max_batch_tokens: Positive = MAX_BATCH_TOKENS
@@ -76,6 +167,8 @@ class EnsembleMember:
 
     name: str  # the member's name in responses, metrics and routing
     path: str  # a reward checkpoint directory, an s3:// URI of one, or tiny[:FAMILY][@SEED] (references.py)
+    kind: Literal[MEMBER_KINDS] = "scalar"  # scalar: a reward model; judge: a generative checkpoint with its LM head
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # kind judge: its mode, template and tokens
     weight: NonNegative = 1.0  # used by the *_weighted methods; `mrm-ray ensemble fit` sets it
     modalities: tuple[Literal["image", "text"], ...] = MODALITIES  # which inputs this member scores
     score_mean: float | None = None  # z-normalisation; None = the checkpoint's own (model/checkpoints.py)
@@ -88,10 +181,14 @@ class EnsembleMember:
         parse_tiny(self.path)  # a malformed tiny reference, named now
         if self.score_std is not None and self.score_std <= 0:
             raise ValueError(f"member {self.name}: score_std must be > 0, got {self.score_std}")
+        if self.kind == "scalar" and self.judge != JudgeConfig():
+            raise ValueError(f"member {self.name}: judge settings are for `kind: judge` members; this one is scalar")
+        if self.kind == "judge" and (problems := self.judge.problems()):
+            raise ValueError(f"member {self.name}: " + "; ".join(problems))
 
     def settings(self, serving: MemberServing) -> MemberSettings:
         """What this member's replicas load, served with `serving`."""
-        return MemberSettings(path=self.path, score_mean=self.score_mean, score_std=self.score_std,
+        return MemberSettings(path=self.path, kind=self.kind, judge=self.judge, score_mean=self.score_mean, score_std=self.score_std,
                               max_batch_tokens=serving.max_batch_tokens,
                               batch_wait_timeout_s=serving.batch_wait_timeout_s, dtype=serving.dtype)
 
@@ -128,6 +225,8 @@ class EnsembleConfig:
         def member(m: EnsembleMember) -> dict:
             out = {"name": m.name, "path": m.path, "weight": m.weight, "modalities": list(m.modalities),
                    "score_mean": m.score_mean, "score_std": m.score_std}
+            if m.kind == "judge":
+                out |= {"kind": m.kind, "judge": dataclasses.asdict(m.judge)}
             return out | ({"serving": dataclasses.asdict(m.serving)} if m.serving is not None else {})
 
         return {"method": self.method, "uncertainty_coef": self.uncertainty_coef,

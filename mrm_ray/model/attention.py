@@ -178,9 +178,10 @@ def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
                       dropout: float = 0.0, group_plan: GroupPlan | None = None, fallback: str = "sdpa",
                       **kwargs):
     """query (B, H, L, D), key/value (B, Hkv, L, D) -> (B, L, H, D), packed groups per `group_plan`;
-    without one, the `fallback` implementation with the given 4D mask."""
+    without one, the `fallback` implementation with the given 4D mask, or none (causal, unpadded: the
+    model's own forward and `generate` on one sequence, as a judge's critique runs)."""
     if group_plan is None:
-        if attention_mask is None or attention_mask.dim() != 4:
+        if attention_mask is not None and attention_mask.dim() != 4:
             raise ValueError(f"{GROUPED} attention needs a group plan or a 4D mask")
         import sys
 

@@ -154,9 +154,10 @@ def check(ref: str, *, modalities: Iterable[str] = ("image", "text"), name: str 
 
 
 def check_members(members: Iterable[Any]) -> None:
-    """`check` every ensemble member (anything with name, path and modalities)."""
+    """`check` every ensemble member (anything with name, path and modalities; a judge's `kind` reads any
+    checkpoint, model/judge.py checks its LM head when it loads)."""
     for m in members:
-        check(m.path, modalities=m.modalities, name=m.name)
+        check(m.path, modalities=m.modalities, name=m.name, reward=getattr(m, "kind", "scalar") == "scalar")
 
 
 def resolve(ref: str, *, want: str = REWARD) -> Path:

@@ -33,7 +33,10 @@ class RewardModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, head_config: HeadConfig = HeadConfig(), *,
                  score_mean: float = 0.0, score_std: float = 1.0,
-                 provenance: Mapping[str, Any] | None = None, packed_attention: str = "auto") -> None:
+                 provenance: Mapping[str, Any] | None = None, packed_attention: str = "auto",
+                 head: nn.Module | None = None) -> None:
+        """`head`: a readout of the last token's hidden state in place of the MLP head (a judge's verdict,
+        model/judge.py); the MLP of `head_config` otherwise."""
         super().__init__()
         self.family = families.family_of(backbone.config)
         if not self.family.shares_prompt and self.family.name not in _SAID:
@@ -44,7 +47,8 @@ class RewardModel(nn.Module):
         use_grouped_attention(families.language_model(backbone))
         self.packed_attention = packed_attention  # attention.KERNELS: auto | varlen | sdpa | dense
         self.backbone = backbone
-        self.head = RewardHead(families.text_config(backbone.config).hidden_size, head_config)
+        self.head = head if head is not None else RewardHead(families.text_config(backbone.config).hidden_size,
+                                                             head_config)
         self.head_config = head_config
         self.score_mean = float(score_mean)
         self.score_std = float(score_std)

@@ -77,7 +77,7 @@ class Scorer:
     def describe(self) -> dict[str, Any]:
         import torch
 
-        return {"path": self.path, "version": self.version, "score_mean": self.score_mean,
+        return {"kind": "scalar", "path": self.path, "version": self.version, "score_mean": self.score_mean,
                 "score_std": self.score_std, "device": str(self.device), "dtype": str(self.model.dtype),
                 "torch_threads": torch.get_num_threads(), "max_batch_tokens": self.max_batch_tokens}
 

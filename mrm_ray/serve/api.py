@@ -94,6 +94,8 @@ class ItemScore(BaseModel):
     std: float = Field(description="disagreement: std across members, on the aggregate's scale")
     method: str = Field(description="the aggregation that made model_reward")
     matched_reference: bool | None = None
+    unscored: dict[str, str] = Field(default_factory=dict, description="members routed this item that gave it "
+                                     "no score, and why (a judge's critique that timed out)")
 
 
 class ScoreResponse(BaseModel):
@@ -109,6 +111,8 @@ class PairScore(BaseModel):
     margins: dict[str, float] = Field(description="each member's raw chosen-minus-rejected margin")
     std: float = Field(description="disagreement of the members' margins, on the aggregate's scale")
     method: str = Field(description="the aggregation that made margin")
+    unscored: dict[str, str] = Field(default_factory=dict, description="members routed this pair that gave it "
+                                     "no score, and why")
 
 
 class CompareResponse(BaseModel):

@@ -12,7 +12,7 @@ import re
 import time
 from pathlib import Path
 
-from mrm_ray.config import ConfigError, EnsembleMember, ServeTarget, load
+from mrm_ray.config import ConfigError, EnsembleMember, ServeTarget, load, validate
 
 
 def load_target(path: str | Path, *, ensemble: str | None = None, name: str | None = None,
@@ -82,8 +82,10 @@ def update(target: ServeTarget, *, timeout_s: float = 900) -> dict[str, str]:
                           f"{sorted(running) or 'none'}); drop --update to deploy it, or pass --name")
     client = HandleRewardClient(target.name, token=_token(target), max_wait_s=120)  # retried while it sheds
     kept = {member.name for member in target.args.ensemble_config().members}
-    retired = tuple(EnsembleMember(name=m["name"], path=m["path"], score_mean=m.get("score_mean"),
-                                   score_std=m.get("score_std"), modalities=tuple(m["modalities"]))
+    retired = tuple(validate(EnsembleMember, {
+        "name": m["name"], "path": m["path"], "score_mean": m.get("score_mean"), "score_std": m.get("score_std"),
+        "modalities": tuple(m["modalities"]), "kind": m.get("kind", "scalar"),
+        **({"judge": m["judge"]} if m.get("kind") == "judge" else {})}, where=f"member {m['name']}")
                     for m in client.models()["members"] if m["name"] not in kept)
     deadline = time.monotonic() + timeout_s
     if retired:  # first the new ingress, which no longer asks them, while the old one drains

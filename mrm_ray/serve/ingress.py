@@ -164,9 +164,11 @@ class Ingress:
             for task in tasks:
                 task.cancel()
 
-    async def _fan_out(self, method: str, inputs: list[dict], what: str) -> tuple[np.ndarray, list, dict]:
-        """Member values per unit (NaN where not routed): per pair (chosen, rejected) for `compare`, per
-        response of each group in order for `score`; each member's stats, and versions."""
+    async def _fan_out(self, method: str, inputs: list[dict], what: str) -> tuple[np.ndarray, list, dict, list]:
+        """Member values per unit (NaN where not routed or not scored): per pair (chosen, rejected) for `compare`,
+        per response of each group in order for `score`; each member's stats, versions, and per unit the
+        members that gave it no score with their reasons (a judge's critique that timed out). A unit no
+        member scored fails the request (503), naming why."""
         has_image = [bool(x["images"]) for x in inputs]
         mask = routing_mask([m["modalities"] for m in self.members], has_image)
         first = np.cumsum([0] + [len(x.get("responses", [None])) for x in inputs])
@@ -180,6 +182,7 @@ class Ingress:
         values = np.full((len(self.members), int(first[-1]), width), np.nan)
         stats: list[dict] = [{} for _ in self.members]
         versions: dict[str, str] = {}
+        unscored: list[dict[str, str]] = [{} for _ in range(int(first[-1]))]
         for (m, units, _), reply in zip(calls, replies):
             name = self.members[m]["name"]
             for i, message in reply["errors"].items():
@@ -188,11 +191,19 @@ class Ingress:
             flat = [v for value in reply["values"] for v in (value if method == "score" else [value])]
             at = [first[j] + k for j, k in units]
             values[m, at] = np.asarray(flat, dtype=np.float64).reshape(len(units), width)
+            starts = np.cumsum([0] + [len(v) for v in reply["values"]]) if method == "score" else None
+            for i, k, reason in reply.get("unscored", ()):
+                unscored[at[starts[i] + k] if method == "score" else at[i]][name] = reason
             stats[m] = {"score_mean": reply["score_mean"], "score_std": reply["score_std"]}
             versions[name] = reply["version"]
         for m, member in enumerate(self.members):  # members that scored nothing here keep neutral stats
             stats[m] = stats[m] or {"score_mean": 0.0, "score_std": 1.0}
-        return values, stats, versions
+        values[np.isnan(values).any(axis=2)] = np.nan  # a pair a member scored one side of: not its to compare
+        for u in np.flatnonzero(np.isnan(values).any(axis=2).all(axis=0)):
+            j = int(np.searchsorted(first, u, side="right") - 1)
+            raise MemberFailed(f"no member scored {what}[{j}]: " + "; ".join(
+                f"{name}: {reason}" for name, reason in unscored[u].items()))
+        return values, stats, versions, unscored
 
     def _aggregation(self, request: api.Aggregation) -> tuple[str, float]:
         """(method, uncertainty_coef): the request's where it asks, else the ensemble's."""
@@ -214,7 +225,7 @@ class Ingress:
     async def _score(self, request: api.ScoreRequest) -> api.ScoreResponse:
         how = self._aggregation(request)
         items = await asyncio.to_thread(api.prepare_items, request, self.limits)
-        values, stats, versions = await self._fan_out("score", items, "items")
+        values, stats, versions, unscored = await self._fan_out("score", items, "items")
         scores = values[..., 0]
         agg = self._aggregate(scores, stats, how)
         self.metrics.disagreements(agg.std.tolist())
@@ -228,8 +239,8 @@ class Ingress:
                 reward = hybrid_reward(text, item.reference, model_reward)
             results.append(api.ItemScore(
                 reward=reward, model_reward=model_reward, std=float(agg.std[j]), method=how[0],
-                matched_reference=matched, scores={m["name"]: float(scores[k, j]) for k, m in enumerate(self.members)
-                                                   if not np.isnan(scores[k, j])}))
+                matched_reference=matched, unscored=unscored[j],
+                scores={m["name"]: float(scores[k, j]) for k, m in enumerate(self.members) if not np.isnan(scores[k, j])}))
         return api.ScoreResponse(results=results, model_version=self._version(versions), members=versions,
                                  uncertainty_coef=how[1])
 
@@ -339,7 +350,7 @@ class Ingress:
     async def _compare(self, request: api.CompareRequest) -> api.CompareResponse:
         how = self._aggregation(request)
         pairs = await asyncio.to_thread(api.prepare_pairs, request, self.limits)
-        values, stats, versions = await self._fan_out("compare", pairs, "pairs")
+        values, stats, versions, unscored = await self._fan_out("compare", pairs, "pairs")
         chosen = self._aggregate(values[..., 0], stats, how)
         rejected = self._aggregate(values[..., 1], stats, how)
         margins = values[..., 0] - values[..., 1]
@@ -348,7 +359,7 @@ class Ingress:
         for j in range(len(pairs)):
             margin = float(chosen.reward[j] - rejected.reward[j])
             results.append(api.PairScore(
-                prob_chosen=sigmoid(margin), margin=margin, std=float(spread.std[j]), method=how[0],
+                prob_chosen=sigmoid(margin), margin=margin, std=float(spread.std[j]), method=how[0], unscored=unscored[j],
                 margins={m["name"]: float(margins[k, j]) for k, m in enumerate(self.members)
                          if not np.isnan(margins[k, j])}))
         return api.CompareResponse(results=results, model_version=self._version(versions), members=versions,

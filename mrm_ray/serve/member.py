@@ -8,6 +8,10 @@ fit `max_batch_tokens`, each prompt and its images encoded once per group. The c
 is in `user_config` (`MemberSettings`), so a new one is swapped in by `reconfigure` while the
 old one keeps answering.
 
+A member is a scalar reward model (`Scorer`) or a judge (`Judge`, model/judge.py), by its settings' `kind`.
+A response a judge gives no score (a critique that timed out) is `None` in `values` with its reason in
+`unscored`, and the others are scored; an input that cannot be encoded is in `errors` (a 4xx).
+
 A call may carry the seconds its request has left (`timeout_s`): calls whose time has run
 out by the time their batch runs are dropped, not computed (`{"expired": true}`).
 """
@@ -22,6 +26,7 @@ from typing import Any
 from ray import serve
 
 from mrm_ray.config import MemberSettings, validate
+from mrm_ray.model.judge import member_scorer
 from mrm_ray.model.scorer import Scorer
 from mrm_ray.serve.metrics import MemberMetrics
 
@@ -50,15 +55,20 @@ class RewardMember:
         holds the settings a new `serve deploy` changes (config/ensemble.py's `MemberSettings`), over the
         ones the application was built with."""
         settings = validate(MemberSettings, {**self._defaults, **(user_config or {})}, where=f"member {self.name}")
-        self._scorer = await asyncio.to_thread(
-            Scorer, settings.path, max_batch_tokens=settings.max_batch_tokens, dtype=settings.dtype,
-            score_mean=settings.score_mean, score_std=settings.score_std)
+        self._scorer = await asyncio.to_thread(member_scorer, settings, name=self.name)
         for handler in (self._score_batch, self._compare_batch):
             handler.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
     def _reply(self, scorer: Scorer, values: list) -> dict[str, Any]:
+        """`values` per input (a group's list, a pair's two, None where an input failed: its reason in `errors`),
+        and `unscored`: [input, position, reason] for each response given no score (None in its place)."""
         errors = {i: v for i, v in enumerate(values) if isinstance(v, str)}
-        return {"values": [None if isinstance(v, str) else v for v in values], "errors": errors,
+        unscored = [[i, k, x] for i, v in enumerate(values) if not isinstance(v, str)
+                    for k, x in enumerate(v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, str)]
+        clean = [None if isinstance(v, str) else
+                 type(v)(None if isinstance(x, str) else x for x in v) if isinstance(v, (list, tuple)) else v
+                 for v in values]
+        return {"values": clean, "errors": errors, "unscored": unscored,
                 "version": scorer.version, "score_mean": scorer.score_mean, "score_std": scorer.score_std}
 
     async def _batched(self, calls: list[list[dict]], deadlines: list[float | None], score) -> list[dict[str, Any]]:
@@ -84,11 +94,11 @@ class RewardMember:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=count_items)
     async def _score_batch(self, calls: list[list[dict]], deadlines: list[float | None]) -> list[dict[str, Any]]:
-        return await self._batched(calls, deadlines, Scorer.score_groups)
+        return await self._batched(calls, deadlines, lambda scorer, flat: scorer.score_groups(flat))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=count_items)
     async def _compare_batch(self, calls: list[list[dict]], deadlines: list[float | None]) -> list[dict[str, Any]]:
-        return await self._batched(calls, deadlines, Scorer.score_pairs)
+        return await self._batched(calls, deadlines, lambda scorer, flat: scorer.score_pairs(flat))
 
     @staticmethod
     def _deadline(timeout_s: float | None) -> float | None:
