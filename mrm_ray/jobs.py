@@ -1,4 +1,4 @@
-"""The four jobs behind `mrm-ray train | evaluate | serve | grpo` (and the `jobs/*.py` shims).
+"""The jobs behind `mrm-ray train | evaluate | label | serve | grpo` (and the `jobs/*.py` shims).
 
 Each job reads its config (a shipped name or a path, plus `a.b=value` overrides) and
 validates it completely before Ray starts; then it runs here, on a fresh local Ray or the
@@ -309,7 +309,57 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ label
+def add_label(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labeller", help="ensemble.yaml whose members label: reward models and judges "
+                                           "(a judge alone is an ensemble of one member)")
+    parser.add_argument("--data", action="append", metavar="READER=PATH",
+                        help="records to label: unlabelled=FILE (a prompt, its images, two or more responses) or any "
+                             "reader or benchmark name = its file (its preference ignored); repeatable")
+    parser.add_argument("--out", help="output folder (a path or s3:// URI; default labels); a re-run skips what it holds")
+    parser.add_argument("--min-margin", type=float, help="drop labels whose |margin| is below this (default 0: ties)")
+    parser.add_argument("--image-root", help="folder the records' image file names are relative to")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--actors", type=int, help="labelling actors, each holding every member (default 1)")
+    parser.add_argument("--gpus-per-actor", type=float)
+    parser.add_argument("--cpus-per-actor", type=float)
+    parser.add_argument("--limit", type=int, help="first N good records per data file")
+    parser.add_argument("--config", help="a YAML file of the labelling's settings (config/commands.py's LabelConfig)")
+    parser.add_argument("--address", help=ADDRESS_HELP)
+    parser.set_defaults(func=run_label, overrides=[])
+
+
+def run_label(args: argparse.Namespace) -> int:
+    from mrm_ray.config import LabelConfig, load, to_dict
+    from mrm_ray.ensemble import load_ensemble
+    from mrm_ray.model import checkpoints
+
+    config = load(LabelConfig, args.config, args.overrides, values={
+        "labeller": args.labeller, "data": named(args.data), "out": args.out, "min_margin": args.min_margin,
+        "image_root": args.image_root, "batch_size": args.batch_size, "actors": args.actors,
+        "gpus_per_actor": args.gpus_per_actor, "cpus_per_actor": args.cpus_per_actor, "limit": args.limit})
+    if args.address:
+        from mrm_ray.submit import submit
+
+        return submit(args.address, "label", ["--config", "config.yaml"], files={"config.yaml": _yaml(to_dict(config))})
+    for m in load_ensemble(config.labeller).members:  # any family: a text-only member labels the text records
+        check_early(checkpoints.check, m.path, modalities=(), name=m.name, reward=m.kind == "scalar")
+    from mrm_ray.eval.label import label
+    from mrm_ray.logs import no_progress_bars
+    from mrm_ray.ray_session import connect
+
+    no_progress_bars()
+    connect()
+    summary = label(config)
+    dropped = ", ".join(f"{n} {why}" for why, n in summary["dropped"].items()) or "none"
+    print(f"labelled {summary['records_labelled']} records into {summary['pairs']} pairs (dropped: {dropped}; "
+          f"skipped as already written: {summary['records_skipped_as_written']}; quarantined: "
+          f"{sum(summary['quarantined'].values())}); wrote {config.out}")
+    return 0
+
+
 JOBS = {"train": (add_train, "train a reward model on Ray Train + DeepSpeed"),
         "evaluate": (add_evaluate, "evaluate reward models (and ensembles) on published benchmarks"),
+        "label": (add_label, "label unlabelled records with a judge or an ensemble, as preference pairs"),
         "serve": (add_serve, "deploy the reward ensemble on Ray Serve"),
         "grpo": (add_grpo, "GRPO against the served reward ensemble")}

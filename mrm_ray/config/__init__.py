@@ -7,7 +7,7 @@
     mixture.py    a preference-data mixture
     ensemble.py   an ensemble of reward models, a member's Serve deployment and its reloadable settings
     serve.py      the Serve application's arguments, limits, and the application a Serve file deploys
-    commands.py   evaluation, ensemble fitting, data preparation, the memory plan
+    commands.py   evaluation, labelling, ensemble fitting, data preparation, the memory plan
     adapters.py   the veRL and OpenRLHF adapters' settings
 
 Every setting is declared once, with its type, default and comment; `load(Schema, name_or_path,
@@ -16,7 +16,7 @@ every problem comes back at once as one `ConfigError` naming its dotted path (ex
 """
 
 from mrm_ray.config.adapters import OpenRLHFAgentConfig, VerlReward
-from mrm_ray.config.commands import DataCommandConfig, EvalConfig, FitConfig, PlanConfig
+from mrm_ray.config.commands import DataCommandConfig, EvalConfig, FitConfig, LabelConfig, PlanConfig
 from mrm_ray.config.core import (ConfigError, Fraction, NonNegative, Positive, PositiveFloat, config_dataclass,
                                  config_file, load, merged, parse_overrides, read_yaml, run_main, set_path, to_dict,
                                  validate)
@@ -31,7 +31,7 @@ from mrm_ray.config.serve import AppArgs, IngressServing, Limits, ServeTarget
 from mrm_ray.config.tracking import MLflowTracking, TrackingConfig, WandbTracking
 
 __all__ = ["AppArgs", "CONSERVATIVE_METHODS", "ConfigError", "DataCommandConfig", "DataConfig", "EnsembleConfig", "EnsembleMember",
-           "EvalConfig", "FitConfig", "Fraction", "GRPOConfig", "HeadConfig", "IngressServing", "JudgeConfig", "JudgeTemplate", "Limits",
+           "EvalConfig", "FitConfig", "Fraction", "GRPOConfig", "HeadConfig", "IngressServing", "JudgeConfig", "JudgeTemplate", "LabelConfig", "Limits",
            "LocalTrainConfig", "LoraConfig", "LossConfig", "MAX_BATCH_TOKENS", "METHODS", "MLflowTracking", "MODALITIES",
            "MemberServing", "MemberSettings", "MixtureConfig", "ModelConfig", "NonNegative", "OpenRLHFAgentConfig",
            "OptimConfig", "PlanConfig", "Positive", "PositiveFloat", "PromptsConfig", "RewardServiceConfig",

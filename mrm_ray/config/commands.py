@@ -1,4 +1,4 @@
-"""The settings of the commands around the jobs: evaluation, ensemble fitting, data inspection and preparation,
+"""The settings of the commands around the jobs: evaluation, labelling, ensemble fitting, data inspection and preparation,
 and the memory plan. Each command's flags are spellings of these fields (`--batch-size 32` is
 `batch_size=32`), so a command also takes `--config FILE` and `a.b=value` overrides, checked as every
 config is."""
@@ -56,6 +56,33 @@ class EvalConfig:
             ensemble=self.ensemble and anchored(self.ensemble),
             image_root=self.image_root and anchored(self.image_root),
             stand_in_images=self.stand_in_images and anchored(self.stand_in_images), tracking=self.tracking.anchored())
+
+
+@config_dataclass
+class LabelConfig:
+    """`mrm-ray label`: unlabelled records (a prompt, its images, two or more responses) labelled by a judge or an
+    ensemble on Ray Data, written as preference pairs with their provenance (eval/label.py)."""
+
+    labeller: str  # ensemble.yaml whose members label (a judge alone: an ensemble of one member)
+    data: dict[str, str] = field(default_factory=dict)  # unlabelled (or any reader / benchmark) name -> its file
+    out: str = "labels"  # the output folder (a path or s3:// URI); a re-run skips what it holds
+    image_root: str | None = None  # folder the records' image file names are relative to (default: the file's)
+    min_margin: NonNegative = 0.0  # drop labels whose |margin| (on the ensemble method's scale) is below this
+    batch_size: Positive = 16  # records per labelling batch
+    records_per_part: Positive = 256  # records per written part (what a crash can lose at most)
+    actors: Positive = 1  # labelling actors, each holding every member
+    gpus_per_actor: NonNegative = 0.0  # GPUs each actor holds
+    cpus_per_actor: PositiveFloat = 1.0  # CPUs each actor holds
+    max_batch_tokens: Positive = MAX_BATCH_TOKENS  # real tokens per forward
+    limit: Positive | None = None  # first N good records per data file
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("data: give the records to label (--data unlabelled=PATH, or READER=PATH)")
+
+    def anchored(self, base=None) -> "LabelConfig":
+        return dataclasses.replace(self, labeller=anchored(self.labeller), data=_anchored_values(self.data),
+                                   image_root=self.image_root and anchored(self.image_root), out=anchored(self.out))
 
 
 @config_dataclass

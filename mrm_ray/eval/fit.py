@@ -30,7 +30,7 @@ def fit_ensemble(config: FitConfig) -> EnsembleConfig:
     if not rows:
         raise ValueError("no usable validation pairs: " + "; ".join(
             f"{n}: {len(d['bad'])} bad" for n, d in per.items()))
-    scores = score_pairs_on_ray(rows, config.models, batch_size=config.batch_size)
+    scores = score_pairs_on_ray(rows, {n: {"path": p} for n, p in config.models.items()}, batch_size=config.batch_size)
     bad = [b.reason.split(":")[0] for d in per.values() for b in d["bad"]]
     return fit_scores(config.models, scores, [has_images(r) for r in rows], method=config.method,
                       text_members=config.text_members, data=dict(config.data), bad=bad)

@@ -54,7 +54,7 @@ STAND_IN = ("pairs were scored with stand-in images (the benchmark's own images 
 def markdown(report: dict) -> str:
     lines = ["# Reward model evaluation", ""]
     lines += ["| member | path | scores | score mean | score std |", "|---|---|---|---|---|"]
-    lines += [f"| {n} | `{m['path']}` | {inputs(m)} | {m['score_mean']:.4f} | {m['score_std']:.4f} |"
+    lines += [f"| {n}{' (judge: ' + m['mode'] + ')' if m.get('kind') == 'judge' else ''} | `{m['path']}` | {inputs(m)} | {m['score_mean']:.4f} | {m['score_std']:.4f} |"
               for n, m in report["members"].items()]
     for name, bench in report["benchmarks"].items():
         lines += ["", f"## {bench['title']} (`{name}`)", "", left_out(bench)]
@@ -71,6 +71,9 @@ def markdown(report: dict) -> str:
         for label, ref in bench["reference"].items():
             cells = [percent(ref[k]) if k in ref else "" for k in keys]
             lines.append(f"| *paper: {label}* | " + " | ".join(cells) + " | |")
+        for n, c in bench.get("position_consistency", {}).items():
+            lines += ["", f"Position consistency of {n} (a pairwise judge, each pair read in both orders): "
+                          f"{percent(c['consistent'])} of {c['pairs']} pairs pick the same response either way."]
         lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in sizes(bench).items()) + "."]
         lines += ["", "ECE: expected calibration error of prob_chosen = sigmoid(margin), each pair counted in both "
                       "orders (report.html draws the reliability diagrams)."]

@@ -34,12 +34,15 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-def member_stats(path: str) -> tuple[float, float]:
-    """(score_mean, score_std) of a reward model, as model/checkpoints.py reads them (a reward checkpoint's
-    reward_config.json, a sequence classifier's config)."""
+def member_stats(spec: Mapping) -> tuple[float, float]:
+    """(score_mean, score_std) of a member: a reward model's as model/checkpoints.py reads them (a reward
+    checkpoint's reward_config.json, a sequence classifier's config); a judge's (its log-odds) 0 and 1, unless
+    ensemble.yaml gives them."""
     from mrm_ray.model import checkpoints
 
-    meta = checkpoints.info(checkpoints.resolve(path))
+    if spec.get("kind") == "judge":
+        return 0.0, 1.0
+    meta = checkpoints.info(checkpoints.resolve(spec["path"]))
     return meta.score_mean, meta.score_std
 
 
@@ -102,7 +105,8 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
     from mrm_ray.eval.scoring import has_images, score_pairs_on_ray
 
     ensemble: EnsembleConfig | None = load_ensemble(config.ensemble) if config.ensemble else None
-    members = {m.name: m.path for m in ensemble.members} if ensemble is not None else dict(config.models)
+    members = {m.name: {"path": m.path, "kind": m.kind, "judge": to_dict(m.judge)} for m in ensemble.members} \
+        if ensemble is not None else {n: {"path": p} for n, p in config.models.items()}
     names = list(members)
     per, every = load_benchmarks(config.bench, image_root=config.image_root,
                                  stand_in_images=config.stand_in_images, limit=config.limit)
@@ -122,7 +126,9 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
     for n in names:
         table[f"{n}/chosen"], table[f"{n}/rejected"] = scores[n]["chosen"], scores[n]["rejected"]
         table[f"{n}/error"] = scores[n]["errors"]
-    report = {"members": {n: {"path": members[n], "score_mean": s[0], "score_std": s[1],
+    report = {"members": {n: {"path": members[n]["path"], "kind": members[n].get("kind", "scalar"),
+                              **({"mode": members[n]["judge"]["mode"]} if members[n].get("kind") == "judge" else {}),
+                              "score_mean": s[0], "score_std": s[1],
                               "takes_images": scores[n]["takes_images"]} for n, s in zip(names, stats)},
               "methods": list(config.methods) + ([f"ensemble.yaml ({ensemble.method})"] if ensemble else []),
               "benchmarks": {}, "config": to_dict(config)}
@@ -160,7 +166,7 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
             "unscorable_reasons": dict(failed), "bad_examples": [_example(b) for b in data["bad"][:20]],
             "not_applicable": {n: int((~applicable[m, idx[keep]]).sum()) for m, n in enumerate(names)
                                if (~applicable[m, idx[keep]]).any()},
-            "results": {}, "calibration": {}}
+            "results": {}, "calibration": {}, "position_consistency": {}}
         report["benchmarks"][name] = entry
         if not kept:
             entry["message"] = _nothing_scored(name, data, failed)
@@ -170,6 +176,11 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
                                               ensemble, config.uncertainty_coef).items():
             entry["results"][label] = bench.score(metrics.correct(c, r), [x for x, s in zip(kept, scored) if s])
             entry["calibration"][label] = metrics.reliability(c - r)
+        for n in names:  # pairwise judges: how often both orders pick the same response
+            orders = [scores[n]["consistent"][i] for i in idx[keep]]
+            if any(o is not None for o in orders):
+                read = [o for o in orders if o is not None]
+                entry["position_consistency"][n] = {"consistent": float(np.mean(read)), "pairs": len(read)}
     report["quarantine"] = [b.to_dict() for data in per.values() for b in data["bad"] + data["unsupported"]]
     return report, pa.table(table)
 

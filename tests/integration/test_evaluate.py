@@ -314,3 +314,41 @@ def test_a_member_of_every_family_text_only_ones_on_the_text_pairs(ray_cluster, 
         headline = "Acc" if name == "mm_rlhf" else "accuracy"
         assert report["benchmarks"][name]["results"]["ensemble: mean"][headline] == pytest.approx(
             metrics.correct(c, r).mean())
+
+
+def test_judges_are_evaluated_with_their_position_consistency(ray_cluster, reward_checkpoints, tiny_checkpoint,
+                                                             shared_data, tmp_path):
+    """An ensemble.yaml with a reward model, a verdict judge and a pairwise judge: every judge's figures equal
+    the judge in this process, and the pairwise judge reads each pair in both orders: its margin is the
+    mean of the two, and the report counts how often the two orders agree, per benchmark."""
+    from mrm_ray.config import EvalConfig, JudgeConfig
+    from mrm_ray.eval.markdown import markdown
+    from mrm_ray.eval.report import evaluate
+    from mrm_ray.model.judge import Judge
+
+    (tmp_path / "ensemble.yaml").write_text(yaml.safe_dump({"members": [
+        {"name": "rm", "path": str(reward_checkpoints[0])},
+        {"name": "verdict", "kind": "judge", "path": str(tiny_checkpoint)},
+        {"name": "pairwise", "kind": "judge", "path": str(tiny_checkpoint), "judge": {"mode": "pairwise"}}]}))
+    bench = {"mm_rlhf": str(shared_data / "benchmarks" / "mm_rlhf_reward_bench.jsonl"),
+             "sharegpt": str(shared_data / "text-preference" / "dpo_en_demo.json")}
+    report, table = evaluate(EvalConfig(ensemble=str(tmp_path / "ensemble.yaml"), bench=bench, limit=4,
+                                        stand_in_images=str(shared_data / "real-images"), cpus_per_model=0.5))
+    assert {n: (m["kind"], m.get("mode")) for n, m in report["members"].items()} == {
+        "rm": ("scalar", None), "verdict": ("judge", "verdict"), "pairwise": ("judge", "pairwise")}
+    verdict, pairwise = Judge(str(tiny_checkpoint)), Judge(str(tiny_checkpoint), JudgeConfig(mode="pairwise"))
+    pairs = table.to_pandas()
+    for name, path in bench.items():
+        rows = [{**r, "prompt": to_chat_messages(r["prompt"])} for r in read_benchmark(
+            name, path, stand_in_images=shared_data / "real-images") if not isinstance(r, Rejected)][:4]
+        mine = pairs[pairs.benchmark == name]
+        assert np.allclose(mine[["verdict/chosen", "verdict/rejected"]].to_numpy(), verdict.score_pairs(rows), atol=1e-4)
+        orders = pairwise.compare_orders(rows)
+        margins = (mine["pairwise/chosen"] - mine["pairwise/rejected"]).to_numpy()
+        assert np.allclose(margins, [m for m, _ in orders], atol=1e-4)
+        entry = report["benchmarks"][name]
+        assert entry["counts"]["scored"] == 4 and set(entry["position_consistency"]) == {"pairwise"}
+        assert entry["position_consistency"]["pairwise"] == {
+            "consistent": pytest.approx(np.mean([c for _, c in orders])), "pairs": 4}
+        assert {"rm", "verdict", "pairwise", "ensemble: mean"} <= set(entry["results"])
+    assert "Position consistency of pairwise" in markdown(report) and "| pairwise (judge: pairwise) |" in markdown(report)

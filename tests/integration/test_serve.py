@@ -724,6 +724,62 @@ def test_a_member_of_every_family_behind_one_endpoint(served, family_rewards, ra
         serve.delete("families")
 
 
+def test_judges_beside_a_scalar_member_behind_one_endpoint(served, reward_checkpoints, tiny_checkpoint, ray_cluster,
+                                                          tmp_path):
+    """Judge members (`kind: judge`) of each mode beside a reward model: a verdict judge's score equals the
+    judge in-process and joins the mean; a pairwise judge compares pairs and gives single responses no score;
+    a critique that runs out of time gives no score with its reason, and the other members' scores stand."""
+    from ray import serve
+
+    from mrm_ray.config import JudgeConfig, ServeTarget, load
+    from mrm_ray.model.judge import Judge
+    from mrm_ray.serve.client import RewardClient
+    from mrm_ray.serve.deploy import deploy
+
+    config = yaml.safe_load(yaml.safe_dump(served.config))
+    app = config["applications"][0]
+    app.pop("runtime_env")  # no token
+    app["args"]["serving"]["num_cpus"] = app["args"]["ingress"]["num_cpus"] = 0.1
+    slow = {"mode": "critique", "max_critique_tokens": 100_000, "critique_timeout_s": 0.01}
+    app["args"]["members"] = [
+        {"name": "rm", "path": str(reward_checkpoints[0])},
+        {"name": "verdict", "kind": "judge", "path": str(tiny_checkpoint)},
+        {"name": "pairwise", "kind": "judge", "path": str(tiny_checkpoint), "judge": {"mode": "pairwise"}},
+        {"name": "slow", "kind": "judge", "path": str(tiny_checkpoint), "judge": slow}]
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
+    target = load(ServeTarget, tmp_path / "serve.yaml", kind="serve", name="judges", route_prefix="/judges")
+    try:
+        client = RewardClient(deploy(target))
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                models = client.models()
+                break
+            except Exception:  # replicas still starting
+                time.sleep(2)
+        else:
+            raise AssertionError("the judges app never answered /v1/models")
+        kinds = {m["name"]: (m["kind"], (m.get("judge") or {}).get("mode")) for m in models["members"]}
+        assert kinds == {"rm": ("scalar", None), "verdict": ("judge", "verdict"), "pairwise": ("judge", "pairwise"),
+                         "slow": ("judge", "critique")}
+        scalar, verdict = Scorer(str(reward_checkpoints[0])), Judge(str(tiny_checkpoint))
+        for result, item in zip(client.score(ITEMS[:2]), DECODED[:2]):
+            assert set(result["scores"]) == {"rm", "verdict"}
+            assert result["scores"]["rm"] == pytest.approx(scalar.score_items([item])[0], abs=1e-4)
+            assert result["scores"]["verdict"] == pytest.approx(verdict.score_items([item])[0], abs=1e-4)
+            assert result["reward"] == pytest.approx(sum(result["scores"].values()) / 2, abs=1e-4)
+            assert "timed out" in result["unscored"]["slow"] and "pairwise" in result["unscored"]["pairwise"]
+        pair = {"prompt": "What colour is the square?", "images": [b64(RED)], "chosen": "red", "rejected": "blue"}
+        (compared,) = client.compare([pair])
+        decoded = {**pair, "images": [RED]}
+        pairwise = Judge(str(tiny_checkpoint), JudgeConfig(mode="pairwise")).compare_orders([decoded])[0][0]
+        assert compared["margins"]["pairwise"] == pytest.approx(pairwise, abs=1e-4)
+        assert compared["margins"]["rm"] == pytest.approx(float.__sub__(*scalar.score_pairs([decoded])[0]), abs=1e-4)
+        assert set(compared["margins"]) == {"rm", "verdict", "pairwise"} and "timed out" in compared["unscored"]["slow"]
+    finally:
+        serve.delete("judges")
+
+
 def test_bearer_token_from_the_environment(served):
     """The main app took its token from its runtime_env; the ensemble app above ran without one."""
     assert served.post("/v1/score", {"items": ITEMS[:1]}, headers={}).status_code == 401
