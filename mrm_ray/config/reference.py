@@ -21,6 +21,7 @@ SCHEMAS = (
     ("Ensemble", "EnsembleConfig", "`ensemble.yaml` (`mrm-ray ensemble fit` writes it)"),
     ("Data mixture", "MixtureConfig", "a mixture YAML (`mixture=FILE` of a training run; shipped: `basereward`)"),
     ("Evaluation", "EvalConfig", "`mrm-ray evaluate` flags, `--config FILE` and `a.b=value`"),
+    ("Labelling", "LabelConfig", "`mrm-ray label` flags (`jobs/label.py`), `--config FILE` and `a.b=value`"),
     ("Ensemble fitting", "FitConfig", "`mrm-ray ensemble fit` flags and `--config FILE`"),
     ("Data commands", "DataCommandConfig", "`mrm-ray data inspect|prepare` flags and `--config FILE`"),
     ("Memory plan", "PlanConfig", "`mrm-ray plan PRESET --gpus N --gpu-mem GIB a.b=value`"),

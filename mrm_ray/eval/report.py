@@ -34,15 +34,12 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-def member_stats(spec: Mapping) -> tuple[float, float]:
-    """(score_mean, score_std) of a member: a reward model's as model/checkpoints.py reads them (a reward
-    checkpoint's reward_config.json, a sequence classifier's config); a judge's (its log-odds) 0 and 1, unless
-    ensemble.yaml gives them."""
+def member_stats(path: str) -> tuple[float, float]:
+    """(score_mean, score_std) of a reward model, as model/checkpoints.py reads them (a reward checkpoint's
+    reward_config.json, a sequence classifier's config)."""
     from mrm_ray.model import checkpoints
 
-    if spec.get("kind") == "judge":
-        return 0.0, 1.0
-    meta = checkpoints.info(checkpoints.resolve(spec["path"]))
+    meta = checkpoints.info(checkpoints.resolve(path))
     return meta.score_mean, meta.score_std
 
 
@@ -115,7 +112,8 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
                                 max_batch_tokens=config.max_batch_tokens) if every else {
         n: {"chosen": np.zeros(0), "rejected": np.zeros(0), "errors": [], "applicable": np.zeros(0, bool),
             "takes_images": True} for n in names}
-    stats = [member_stats(members[n]) for n in names]
+    # a judge has no stored statistics: its log-odds as they are, unless ensemble.yaml gives them
+    stats = [(0.0, 1.0) if members[n].get("kind") == "judge" else member_stats(members[n]["path"]) for n in names]
     if ensemble is not None:  # the ensemble file's normalisation wins over the checkpoints'
         stats = [(m.score_mean if m.score_mean is not None else s[0], m.score_std if m.score_std is not None else s[1])
                  for m, s in zip(ensemble.members, stats)]
