@@ -85,10 +85,12 @@ class JudgeConfig:
 
     mode: Literal[JUDGE_MODES] = "verdict"  # verdict | pairwise | critique
     template: JudgeTemplate | None = None  # None: the shipped template of the mode (DEFAULT_TEMPLATES)
-    yes: str = "Yes"  # verdict, critique: the token read as "good" (one token in the checkpoint's tokenizer)
-    no: str = "No"  # verdict, critique: the token read as "bad"
-    first: str = "A"  # pairwise: the token naming the first response
-    second: str = "B"  # pairwise: the token naming the second response
+    # verdict, critique: the token read as "good" (one token in the checkpoint's tokenizer; `yes_token`, not
+    # `yes`: YAML reads a bare yes / no key as a boolean)
+    yes_token: str = "Yes"
+    no_token: str = "No"  # verdict, critique: the token read as "bad"
+    first_token: str = "A"  # pairwise: the token naming the first response
+    second_token: str = "B"  # pairwise: the token naming the second response
     max_critique_tokens: Positive = 256  # critique: the most tokens generated before the verdict
     critique_timeout_s: PositiveFloat = 60.0  # critique: a generation still running then gives no score (NaN)
 
@@ -100,7 +102,7 @@ class JudgeConfig:
     @property
     def tokens(self) -> tuple[str, str]:
         """(the token whose log-probability counts for, the one that counts against) in this mode."""
-        return (self.first, self.second) if self.mode == "pairwise" else (self.yes, self.no)
+        return (self.first_token, self.second_token) if self.mode == "pairwise" else (self.yes_token, self.no_token)
 
     def problems(self) -> list[str]:
         """What is wrong with this judge's template for its mode, each naming the setting."""

@@ -5,8 +5,8 @@ template, whether a response is good (`verdict`), which of two is better (`pairw
 response and then say whether it is good (`critique`); the reward is read from the LM head at the first
 token of its reply, never parsed from text:
 
-    verdict    log P(yes) - log P(no), one forward
-    pairwise   log P(first) - log P(second), in both orders: the pair's margin is the mean of the two
+    verdict    log P(yes_token) - log P(no_token), one forward
+    pairwise   log P(first_token) - log P(second_token), in both orders: the pair's margin is the mean of the two
                (chosen first, minus rejected first), so a bias towards a position cancels; whether the two
                orders agree is the judge's position consistency
     critique   up to `max_critique_tokens` generated greedily (transformers' `generate`), the template's
@@ -206,7 +206,8 @@ class Judge(Scorer):
         generator, local = load_generator(path, member=name, dtype=dtype)
         processor = load_processor(local)
         good, bad = (single_token(processor.tokenizer, t, member=name, setting=s)
-                     for t, s in zip(judge.tokens, ("first", "second") if judge.mode == "pairwise" else ("yes", "no")))
+                     for t, s in zip(judge.tokens, ("first_token", "second_token") if judge.mode == "pairwise"
+                                              else ("yes_token", "no_token")))
         _set_vision_attention(generator.model, "sdpa", "batched")
         model = RewardModel(generator.model, head=VerdictHead(generator.lm_head, good, bad),
                             provenance={"judge": str(path)}).to(device).eval()

@@ -112,3 +112,22 @@ def test_two_member_ensemble_validates_builds_and_routes_text_to_the_text_member
     assert [(m.name, m.modalities) for m in members] == [("vision", ("image",)), ("text", ("text",))]
     checkpoints.check_members(members)  # each member can score what it is routed (builds the tiny ones)
     assert build_app(app.args) is not None and args.ensemble_config().method == "uwo"
+
+
+def test_judge_labeller_and_unlabelled_records_load_and_the_label_command_parses():
+    from mrm_ray.cli import build_parser
+    from mrm_ray.data.quarantine import Rejected
+    from mrm_ray.data.readers.unlabelled import read_unlabelled
+    from mrm_ray.ensemble import load_ensemble
+    from mrm_ray.model import checkpoints
+
+    ensemble = load_ensemble(EXAMPLES / "judge_labeller.yaml")
+    assert [(m.name, m.kind, m.judge.mode) for m in ensemble.members] == [("rm", "scalar", "verdict"),
+                                                                         ("judge", "judge", "verdict")]
+    checkpoints.check_members(ensemble.members)  # the reward model is one, the judge any checkpoint
+    records = list(read_unlabelled(EXAMPLES / "unlabelled.jsonl"))
+    assert not any(isinstance(r, Rejected) for r in records) and [len(r["responses"]) for r in records] == [3, 2, 2]
+    readme = (EXAMPLES / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("mrm-ray label"))
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert args.labeller == "examples/judge_labeller.yaml" and args.data == ["unlabelled=examples/unlabelled.jsonl"]

@@ -129,7 +129,7 @@ def _member(**judge):
      "judge.template.user must hold {second} once"),
     ({"mode": "critique", "template": {"user": "{prompt} {response}"}}, "judge.template.verdict must say"),
     ({"template": {"user": "{prompt} {response} {answer}"}}, "judge.template.user has {answer}"),
-    ({"yes": "No"}, "judge tokens must differ"),
+    ({"yes_token": "No"}, "judge tokens must differ"),
 ])
 def test_a_template_without_its_placeholders_is_refused_naming_the_member_and_setting(judge, says):
     with pytest.raises(ConfigError, match=None) as info:
@@ -143,10 +143,10 @@ def test_judge_settings_on_a_scalar_member_are_refused():
 
 
 def test_a_token_that_is_not_one_token_is_refused_at_load(tiny_checkpoint):
-    with pytest.raises(ValueError, match=r"member vlm: judge.yes 'yes' is 2 tokens"):
-        Judge(str(tiny_checkpoint), JudgeConfig(yes="yes"), name="vlm")
-    with pytest.raises(ValueError, match=r"member vlm: judge.second 'Bee' is \d tokens"):
-        Judge(str(tiny_checkpoint), JudgeConfig(mode="pairwise", second="Bee"), name="vlm")
+    with pytest.raises(ValueError, match=r"member vlm: judge.yes_token 'yes' is 2 tokens"):
+        Judge(str(tiny_checkpoint), JudgeConfig(yes_token="yes"), name="vlm")
+    with pytest.raises(ValueError, match=r"member vlm: judge.second_token 'Bee' is \d tokens"):
+        Judge(str(tiny_checkpoint), JudgeConfig(mode="pairwise", second_token="Bee"), name="vlm")
 
 
 def test_a_checkpoint_without_an_lm_head_is_refused_at_load(tmp_path, text_judge_path, reward_checkpoints):
