@@ -88,7 +88,7 @@ def normalize_prompt(prompt: Any, n_images: int) -> list[dict]:
     return messages
 
 
-def _text_or_bad(value: Any, field: str) -> str:
+def text_field(value: Any, field: str) -> str:
     if value is None:
         raise BadRecord(f"missing field: {field}")
     try:
@@ -143,8 +143,8 @@ def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: 
     has_text = any(p["type"] == "text" and p["text"].strip() for m in messages for p in m["content"])
     if not has_text and not images:
         raise BadRecord("empty field: prompt")
-    chosen_text, rejected_text = _text_or_bad(chosen, "chosen"), _text_or_bad(rejected, "rejected")
-    more = [_text_or_bad(r, f"more_responses[{i}]") for i, r in enumerate(more_responses or ())]
+    chosen_text, rejected_text = text_field(chosen, "chosen"), text_field(rejected, "rejected")
+    more = [text_field(r, f"more_responses[{i}]") for i, r in enumerate(more_responses or ())]
     ranking = _ranking([chosen_text, rejected_text, *more], scores)
     for field, text, shown in (("chosen", chosen_text, chosen_images), ("rejected", rejected_text, rejected_images)):
         if shown and text.count(IMAGE_MARKER) != len(shown):

@@ -31,7 +31,6 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -178,7 +177,7 @@ class Labeller:
 
     def __init__(self, ensemble: dict, max_batch_tokens: int) -> None:
         from mrm_ray.config import EnsembleConfig
-        from mrm_ray.model.judge import member_scorer
+        from mrm_ray.model.scorer import member_scorer
 
         self.config = validate(EnsembleConfig, ensemble, where="labeller")
         serving = MemberServing(max_batch_tokens=max_batch_tokens)
@@ -289,6 +288,7 @@ def summarize(done: Sequence[Mapping], rejected: Sequence[Rejected], *, labeller
 def label(config: LabelConfig) -> dict:
     """Label `config.data` with `config.labeller` into `config.out` (see the module's header); the summary."""
     import ray
+    from tqdm.auto import tqdm
 
     from mrm_ray.ensemble import load_ensemble
 
@@ -310,8 +310,6 @@ def label(config: LabelConfig) -> dict:
         expected = {r["record_id"]: len(r["responses"]) * (len(r["responses"]) - 1) // 2 for r in todo}
         pending: dict[str, list[dict]] = {}
         complete: list[str] = []
-        from tqdm.auto import tqdm
-
         progress = tqdm(total=len(todo), desc="label", unit="record")
         options = {"labeller": config.labeller, "min_margin": config.min_margin}
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):

@@ -274,8 +274,6 @@ class Judge(Scorer):
         return out
 
     def _critique(self, question: dict) -> float | str:
-        import torch
-
         tokenizer = self.encoder.tokenizer
         ids = np.concatenate([question["prompt_ids"], question["responses"][0]])
         mm = np.concatenate([question["prompt_mm_token_type_ids"], np.zeros(len(question["responses"][0]), np.int64)])
@@ -307,13 +305,3 @@ class Judge(Scorer):
                 "prompt_mm_token_type_ids": np.concatenate([mm, np.zeros(len(tail) - 1, np.int64)]),
                 "responses": [tail[-1:]]}
         return self.score_encoded([read])[0][0]
-
-
-def member_scorer(settings, *, name: str):
-    """What one ensemble member scores with (its `MemberSettings`): a `Scorer` for a scalar member, a `Judge`
-    for a judge."""
-    options = dict(max_batch_tokens=settings.max_batch_tokens, dtype=settings.dtype, score_mean=settings.score_mean,
-                   score_std=settings.score_std)
-    if settings.kind == "judge":
-        return Judge(settings.path, settings.judge, name=name, **options)
-    return Scorer(settings.path, **options)

@@ -679,6 +679,17 @@ def test_job_deploys_an_ensemble_file_from_a_bucket_with_text_routing(served, en
     assert all(r[0]["reward"] == pytest.approx(text["reward"], abs=1e-4) for r in asyncio.run(many()))
 
 
+def _models_when_up(client, app: str, timeout: float = 300) -> dict:
+    """The app's /v1/models once it answers (its replicas start meanwhile)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            return client.models()
+        except Exception:  # replicas still starting
+            time.sleep(2)
+    raise AssertionError(f"the {app} app never answered /v1/models")
+
+
 def test_a_member_of_every_family_behind_one_endpoint(served, family_rewards, ray_cluster, tmp_path):
     """`deploy_members` (what `mrm-ray grpo` does with reward.members) of one reward model per family not
     served above (Qwen2.5-VL and Qwen3 are `ensemble_app`'s): the text-only Qwen2 gets the text item only,
@@ -698,15 +709,7 @@ def test_a_member_of_every_family_behind_one_endpoint(served, family_rewards, ra
     try:
         url = deploy_members(paths, tmp_path / "serve.yaml", name="families")
         client = RewardClient(url)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                models = client.models()
-                break
-            except Exception:  # replicas still starting
-                time.sleep(2)
-        else:
-            raise AssertionError("the families app never answered /v1/models")
+        models = _models_when_up(client, "families")
         names = {f: f.replace("_", "-") for f in family_rewards}
         text_only = {names["qwen2"]}
         assert {m["name"]: m["modalities"] for m in models["members"]} == {
@@ -750,15 +753,7 @@ def test_judges_beside_a_scalar_member_behind_one_endpoint(served, reward_checkp
     target = load(ServeTarget, tmp_path / "serve.yaml", kind="serve", name="judges", route_prefix="/judges")
     try:
         client = RewardClient(deploy(target))
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                models = client.models()
-                break
-            except Exception:  # replicas still starting
-                time.sleep(2)
-        else:
-            raise AssertionError("the judges app never answered /v1/models")
+        models = _models_when_up(client, "judges")
         kinds = {m["name"]: (m["kind"], (m.get("judge") or {}).get("mode")) for m in models["members"]}
         assert kinds == {"rm": ("scalar", None), "verdict": ("judge", "verdict"), "pairwise": ("judge", "pairwise"),
                          "slow": ("judge", "critique")}

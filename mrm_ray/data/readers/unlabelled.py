@@ -19,8 +19,8 @@ from pathlib import Path
 
 from mrm_ray.data.quarantine import BadRecord, Rejected
 from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records, iter_parquet_rows
-from mrm_ray.data.schema import normalize_prompt
-from mrm_ray.model.inputs import image_bytes, is_image_part, response_text
+from mrm_ray.data.schema import normalize_prompt, text_field
+from mrm_ray.model.inputs import image_bytes, is_image_part
 
 
 def unlabelled_record(*, id: str, source: str, position: str, prompt, images=(), responses=()) -> dict:
@@ -33,15 +33,7 @@ def unlabelled_record(*, id: str, source: str, position: str, prompt, images=(),
     if not isinstance(responses, (list, tuple)) or len(responses) < 2:
         raise BadRecord(f"bad field: responses needs two or more responses, got "
                         f"{len(responses) if isinstance(responses, (list, tuple)) else type(responses).__name__}")
-    texts = []
-    for i, response in enumerate(responses):
-        try:
-            text = response_text(response)
-        except (TypeError, ValueError) as exc:
-            raise BadRecord(f"bad field: responses[{i}] ({exc})") from None
-        if not text.strip():
-            raise BadRecord(f"empty field: responses[{i}]")
-        texts.append(text)
+    texts = [text_field(response, f"responses[{i}]") for i, response in enumerate(responses)]
     if len({t.strip() for t in texts}) == 1:
         raise BadRecord(f"all {len(texts)} responses identical")
     return {"id": str(id), "source": source, "position": position, "prompt": messages,
