@@ -177,7 +177,7 @@ class Labeller:
 
     def __init__(self, ensemble: dict, max_batch_tokens: int) -> None:
         from mrm_ray.config import EnsembleConfig
-        from mrm_ray.model.scorer import member_scorer
+        from mrm_ray.model.judge import member_scorer
 
         self.config = validate(EnsembleConfig, ensemble, where="labeller")
         serving = MemberServing(max_batch_tokens=max_batch_tokens)

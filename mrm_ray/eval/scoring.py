@@ -35,7 +35,7 @@ class PairScoring:
 
     def __init__(self, spec: Mapping, name: str = "member", max_batch_tokens: int = MAX_BATCH_TOKENS) -> None:
         from mrm_ray.config import MemberSettings, validate
-        from mrm_ray.model.scorer import member_scorer
+        from mrm_ray.model.judge import member_scorer
 
         settings = validate(MemberSettings, {**spec, "max_batch_tokens": max_batch_tokens}, where=f"member {name}")
         self.scorer = member_scorer(settings, name=name)

@@ -305,3 +305,13 @@ class Judge(Scorer):
                 "prompt_mm_token_type_ids": np.concatenate([mm, np.zeros(len(tail) - 1, np.int64)]),
                 "responses": [tail[-1:]]}
         return self.score_encoded([read])[0][0]
+
+
+def member_scorer(settings, *, name: str) -> Scorer:
+    """What one ensemble member scores with, from its `MemberSettings`: a `Scorer` for a reward model, a `Judge`
+    for a judge (here, beside the `Judge`, so that the scorer imports nothing of judges)."""
+    options = dict(max_batch_tokens=settings.max_batch_tokens, dtype=settings.dtype, score_mean=settings.score_mean,
+                   score_std=settings.score_std)
+    if settings.kind == "judge":
+        return Judge(settings.path, settings.judge, name=name, **options)
+    return Scorer(settings.path, **options)

@@ -6,8 +6,7 @@ with K responses: an item is a group of one, a pair a group of two. Inputs are e
 by one (a bad one costs only itself, with a message), sorted by length, and packed into
 forwards of at most `max_batch_tokens` real tokens (model/packing.py: several groups per
 row, no padding between them), so each prompt and its images run once per group.
-A judge member (model/judge.py) is a `Scorer` whose readout is its LM head's verdict;
-`member_scorer` gives an ensemble member the one its `kind` asks for.
+A judge member (model/judge.py) is a `Scorer` whose readout is its LM head's verdict.
 """
 
 from __future__ import annotations
@@ -144,15 +143,3 @@ class Scorer:
                    "response_images": [p.get("chosen_images") or [], p.get("rejected_images") or []]} for p in pairs]
         return [out if isinstance(out, str) else (out[0], out[1])
                 for out in self.score_groups(groups, progress=progress)]
-
-
-def member_scorer(settings, *, name: str) -> Scorer:
-    """What one ensemble member scores with, from its `MemberSettings`: a `Scorer` for a reward model, a `Judge`
-    (model/judge.py) for a judge."""
-    options = dict(max_batch_tokens=settings.max_batch_tokens, dtype=settings.dtype, score_mean=settings.score_mean,
-                   score_std=settings.score_std)
-    if settings.kind == "judge":
-        from mrm_ray.model.judge import Judge
-
-        return Judge(settings.path, settings.judge, name=name, **options)
-    return Scorer(settings.path, **options)

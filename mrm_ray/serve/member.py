@@ -26,7 +26,8 @@ from typing import Any
 from ray import serve
 
 from mrm_ray.config import MemberSettings, validate
-from mrm_ray.model.scorer import Scorer, member_scorer
+from mrm_ray.model.judge import member_scorer
+from mrm_ray.model.scorer import Scorer
 from mrm_ray.serve.metrics import MemberMetrics
 
 
