@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="per-GPU memory estimate of a training preset (trailing a.b=value: the run's)")
     plan.add_argument("preset", help="a train preset with a published architecture: qwen2_5_vl_3b ... qwen2_5_vl_72b, "
-                                     "qwen3_vl_2b ... qwen3_vl_32b, qwen3_5_9b, qwen3_5_27b (or its YAML)")
+                                     "qwen3_vl_2b ... qwen3_vl_32b, qwen3_vl_30b_a3b, qwen3_vl_235b_a22b, qwen3_5_9b, "
+                                     "qwen3_5_27b, qwen3_5_35b_a3b (or its YAML)")
     plan.add_argument("--gpus", type=int, required=True)
     plan.add_argument("--gpu-mem", type=float, required=True, help="GiB per GPU, e.g. 80")
     plan.add_argument("--tokens", type=int, help="packed tokens per pair (prompt + both responses; default 4096)")

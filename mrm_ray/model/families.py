@@ -20,6 +20,7 @@ re-implementing the layer, so it was not done.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -139,6 +140,25 @@ def _tiny_qwen3_vl(ids, text_hidden, vision_hidden, text_layers):
     return _tiny_vision_language(ids, text, vision)
 
 
+def _tiny_moe(config: dict, text_hidden: int, **more) -> dict:
+    """A tiny config's decoder with every MLP a mixture of 4 experts, 2 routed per token."""
+    config["text_config"].update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=text_hidden,
+                                 norm_topk_prob=True, **more)
+    return config
+
+
+def _tiny_qwen3_vl_moe(ids, text_hidden, vision_hidden, text_layers):
+    """Qwen3-VL's tiny config with mixture-of-experts MLPs in every layer (`decoder_sparse_step` 1)."""
+    return _tiny_moe(_tiny_qwen3_vl(ids, text_hidden, vision_hidden, text_layers), text_hidden,
+                     decoder_sparse_step=1, mlp_only_layers=[])
+
+
+def _tiny_qwen3_5_moe(ids, text_hidden, vision_hidden, text_layers):
+    """Qwen3.5's tiny config with mixture-of-experts MLPs and the shared expert of its MoE sibling."""
+    return _tiny_moe(_tiny_qwen3_5(ids, text_hidden, vision_hidden, text_layers), text_hidden,
+                     shared_expert_intermediate_size=text_hidden)
+
+
 def _tiny_qwen3_5(ids, text_hidden, vision_hidden, text_layers):
     """A quarter of a 32-wide head rotated (partial rotary) and 4 layers whatever `text_layers`: three Gated
     DeltaNet (linear attention) and one full attention, its published pattern."""
@@ -215,6 +235,24 @@ def _qwen3_5(hidden, layers, intermediate, heads, kv_heads, value_heads, tied, v
     return Published(text, vision, billions, dict(tie_word_embeddings=tied, **_QWEN3_5_IDS), nominal=True)
 
 
+def _qwen3_vl_moe(hidden, layers, intermediate, heads, moe_intermediate, billions) -> Published:
+    """Qwen/Qwen3-VL-*-A*B-Instruct: Qwen3-VL's decoder with every MLP 128 experts, 8 routed per token (no shared
+    expert), the 27-block vision tower with DeepStack at blocks 8, 16, 24; embeddings untied."""
+    dense = _qwen3_vl(hidden, layers, intermediate, heads, 4, False, 27, 1152, 4304, [8, 16, 24], billions)
+    text = dict(dense.text, moe_intermediate_size=moe_intermediate, num_experts=128, num_experts_per_tok=8,
+                decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True, router_aux_loss_coef=0.001)
+    return dataclasses.replace(dense, text=text)
+
+
+def _qwen3_5_moe(hidden, layers, heads, value_heads, moe_intermediate, experts, per_token, billions) -> Published:
+    """Qwen/Qwen3.5-*-A*B: Qwen3.5's hybrid decoder with every MLP a mixture of experts plus a shared expert."""
+    dense = _qwen3_5(hidden, layers, 0, heads, 2, value_heads, False, 27, 1152, 4304, 16, billions)
+    text = {k: v for k, v in dense.text.items() if k != "intermediate_size"}  # every layer's MLP is the mixture
+    text.update(moe_intermediate_size=moe_intermediate, shared_expert_intermediate_size=moe_intermediate,
+                num_experts=experts, num_experts_per_tok=per_token, router_aux_loss_coef=0.001)
+    return dataclasses.replace(dense, text=text)
+
+
 # ------------------------------------------------------------------------------ the families
 _QWEN2_VL_LAYOUT = (("visual.", "visual."), ("language_model.", "model."))
 _TEXT_LM = r".*layers.*\."  # a text LM has no tower to keep LoRA out of: every decoder layer
@@ -242,7 +280,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                "qwen3_vl_32b": _qwen3_vl(5120, 64, 25600, 64, 8, False, 27, 1152, 4304, [8, 16, 24], 33.4)}),
     Family("qwen3_vl_moe", ("qwen3_vl_moe",), "Qwen3VLMoeModel", "Qwen3VLMoeForConditionalGeneration",
            "Qwen3VLMoeConfig", vision=True, template="qwen3_vl", processor="Qwen3VLProcessor",
-           seq_cls="Qwen3VLMoeForSequenceClassification"),
+           seq_cls="Qwen3VLMoeForSequenceClassification",
+           tiny=TinySpec(QWEN3_TOKENS, _tiny_qwen3_vl_moe, patch_size=16, mean_std="half"),
+           published={  # Qwen/Qwen3-VL-*-Instruct config.json; totals counted from their weight index
+               "qwen3_vl_30b_a3b": _qwen3_vl_moe(2048, 48, 6144, 32, 768, 31.07),
+               "qwen3_vl_235b_a22b": _qwen3_vl_moe(4096, 94, 12288, 64, 1536, 235.67)}),
     Family("qwen3_5", ("qwen3_5",), "Qwen3_5Model", "Qwen3_5ForConditionalGeneration", "Qwen3_5Config",
            vision=True, template="qwen3_5", processor="Qwen3VLProcessor", seq_cls="Qwen3_5ForSequenceClassification",
            shares_prompt=False,
@@ -253,6 +295,14 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                # transformers builds)
                "qwen3_5_9b": _qwen3_5(4096, 32, 12288, 16, 4, 32, False, 27, 1152, 4304, 16, 9.0),
                "qwen3_5_27b": _qwen3_5(5120, 64, 17408, 24, 4, 48, False, 27, 1152, 4304, 16, 27.0)}),
+    Family("qwen3_5_moe", ("qwen3_5_moe",), "Qwen3_5MoeModel", "Qwen3_5MoeForConditionalGeneration",
+           "Qwen3_5MoeConfig", vision=True, template="qwen3_5", processor="Qwen3VLProcessor",
+           seq_cls="Qwen3_5MoeForSequenceClassification", shares_prompt=False,
+           tiny=TinySpec(QWEN3_TOKENS + ("<|audio_start|>", "<|audio_end|>", "<|audio_pad|>"), _tiny_qwen3_5_moe,
+                         split="qwen3_5", patch_size=16, mean_std="half"),
+           published={  # Qwen/Qwen3.5-35B-A3B config.json (the model card's 35B; the multi-token-prediction
+               # layer it ships is not part of the model transformers builds)
+               "qwen3_5_35b_a3b": _qwen3_5_moe(2048, 40, 16, 32, 512, 256, 8, 35.0)}),
     Family("qwen2", ("qwen2",), "Qwen2Model", "Qwen2ForCausalLM", "Qwen2Config", vision=False, template="qwen2",
            seq_cls="Qwen2ForSequenceClassification", lora_scope=_TEXT_LM,
            tiny=TinySpec(QWEN2_VL_TOKENS + CODE_TOKENS, _tiny_qwen2)),

@@ -1,7 +1,8 @@
 """Per-GPU memory estimate for a training preset: will it fit before you rent the GPUs?
 
 Counts parameters by building the architecture (model/published.py, or a local config.json)
-on the meta device, so every family is counted exactly, then adds, per GPU under the preset's
+on the meta device, so every family is counted exactly (a mixture of experts: every expert, and the
+share a token runs through, k of E routed experts), then adds, per GPU under the preset's
 ZeRO stage and offload settings:
   weights      bf16, 2 B/param   (ZeRO-3: split over GPUs; param offload: on CPU)
   gradients    bf16, 2 B/param   (ZeRO-2/3: split over GPUs)
@@ -32,6 +33,11 @@ class Architecture:
     vision_hidden: int = 0  # 0: a text-only backbone
     vision_layers: int = 0
     merge: int = 4  # patches per image token
+    active: int = 0  # parameters a token runs through: a mixture of experts' routed share; 0 = all of `params`
+
+    @property
+    def active_params(self) -> int:
+        return self.active or self.params
 
 
 def architecture(config) -> Architecture:
@@ -46,9 +52,17 @@ def architecture(config) -> Architecture:
     text = families.text_config(config)
     vision = getattr(config, "vision_config", None)
     tied = getattr(config, "tie_word_embeddings", None) or text.tie_word_embeddings
+    params = sum(p.numel() for p in model.parameters())
+    experts = sum(p.numel() for block in model.modules() if type(block).__name__.endswith("SparseMoeBlock")
+                  for p in block.experts.parameters())  # every expert of every MoE layer (a token runs k of E)
+    routed = getattr(text, "num_experts_per_tok", 0) / getattr(text, "num_experts", 1) if experts else 1.0
     return Architecture(
-        params=sum(p.numel() for p in model.parameters()), lm_head=0 if tied else text.vocab_size * text.hidden_size,
-        hidden=text.hidden_size, layers=text.num_hidden_layers, intermediate=text.intermediate_size,
+        params=params, active=int(params - experts * (1 - routed)),
+        lm_head=0 if tied else text.vocab_size * text.hidden_size,
+        hidden=text.hidden_size, layers=text.num_hidden_layers,
+        # a mixture of experts' MLP width per token: its k routed experts and its shared one
+        intermediate=getattr(text, "intermediate_size", None) or text.num_experts_per_tok * text.moe_intermediate_size
+        + getattr(text, "shared_expert_intermediate_size", 0),
         vision_hidden=0 if vision is None else getattr(vision, "embed_dim", None) or vision.hidden_size,
         vision_layers=0 if vision is None else vision.depth,
         merge=4 if vision is None else vision.spatial_merge_size ** 2)
@@ -57,6 +71,7 @@ def architecture(config) -> Architecture:
 @dataclass
 class Plan:
     params: int
+    active: int  # parameters a token runs through (a mixture of experts' routed share; else `params`)
     weights: float
     gradients: float
     optimizer: float
@@ -96,7 +111,7 @@ def estimate(arch: Architecture, train, *, gpus: int, tokens_per_pair: int, imag
         act = 34 * tokens * h * layers + 34 * vision
     largest_layer = 2 * (4 * h * h + 3 * h * arch.intermediate)
     overhead = 2.5 * GIB + (2 * largest_layer if stage == 3 else 0) + 0.05 * (weights + grads + optim + act)
-    return Plan(params=p, weights=weights, gradients=grads, optimizer=optim, activations=act, overhead=overhead,
+    return Plan(params=p, active=arch.active_params, weights=weights, gradients=grads, optimizer=optim, activations=act, overhead=overhead,
                 cpu_offload=offload)
 
 
@@ -105,7 +120,8 @@ def format_plan(name: str, plan: Plan, *, gpus: int, gpu_mem_gib: float, train) 
     rows = [("weights (bf16)", plan.weights), ("gradients (bf16)", plan.gradients),
             ("optimizer (fp32 master + Adam)", plan.optimizer), ("activations", plan.activations),
             ("overhead", plan.overhead)]
-    lines = [f"{name}: {plan.params / 1e9:.2f}B parameters, ZeRO-{train.zero_stage}"
+    active = f" ({plan.active / 1e9:.2f}B active per token)" if plan.active and plan.active < plan.params else ""
+    lines = [f"{name}: {plan.params / 1e9:.2f}B parameters{active}, ZeRO-{train.zero_stage}"
              f"{', optimizer offload' if train.offload_optimizer else ''}"
              f"{', parameter offload' if train.offload_params else ''}"
              f"{', LoRA' if train.lora is not None else ''}"

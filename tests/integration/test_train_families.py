@@ -1,5 +1,5 @@
 """The training job (Ray Train, two workers, DeepSpeed ZeRO-2) on every other family's tiny checkpoint:
-Qwen2-VL, Qwen3-VL, Qwen3.5 on the image task, Qwen2 on the text task. A short run each: it trains
+Qwen2-VL, Qwen3-VL, Qwen3.5 and the two mixture-of-experts siblings on the image task, Qwen2 on the text task. A short run each: it trains
 with finite losses, both ranks log, and the exported reward checkpoint is of that family.
 
 Opt-in (MRM_TEST_ALL_FAMILIES=1, about 5 minutes on 2 cores: 65-82 s a family) to keep CI short: CI runs this job on
@@ -16,11 +16,11 @@ from mrm_ray.run_folder import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.environ.get("MRM_TEST_ALL_FAMILIES") != "1",
-    reason="2-worker training runs of Qwen2-VL, Qwen3-VL, Qwen3.5 and Qwen2: set MRM_TEST_ALL_FAMILIES=1 "
+    reason="2-worker training runs of Qwen2-VL, Qwen3-VL, Qwen3.5, Qwen2 and the MoE siblings: set MRM_TEST_ALL_FAMILIES=1 "
            "(CI trains Qwen2.5-VL and Qwen3 this way, and every family on the worker's engine)")]
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "qwen3_5", "qwen2"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "qwen3_5", "qwen2", "qwen3_vl_moe", "qwen3_5_moe"])
 def test_the_training_job_on_each_family(ray_cluster, family, tmp_path):
     from mrm_ray.model.reward_model import RewardModel
     from mrm_ray.train.launch import prepare_data, resolve_model, run_training

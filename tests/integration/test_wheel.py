@@ -82,7 +82,8 @@ print(json.dumps({"file": mrm_ray.__file__, "unmet": unmet,
     assert str(REPO) not in found["file"] and "site-packages" in found["file"]
     assert found["unmet"] == []
     assert found["configs"] == {"train": ["qwen2_5_vl_32b", "qwen2_5_vl_3b", "qwen2_5_vl_72b", "qwen2_5_vl_7b",
-                                          "qwen3_5_27b", "qwen3_5_9b", "qwen3_vl_2b", "qwen3_vl_32b", "qwen3_vl_4b",
+                                          "qwen3_5_27b", "qwen3_5_35b_a3b", "qwen3_5_9b", "qwen3_vl_235b_a22b",
+                                          "qwen3_vl_2b", "qwen3_vl_30b_a3b", "qwen3_vl_32b", "qwen3_vl_4b",
                                           "qwen3_vl_8b", "tiny"],
                                 "serve": ["cluster", "tiny"], "grpo": ["qwen2_5_vl_3b", "tiny"],
                                 "mixture": ["basereward"]}

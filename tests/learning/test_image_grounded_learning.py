@@ -15,6 +15,8 @@ collapsed. Held-out accuracy on AMD EPYC (2 cores), by `LocalTrainConfig.seed`:
              at 600 steps, 0.50 for seed 2)
   Qwen3-VL   300 steps at 5e-4: 1.0 on seeds 0-4 (at 8e-4 and 250 steps, the schedule before: 0.765, 1.0)
   Qwen3.5    200 steps at 7e-4, warm-up 40: 1.0 on seeds 0-2 (at 1e-3 and 150 steps: 1.0, 0.935, 0.92)
+  Qwen3-VL-MoE  Qwen3-VL's schedule: 1.0, 1.0, 0.99 (seeds 0-2)
+  Qwen3.5-MoE   Qwen3.5's schedule: 1.0, 0.995, 0.85 (seeds 0-2; the test runs seed 0)
   Qwen2, Qwen3 (the text task) 300 steps at 1e-3, warm-up 30: 1.0 on seeds 0-2 (Qwen2 at 3e-3 and 150
              steps: 1.0, 0.74, 0.775)
 The blank-image control at the Qwen2.5-VL schedule: 0.487.
@@ -65,6 +67,8 @@ FAMILY_RUNS = {"qwen2_vl": ("colour", LocalTrainConfig(steps=500, batch_size=16,
                                                        max_grad_norm=0.3, seed=0)),
                "qwen3_vl": ("colour", LocalTrainConfig(steps=300, batch_size=16, lr=5e-4, warmup_steps=20, seed=0)),
                "qwen3_5": ("colour", LocalTrainConfig(steps=200, batch_size=16, lr=7e-4, warmup_steps=40, seed=0)),
+               "qwen3_vl_moe": ("colour", LocalTrainConfig(steps=300, batch_size=16, lr=5e-4, warmup_steps=20, seed=0)),
+               "qwen3_5_moe": ("colour", LocalTrainConfig(steps=200, batch_size=16, lr=7e-4, warmup_steps=40, seed=0)),
                "qwen2": ("colour_text", TEXT_CONFIG), "qwen3": ("colour_text", TEXT_CONFIG)}
 
 

@@ -19,8 +19,15 @@ from mrm_ray.model.families import TINY_FAMILIES
 from mrm_ray.model.tiny import chat_template
 
 CONFIG_CLASS = {"qwen2_vl": "Qwen2VLConfig", "qwen2_5_vl": "Qwen2_5_VLConfig", "qwen3_vl": "Qwen3VLConfig",
-                "qwen3_5": "Qwen3_5Config", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
+                "qwen3_5": "Qwen3_5Config", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config",
+                "qwen3_vl_moe": "Qwen3VLMoeConfig", "qwen3_5_moe": "Qwen3_5MoeConfig"}
 WORDS = "the a red blue shape image shows is there cat dog on table two three left right why".split()
+
+
+def families_layers(model):
+    from mrm_ray.model.families import language_model
+
+    return list(language_model(model.backbone).layers)
 
 
 def _text(rng, lo, hi):
@@ -54,8 +61,13 @@ def test_every_family_is_a_real_checkpoint_of_its_config_class(family):
         assert pre["patch_size"] == FAMILIES[name].tiny.patch_size == encoder.processor.image_processor.patch_size
     else:
         assert not (path / "preprocessor_config.json").exists()
-    if name == "qwen3_5":
+    if name in ("qwen3_5", "qwen3_5_moe"):
         assert config.text_config.layer_types.count("linear_attention") == 3
+    if name.endswith("_moe"):  # every decoder layer's MLP a mixture of 4 experts, 2 routed per token
+        assert (config.text_config.num_experts, config.text_config.num_experts_per_tok) == (4, 2)
+        layers = families_layers(model)
+        assert all(type(layer.mlp).__name__.endswith("SparseMoeBlock") for layer in layers), \
+            [type(layer.mlp).__name__ for layer in layers]
 
 
 def test_prompt_and_response_are_the_templates_own_rendering_of_the_conversation(family):
@@ -64,7 +76,7 @@ def test_prompt_and_response_are_the_templates_own_rendering_of_the_conversation
     whole = encoder.processor.apply_chat_template(
         [*messages, {"role": "assistant", "content": "The square."}], tokenize=False)
     assert whole.startswith(prompt_text(encoder.processor, messages) + "The square." + END_OF_TURN)
-    if name in ("qwen3", "qwen3_5"):  # thinking templates: a final answer follows an empty think block
+    if name in ("qwen3", "qwen3_5", "qwen3_5_moe"):  # thinking templates: a final answer follows an empty think block
         assert prompt_text(encoder.processor, messages).endswith("<think>\n\n</think>\n\n")
 
 

@@ -164,11 +164,12 @@ def test_lora_moves_only_adapters_and_head_and_exports_merged(tiny_checkpoint, e
     torch.testing.assert_close(a[1], b[1], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "qwen3_5", "qwen2", "qwen3"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "qwen3_5", "qwen2", "qwen3", "qwen3_vl_moe", "qwen3_5_moe"])
 def test_every_family_trains_on_the_workers_engine(family, family_checkpoint, one_rank):
     """The worker's ZeRO-2 engine and collate on each family's tiny checkpoint (its image task, or the text task
     for a text-only LM): three optimizer steps move every trainable weight; LoRA finds its projections; a
-    frozen vision tower (none in a text LM) stays. Qwen3.5's batches hold one response per row."""
+    frozen vision tower (none in a text LM) stays; every expert of a mixture-of-experts backbone and its router
+    move. Qwen3.5's batches (and its MoE sibling's) hold one response per row."""
     from mrm_ray.data.collate import PairCollate
     from mrm_ray.data.synthetic import image_grounded_pairs
     from mrm_ray.model.inputs import PairEncoder
@@ -187,7 +188,7 @@ def test_every_family_trains_on_the_workers_engine(family, family_checkpoint, on
     collate = PairCollate(pad_token_id=encoder.pad_token_id, share_prompt=engine.module.shares_prompt)
     for step in range(3):
         batch = collate.pairs(pairs[4 * step:4 * step + 4])
-        assert batch["input_ids"].shape[0] == (8 if family == "qwen3_5" else 4)
+        assert batch["input_ids"].shape[0] == (8 if family.startswith("qwen3_5") else 4)
         train_micro_step(engine, batch, run.loss)
     after = dict(engine.module.named_parameters())
     moved = {n: not torch.equal(after[n].detach(), before[n]) for n in before}

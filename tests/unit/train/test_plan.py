@@ -67,3 +67,32 @@ def test_a_text_only_architecture_has_no_vision_activations(family_checkpoint):
     plan = estimate(arch, TrainConfig(num_workers=1, micro_batch_size=2, global_batch_size=2), gpus=1,
                     tokens_per_pair=100, image_tokens=1280)
     assert plan.activations == 34 * 200 * arch.hidden * arch.layers
+
+
+@pytest.mark.parametrize("name, nominal_active", [("qwen3_vl_30b_a3b", 3), ("qwen3_vl_235b_a22b", 22),
+                                                  ("qwen3_5_35b_a3b", 3)])
+def test_a_mixture_of_experts_counts_every_expert_and_the_share_a_token_runs(arches, name, nominal_active):
+    """Total: every expert (the exact weight-index counts for Qwen3-VL: 31,070,754,032 and 235,670,022,896 with
+    the LM head); active: the routed k of E experts and everything else, near the size the name gives (it counts
+    the vision tower, which the name's figure leaves out)."""
+    from mrm_ray.train.plan import format_plan
+
+    arch = _arch(arches, name)
+    text = published_architecture(name)[1].text
+    assert arch.active < arch.params
+    assert arch.active / 1e9 == pytest.approx(nominal_active, rel=0.25)
+    # what a token skips is exactly the unrouted experts' share of every expert
+    skipped = arch.params - arch.active
+    assert skipped / (1 - text["num_experts_per_tok"] / text["num_experts"]) < arch.params
+    cfg = TrainConfig(num_workers=8, micro_batch_size=1, global_batch_size=128, zero_stage=3)
+    plan = estimate(arch, cfg, gpus=8, tokens_per_pair=4096, image_tokens=1280)
+    assert plan.params == arch.params and plan.active == arch.active
+    assert f"({arch.active / 1e9:.2f}B active per token)" in format_plan(name, plan, gpus=8, gpu_mem_gib=80, train=cfg)
+    dense = _arch(arches, "qwen3_vl_8b")
+    assert dense.active_params == dense.params
+    assert exact_counts().get(name, (arch.params + arch.lm_head)) == arch.params + arch.lm_head
+
+
+def exact_counts() -> dict[str, int]:
+    """Totals counted from the published checkpoints' weight index (safetensors index metadata)."""
+    return {"qwen3_vl_30b_a3b": 31_070_754_032, "qwen3_vl_235b_a22b": 235_670_022_896}
