@@ -71,7 +71,9 @@ def _part(part: Any) -> dict:
 
 def normalize_prompt(prompt: Any, n_images: int) -> list[dict]:
     """Canonical chat messages (list content of {type, text} parts) for a prompt as the normaliser reads it
-    (model/inputs.py: a string is a user turn with its images first, or where its `<image>` markers say)."""
+    (model/inputs.py: a string is a user turn with its images first, or where its `<image>` markers say). A
+    multi-turn prompt keeps every turn (system, user, assistant; images in any user turn) and must not end
+    with the assistant's."""
     if not isinstance(prompt, str):
         if not isinstance(prompt, Sequence) or not prompt:
             raise BadRecord("missing field: prompt")
@@ -85,6 +87,9 @@ def normalize_prompt(prompt: Any, n_images: int) -> list[dict]:
         content = message["content"]
         parts = [_part(content)] if isinstance(content, str) else [_part(p) for p in content]
         messages.append({"role": message.get("role", "user"), "content": parts})
+    if messages[-1]["role"] == "assistant":  # a multi-turn prompt: the responses answer its last (user) turn
+        raise BadRecord(f"bad conversation: the prompt's last turn (of {len(messages)}) is the assistant's; the "
+                        "responses answer the turn before them, so the prompt ends with that turn")
     return messages
 
 

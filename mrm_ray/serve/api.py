@@ -45,7 +45,9 @@ class Message(BaseModel):
 
 class ScoreItem(BaseModel):
     """One prompt with one `response`, or a group: the same prompt with several `responses` (one result
-    each, in order; the prompt and its images are encoded once for all of them)."""
+    each, in order; the prompt and its images are encoded once for all of them). A prompt may be a whole
+    conversation (system, user and assistant turns, images in any user turn); one that ends with the
+    assistant's turn, sent without `response`, scores that last turn given everything before it."""
 
     model_config = ConfigDict(extra="forbid")
     prompt: str | list[Message]
@@ -200,9 +202,36 @@ def prepare_prompt(prompt: str | list[Message], images: list[str], *, field: str
     return messages, decoded
 
 
+def split_conversation(item: ScoreItem, field: str) -> None:
+    """A conversation sent whole (its last turn the assistant's, no `response`): that turn becomes the response
+    scored, the turns before it the prompt. A conversation that ends with the assistant's turn and has a
+    response too, or one that has no response and does not end with the assistant's turn, is refused."""
+    if isinstance(item.prompt, str):
+        return
+    last = len(item.prompt) - 1
+    given = item.response is not None or item.responses is not None
+    if item.prompt and item.prompt[-1].role == "assistant":
+        if given:
+            raise BadInput(f"{field}.prompt[{last}]", "the conversation ends with an assistant turn and a response "
+                                                      "is sent too: leave out `response` to score that turn, or end "
+                                                      "the prompt with the turn the response answers")
+        content = item.prompt[-1].content
+        if not isinstance(content, str) and any(p.type != "text" for p in content):
+            raise BadInput(f"{field}.prompt[{last}].content", "the assistant turn scored is text only")
+        item.response = content if isinstance(content, str) else "".join(p.text or "" for p in content)
+        item.prompt = item.prompt[:-1]
+        if not item.prompt:
+            raise BadInput(f"{field}.prompt", "the conversation has no turn before the assistant turn scored")
+    elif not given:
+        raise BadInput(f"{field}.prompt[{last}]", f"the conversation's last turn is the {item.prompt[-1].role}'s, "
+                                                  "not the assistant's: end it with the assistant turn to score, "
+                                                  "or send `response`")
+
+
 def _check_responses(item: ScoreItem, field: str, limits: Limits) -> None:
     if (item.response is None) == (item.responses is None):
-        raise BadInput(f"{field}.response", "send `response` (one) or `responses` (a group), not both or neither")
+        raise BadInput(f"{field}.response", "send `response` (one) or `responses` (a group), not both or neither; "
+                                            "or send the conversation ending with the assistant turn to score")
     if item.response is not None:
         _check_text(item.response, f"{field}.response", limits)
         return
@@ -224,6 +253,7 @@ def prepare_items(request: ScoreRequest, limits: Limits) -> list[dict]:
         raise BadInput("items", f"{len(request.items)} items, over the limit of {limits.max_items}", status=413)
     out = []
     for i, item in enumerate(request.items):
+        split_conversation(item, f"items[{i}]")
         _check_responses(item, f"items[{i}]", limits)
         prompt, images = prepare_prompt(item.prompt, item.images, field=f"items[{i}]", limits=limits)
         if item.reference is not None:
@@ -237,6 +267,10 @@ def prepare_pairs(request: CompareRequest, limits: Limits) -> list[dict]:
         raise BadInput("pairs", f"{len(request.pairs)} pairs, over the limit of {limits.max_pairs}", status=413)
     out = []
     for i, pair in enumerate(request.pairs):
+        if not isinstance(pair.prompt, str) and pair.prompt and pair.prompt[-1].role == "assistant":
+            raise BadInput(f"pairs[{i}].prompt[{len(pair.prompt) - 1}]", "the conversation ends with an assistant "
+                                                                       "turn: chosen and rejected answer the turn "
+                                                                       "before them, so end it with that turn")
         prompt, images = prepare_prompt(pair.prompt, pair.images, field=f"pairs[{i}]", limits=limits)
         _check_text(pair.chosen, f"pairs[{i}].chosen", limits)
         _check_text(pair.rejected, f"pairs[{i}].rejected", limits)

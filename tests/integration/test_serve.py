@@ -147,6 +147,53 @@ def test_a_group_item_scores_each_response_as_its_own_item(served, offline):
     assert bad.status_code == 422 and "items[0].responses[1]" in bad.text, bad.text
 
 
+def test_multi_turn_conversations_score_as_the_whole_conversation(served, offline, processor):
+    """A conversation with images in two user turns and an assistant turn between them scores, in each form a
+    client sends it (a prompt and a response; the conversation ending with the assistant turn scored; OpenRLHF's
+    chat-templated query; veRL's raw_prompt), as the members score it offline; a conversation that does not end
+    where it should is a 422 naming the turn."""
+    from mrm_ray.rl.verl import compute_score
+
+    def user(text, image):
+        return {"role": "user", "content": [{"type": "image", "image": b64(image)}, {"type": "text", "text": text}]}
+
+    turns = [{"role": "system", "content": "Answer briefly."}, user("What colour is this?", RED),
+             {"role": "assistant", "content": "Red."}, user("And this one?", GREEN)]
+    decoded = [{"role": "system", "content": "Answer briefly."},
+               {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is this?"}]},
+               {"role": "assistant", "content": "Red."},
+               {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "And this one?"}]}]
+    expected = [s.score_items([{"prompt": decoded, "images": [RED, GREEN], "response": "Green."}])[0]
+                for s in offline[:2]]
+    whole = {"prompt": [*turns, {"role": "assistant", "content": "Green."}]}
+    for item in ({"prompt": turns, "response": "Green."}, whole):
+        response = served.post("/v1/score", {"items": [item]})
+        assert response.status_code == 200, response.text
+        assert response.json()["results"][0]["scores"] == pytest.approx(
+            {"tiny-a": expected[0], "tiny-b": expected[1]}, abs=1e-4)
+    for bad, field in (({**whole, "response": "Green."}, "items[0].prompt[4]"),
+                       ({"prompt": turns}, "items[0].prompt[3]")):
+        refused = served.post("/v1/score", {"items": [bad]})
+        assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
+    refused = served.post("/v1/compare", {"pairs": [{"prompt": whole["prompt"], "chosen": "a", "rejected": "b"}]})
+    assert refused.status_code == 422 and refused.json()["field"] == "pairs[0].prompt[4]", refused.text
+
+    # OpenRLHF: the multi-turn conversation its chat template wrote, as one query (text turns)
+    text_turns = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Red."},
+                  {"role": "user", "content": "Another one?"}]
+    query = processor.apply_chat_template([*text_turns, {"role": "assistant", "content": "Blue."}], tokenize=False)
+    prompt = processor.apply_chat_template(text_turns, tokenize=False, add_generation_prompt=True)
+    got = served.post("/get_reward", {"query": [query], "prompts": [prompt]})
+    assert got.status_code == 200, got.text
+    want = sum(s.score_items([{"prompt": text_turns, "images": [], "response": "Blue."}])[0] for s in offline[:2]) / 2
+    assert got.json()["rewards"][0] == pytest.approx(want, abs=1e-4)
+
+    # veRL: the multi-turn chat its agent loop puts under extra_info["raw_prompt"]
+    out = compute_score(data_source="vqa", solution_str="Green.", ground_truth=None, extra_info={"raw_prompt": turns},
+                        url=served.url, token=TOKEN, reward="model")
+    assert out["model_reward"] == pytest.approx(sum(expected) / 2, abs=1e-4)
+
+
 def test_openrlhf_protocol_and_hybrid_reward(served, offline):
     prompts = ["Q: What is 2+2? A:", "Q: Name a colour. A:"]
     payload = {"query": [prompts[0] + " \\boxed{4}", prompts[1] + " blue"], "prompts": prompts, "labels": ["4", "red"]}

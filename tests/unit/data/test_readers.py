@@ -455,3 +455,31 @@ def test_importing_the_readers_does_not_import_datasets():
     code = "import sys, mrm_ray.data.readers; print('datasets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_chat_messages_keep_multi_turn_conversations_and_quarantine_one_ending_with_the_assistant(tmp_path):
+    """Images in two user turns and an assistant turn between them are kept, in order; a prompt whose last turn is
+    the assistant's is set aside (the pair answers the turn before it), and the records around it are kept."""
+    from mrm_ray.data.readers.chat_messages import read_chat_messages
+
+    _images(tmp_path / "img")
+
+    def user(text, image):
+        return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}},
+                                            {"type": "text", "text": text}]}
+
+    turns = [{"role": "system", "content": "Be brief."}, user("What colour?", "red.png"),
+             {"role": "assistant", "content": [{"type": "text", "text": "Red."}]}, user("And now?", "blue.png")]
+    data = _jsonl(tmp_path / "img" / "chat.jsonl", [
+        {"id": "multi", "prompt": turns, "chosen": "Blue.", "rejected": "Red."},
+        {"id": "ends", "prompt": turns[:3], "chosen": "Blue.", "rejected": "Red."},
+        {"id": "single", "prompt": [user("Which?", "red.png")], "chosen": "Red.", "rejected": "Blue."}])
+    rows, bad = _split(read_chat_messages(data))
+    assert [r["id"] for r in rows] == ["multi", "single"]
+    assert rows[0]["prompt"] == [{"role": "system", "content": [_t("Be brief.")]},
+                                 {"role": "user", "content": [IMG, _t("What colour?")]},
+                                 {"role": "assistant", "content": [_t("Red.")]},
+                                 {"role": "user", "content": [IMG, _t("And now?")]}]
+    assert rows[0]["images"] == [RED, BLUE]
+    assert list(bad) == ["chat.jsonl:2"] and bad["chat.jsonl:2"].startswith(
+        "bad conversation: the prompt's last turn (of 3) is the assistant's")

@@ -80,6 +80,38 @@ def test_prompt_and_response_are_the_templates_own_rendering_of_the_conversation
         assert prompt_text(encoder.processor, messages).endswith("<think>\n\n</think>\n\n")
 
 
+def test_a_multi_turn_conversation_is_the_processors_own_rendering_of_it(family):
+    """System, a user turn with an image, the assistant's answer, a second user turn with another image: the prompt
+    and each response are token for token the processor's rendering of the whole conversation (images expanded),
+    up to the end of turn the reward is read at, and the responses share the conversation's encoding."""
+    import numpy as np
+
+    from mrm_ray.model.inputs import load_image
+
+    name, _, model, encoder = family
+    rng = random.Random(f"turns-{name}")
+    images = [noise_png(rng), noise_png(rng)] if model.family.vision else []
+    shown = [{"type": "image"}] if images else []
+    messages = [{"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": [*shown, {"type": "text", "text": "What colour is the first shape?"}]},
+                {"role": "assistant", "content": "It is red."},
+                {"role": "user", "content": [*shown, {"type": "text", "text": "And the second one?"}]}]
+    responses = ["Blue, unlike the first.", "Also red."]
+    (group,), landed = encoder.encode_groups(messages, images, responses)
+    assert landed == [(0, 0), (0, 1)]  # one group: the conversation encoded once for both responses
+    for response, ids in zip(responses, group["responses"]):
+        whole = encoder.processor.apply_chat_template(
+            [*messages, {"role": "assistant", "content": response}], tokenize=False)
+        expected = encoder.processor(text=[whole], images=[load_image(i) for i in images] or None,
+                                     return_tensors="np")["input_ids"][0]
+        ours = np.concatenate([group["prompt_ids"], ids])
+        assert ours.tolist() == expected[:len(ours)].tolist()
+        assert encoder.tokenizer.decode(expected[len(ours):]).strip() == ""  # only the template's closing newline
+        assert ours[-1] == encoder.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    if images:
+        assert len(group["image_grid_thw"]) == 2
+
+
 def test_packed_groups_equal_each_response_alone(family):
     """Rewards and every parameter's gradient, several groups per row, against one padded row per response."""
     name, _, model, encoder = family
