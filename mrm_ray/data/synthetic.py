@@ -86,7 +86,35 @@ def text_colour_pair(rng: random.Random, *, size: int = 112, blank: bool = False
     }
 
 
-TASKS = {"colour": colour_pair, "count": count_pair, "colour_text": text_colour_pair}
+ORDER_QUESTION = "Which way does the shape move in the video?"
+
+
+def frame_order_pair(rng: random.Random, *, size: int = 112, blank: bool = False, frames: int = 4) -> dict:
+    """One pair about a video (`videos`: one ordered list of frames) of a shape crossing the picture: chosen names
+    the way it moves, rejected the other way. Every frame set appears both ways across pairs, so only the frames'
+    order tells the answer; `blank` shuffles the frames (no order to see)."""
+    from PIL import Image, ImageDraw
+
+    colour = COLOURS[rng.choice(sorted(COLOURS))]
+    s = size // 4
+    y = rng.randint(0, size - s)
+    xs = [round(i * (size - s) / (frames - 1)) for i in range(frames)]
+    images = []
+    for x in xs:
+        image = Image.new("RGB", (size, size), (245, 245, 245))
+        ImageDraw.Draw(image).rectangle([x, y, x + s, y + s], fill=colour)
+        images.append(_png(image))
+    right = rng.random() < 0.5
+    if not right:
+        images.reverse()
+    if blank:
+        rng.shuffle(images)
+    truth, other = ("right", "left") if right else ("left", "right")
+    return {"prompt": ORDER_QUESTION, "images": [], "videos": [images],
+            "chosen": f"It moves to the {truth}.", "rejected": f"It moves to the {other}."}
+
+
+TASKS = {"colour": colour_pair, "count": count_pair, "colour_text": text_colour_pair, "frame_order": frame_order_pair}
 
 
 def image_grounded_pairs(n: int, *, seed: int = 0, task: str = "colour", blank: bool = False,

@@ -12,6 +12,9 @@ through these:
 - `<image>` markers in text (LLaMA-Factory, veRL, MMRB2's responses): `split_markers`, `marker_parts`.
 - `as_messages`: a prompt (text, or chat messages with parts or markers) as chat messages whose
   image parts are `{"type": "image"}`, one per image given; `response_text`: a response's text.
+- videos: `video_frames` checks a video's frames (an ordered list of images), `frames_as_images` gives each
+  video to the model as its frames in order, each an image, where the video is (the frames route,
+  `VIDEO_ROUTE`: the same records score on every machine, torchvision or not);
 - `PairEncoder`: a prompt and K responses as model-ready features (the prompt once), and
   `count_prompt_tokens`: the prompt's length from its images' sizes alone, through the same rendering,
   so the data pipeline's light pass decides truncation exactly as its encoder does (model/truncation.py).
@@ -215,6 +218,89 @@ def as_messages(prompt: str | Sequence[Mapping], n_images: int) -> list[dict]:
     if found != n_images:
         raise InvalidInput(f"image mismatch: {found} image placeholders, {n_images} images")
     return messages
+
+
+# ------------------------------------------------------------------------------ videos
+VIDEO_ROUTE = "frames"  # how videos reach the model on this build: each frame an image, in order (see below)
+MAX_VIDEO_FRAMES = 16  # frames a video may have (a frame folder is sampled down to it, evenly)
+
+
+def is_video_part(part: Any) -> bool:
+    return isinstance(part, Mapping) and part.get("type") == "video"
+
+
+def sample_frames(frames: Sequence[Any], max_frames: int = MAX_VIDEO_FRAMES) -> list[Any]:
+    """At most `max_frames` of a video's frames, evenly spaced from the first to the last, in order."""
+    if len(frames) <= max_frames:
+        return list(frames)
+    return [frames[round(i * (len(frames) - 1) / (max_frames - 1))] for i in range(max_frames)]
+
+
+def video_frames(frames: Sequence[Any], *, max_frames: int = MAX_VIDEO_FRAMES,
+                 root: str | Path | None = None) -> list[bytes]:
+    """A video's frames as encoded image bytes, in order (each read as `image_bytes` reads an image), checked: at
+    least one, at most `max_frames`, all of one size. InvalidInput with the reason otherwise."""
+    from PIL import Image
+
+    if not frames:
+        raise InvalidInput("empty video: no frames")
+    if len(frames) > max_frames:
+        raise InvalidInput(f"too many frames: a video of {len(frames)} frames, over the limit of {max_frames}")
+    data = [image_bytes(f, root=root) for f in frames]
+    sizes = set()
+    for d in data:
+        try:
+            sizes.add(Image.open(io.BytesIO(d)).size)
+        except Exception:
+            raise InvalidInput("corrupt image: a video frame cannot be read") from None
+    if len(sizes) > 1:
+        raise InvalidInput(f"frames of different sizes in one video: {sorted(sizes)}")
+    return data
+
+
+def frames_as_images(prompt: str | Sequence[Mapping], images: Sequence[Any], videos: Sequence[Sequence[Any]]
+                     ) -> tuple[str | list[dict], list[Any]]:
+    """The frames route (`VIDEO_ROUTE`): each video given as its frames in order, each an image part where the
+    video is (a `{"type": "video"}` part; in a text prompt, the videos go after its images, before the text).
+    Returns the prompt (chat messages when there is a video) and every image in the order the parts take them.
+    A prompt with no video comes back as it was."""
+    if not videos and (isinstance(prompt, str) or not any(
+            is_video_part(p) for m in prompt if isinstance(m.get("content"), list) for p in m["content"])):
+        return prompt, list(images)
+    if isinstance(prompt, str):
+        messages = as_messages(prompt, len(images))
+        content = messages[0]["content"]
+        at = sum(is_image_part(p) for p in content) if not (len(images) and IMAGE_MARKER in prompt) else len(content)
+        messages[0]["content"] = content[:at] + [{"type": "video"} for _ in videos] + content[at:]
+        prompt = messages
+    pending_images, pending_videos = list(images), list(videos)
+    out_messages, out_images = [], []
+    for message in prompt:
+        content = message.get("content")
+        if not isinstance(content, list):
+            out_messages.append(dict(message))
+            continue
+        parts = []
+        for part in content:
+            if is_video_part(part):
+                if not pending_videos:
+                    raise InvalidInput("video mismatch: more video parts than videos")
+                frames = pending_videos.pop(0)
+                parts += [{"type": "image"} for _ in frames]
+                out_images += list(frames)
+            else:
+                if is_image_part(part):
+                    if not pending_images:
+                        raise InvalidInput("image mismatch: more image placeholders than images")
+                    out_images.append(pending_images.pop(0))
+                    part = {"type": "image"}
+                parts.append(part)
+        out_messages.append({**message, "content": parts})
+    if pending_videos:
+        raise InvalidInput(f"video mismatch: {len(pending_videos)} video(s) have no video part in the prompt")
+    if pending_images:
+        raise InvalidInput(f"image mismatch: {len(pending_images)} image(s) have no image placeholder")
+    return out_messages, out_images
 
 
 _REPLY = "\ue000"  # a private-use character standing for the reply while the template renders it
