@@ -61,6 +61,9 @@ def markdown(report: dict) -> str:
         if "message" in bench:
             lines += ["", f"**Nothing scored.** {bench['message']}"]
             continue
+        for route, n in bench.get("video_routes", {}).items():
+            lines += ["", f"{n} video pairs scored on the {route} route (each video given as its frames, in order, "
+                          "each an image; model/inputs.py)."]
         if bench["counts"]["stand_in_images"]:
             lines += ["", f"**{bench['counts']['stand_in_images']} {STAND_IN}**"]
         keys = bench["headline"] + categories(bench)

@@ -138,6 +138,9 @@ def _section(name: str, bench: dict) -> str:
         return "".join(out)
     if counts["stand_in_images"]:
         out.append(f'<div class="flag stand-in"><b>{counts["stand_in_images"]} {escape(STAND_IN)}</b></div>')
+    for route, n in bench.get("video_routes", {}).items():
+        out.append(f'<div class="flag video-route" data-route="{escape(route)}"><b>{n} video pairs</b> scored on the '
+                   f'{escape(route)} route: each video as its frames, in order, each an image</div>')
     if counts["not_supported"]:
         reasons = "; ".join(f"{r} ({n})" for r, n in bench["not_supported_reasons"].items())
         out.append(f'<div class="flag not-supported"><b>{counts["not_supported"]} rows not supported</b>, left out: '

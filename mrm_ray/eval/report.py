@@ -120,7 +120,8 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
     index = {r["id"]: i for i, r in enumerate(every)}
     table = {"benchmark": [r["id"].split("/", 1)[0] for r in every], "id": [r["id"].split("/", 1)[1] for r in every],
              "group_id": [r.get("group_id") for r in every], "category": [r.get("category") for r in every],
-             "stand_in": [bool(r.get("stand_in")) for r in every]}
+             "stand_in": [bool(r.get("stand_in")) for r in every],
+             "route": [r.get("route") for r in every]}  # how a video pair's video reached the model (frames)
     for n in names:
         table[f"{n}/chosen"], table[f"{n}/rejected"] = scores[n]["chosen"], scores[n]["rejected"]
         table[f"{n}/error"] = scores[n]["errors"]
@@ -158,7 +159,9 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
             "counts": {"read": len(rows) + len(data["bad"]) + len(data["unsupported"]), "scored": int(keep.sum()),
                        "bad_rows": len(data["bad"]), "not_supported": len(data["unsupported"]),
                        "unscorable": int((~keep).sum()),
-                       "stand_in_images": sum(bool(r.get("stand_in")) for r in kept)},
+                       "stand_in_images": sum(bool(r.get("stand_in")) for r in kept),
+                       "videos": sum(bool(r.get("route")) for r in kept)},
+            "video_routes": dict(Counter(r["route"] for r in kept if r.get("route"))),
             "bad_reasons": dict(Counter(reason_kind(b.reason) for b in data["bad"])),
             "not_supported_reasons": dict(Counter(b.reason for b in data["unsupported"])),
             "unscorable_reasons": dict(failed), "bad_examples": [_example(b) for b in data["bad"][:20]],

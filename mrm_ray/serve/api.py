@@ -31,7 +31,7 @@ class ContentPart(BaseModel):
     """A chat content part: text, an image placeholder (filled from `images`), or an inline image."""
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["text", "image", "image_url"]
+    type: Literal["text", "image", "image_url", "video"]  # video: a placeholder, filled from `videos`
     text: str | None = None
     image: str | None = None  # base64 or a data: URL
     image_url: str | dict[str, Any] | None = None  # OpenAI style: {"url": "data:image/png;base64,..."}
@@ -54,6 +54,9 @@ class ScoreItem(BaseModel):
     response: str | None = None
     responses: list[str] | None = Field(None, description="a group: several responses to this prompt")
     images: list[str] = Field(default_factory=list, description="base64 or data: URLs, one per image placeholder")
+    videos: list[list[str]] = Field(default_factory=list, description="each an ordered list of frames (base64 or "
+                                    "data: URLs, one size), one per video placeholder or before a string prompt's "
+                                    "text")
     reference: str | None = Field(None, description="reference answer for reward='hybrid'")
 
     def texts(self) -> list[str]:
@@ -82,6 +85,7 @@ class ComparePair(BaseModel):
     chosen: str
     rejected: str
     images: list[str] = Field(default_factory=list)
+    videos: list[list[str]] = Field(default_factory=list, description="each an ordered list of frames")
 
 
 class CompareRequest(Aggregation):
@@ -157,9 +161,43 @@ def _check_text(text: str, field: str, limits: Limits) -> None:
                        status=413)
 
 
+def prepare_videos(videos: list[list[str]], *, field: str, limits: Limits) -> list[list[bytes]]:
+    """Each video's frames decoded and checked (model/inputs.py's `video_frames`: some, not too many, one size)."""
+    from mrm_ray.model.inputs import InvalidInput, video_frames
+
+    if len(videos) > limits.max_videos_per_item:
+        raise BadInput(f"{field}.videos", f"{len(videos)} videos, over the limit of {limits.max_videos_per_item}",
+                       status=413)
+    out = []
+    for v, frames in enumerate(videos):
+        if len(frames) > limits.max_video_frames:
+            raise BadInput(f"{field}.videos[{v}]", f"{len(frames)} frames, over the limit of "
+                                                  f"{limits.max_video_frames}", status=413)
+        decoded = [decode_image(f, field=f"{field}.videos[{v}][{k}]", limits=limits) for k, f in enumerate(frames)]
+        try:
+            out.append(video_frames(decoded, max_frames=limits.max_video_frames))
+        except InvalidInput as exc:
+            raise BadInput(f"{field}.videos[{v}]", exc.reason) from None
+    return out
+
+
+def prepare_media(prompt: str | list[Message], images: list[str], videos: list[list[str]], *, field: str,
+                  limits: Limits) -> tuple[Any, list[bytes]]:
+    """The prompt and its images for the members: videos given as their frames in order, each an image where
+    the video is (the frames route, model/inputs.py)."""
+    from mrm_ray.model.inputs import InvalidInput, frames_as_images
+
+    messages, decoded = prepare_prompt(prompt, images, field=field, limits=limits)
+    frames = prepare_videos(videos, field=field, limits=limits)
+    try:
+        return frames_as_images(messages, decoded, frames)
+    except InvalidInput as exc:
+        raise BadInput(f"{field}.videos", exc.reason) from None
+
+
 def prepare_prompt(prompt: str | list[Message], images: list[str], *, field: str,
                    limits: Limits) -> tuple[Any, list[bytes]]:
-    """(prompt as text or plain chat messages with image placeholders, decoded images in order)."""
+    """(prompt as text or plain chat messages with image (and video) placeholders, decoded images in order)."""
     inline = 0 if isinstance(prompt, str) else sum(
         isinstance(m.content, list) and sum(p.type != "text" and (p.image or p.image_url) is not None
                                             for p in m.content) for m in prompt)
@@ -180,6 +218,9 @@ def prepare_prompt(prompt: str | list[Message], images: list[str], *, field: str
         parts = []
         for p, part in enumerate(message.content):
             at = f"{where}.content[{p}]"
+            if part.type == "video":  # filled from `videos` (prepare_media)
+                parts.append({"type": "video"})
+                continue
             if part.type == "text":
                 if part.text is None:
                     raise BadInput(f"{at}.text", "a text part needs 'text'")
@@ -255,7 +296,7 @@ def prepare_items(request: ScoreRequest, limits: Limits) -> list[dict]:
     for i, item in enumerate(request.items):
         split_conversation(item, f"items[{i}]")
         _check_responses(item, f"items[{i}]", limits)
-        prompt, images = prepare_prompt(item.prompt, item.images, field=f"items[{i}]", limits=limits)
+        prompt, images = prepare_media(item.prompt, item.images, item.videos, field=f"items[{i}]", limits=limits)
         if item.reference is not None:
             _check_text(item.reference, f"items[{i}].reference", limits)
         out.append({"prompt": prompt, "images": images, "responses": item.texts()})
@@ -271,7 +312,7 @@ def prepare_pairs(request: CompareRequest, limits: Limits) -> list[dict]:
             raise BadInput(f"pairs[{i}].prompt[{len(pair.prompt) - 1}]", "the conversation ends with an assistant "
                                                                        "turn: chosen and rejected answer the turn "
                                                                        "before them, so end it with that turn")
-        prompt, images = prepare_prompt(pair.prompt, pair.images, field=f"pairs[{i}]", limits=limits)
+        prompt, images = prepare_media(pair.prompt, pair.images, pair.videos, field=f"pairs[{i}]", limits=limits)
         _check_text(pair.chosen, f"pairs[{i}].chosen", limits)
         _check_text(pair.rejected, f"pairs[{i}].rejected", limits)
         out.append({"prompt": prompt, "images": images, "chosen": pair.chosen, "rejected": pair.rejected})

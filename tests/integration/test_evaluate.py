@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mrm_ray.data.quarantine import Rejected
-from mrm_ray.data.readers.benchmarks import VIDEO
+from mrm_ray.data.readers.benchmarks import VIDEO_FILE
 from mrm_ray.data.schema import PAIR_SCHEMA, to_chat_messages
 from mrm_ray.eval import metrics
 from mrm_ray.eval.benchmarks import read_benchmark
@@ -78,24 +78,26 @@ def test_evaluate_job_on_real_benchmarks_with_stand_in_images(ray_head, fitted, 
         "jobs/evaluate.py", "--ensemble", str(fitted), "--bench", f"mm_rlhf={mm_rlhf}",
         "--bench", f"vl_rewardbench={bench / 'vl_rewardbench_pairs.jsonl'}",
         "--stand-in-images", str(shared_data / "real-images"), "--out", f"{bucket}/report",
-        "--limit", "150", timeout=900)  # all of MM-RLHF's 145 image pairs, VL-RewardBench's first 150 (CI time)
+        "--limit", "170", timeout=900)  # all of MM-RLHF's 170 pairs (25 of them videos), VL-RewardBench's first 170
     log = result.stdout + result.stderr
     assert job_status(log) == "SUCCEEDED", log[-4000:]
     assert f"report: {bucket}/report/report.json, {bucket}/report/report.md, {bucket}/report/report.html, " in log
-    assert "MM-RLHF-RewardBench (mm_rlhf): 145 of 170 pairs scored, 145 with stand-in images" in log
+    assert "MM-RLHF-RewardBench (mm_rlhf): 170 of 170 pairs scored, 170 with stand-in images" in log
     assert "  paper: BaseReward ensemble" in log  # the headline summary, next to the paper's numbers
     out = storage.local_copy(f"{bucket}/report")
     report = json.loads((out / "report.json").read_text())
     mm, vl = report["benchmarks"]["mm_rlhf"], report["benchmarks"]["vl_rewardbench"]
-    # MM-RLHF: the 25 video rows are not supported, visibly out of the denominators
-    assert mm["counts"] == {"read": 170, "scored": 145, "bad_rows": 0, "not_supported": 25, "unscorable": 0,
-                            "stand_in_images": 145}
-    assert mm["bad_reasons"] == {} and mm["not_supported_reasons"] == {f"not supported: {VIDEO}": 25}
-    assert vl["counts"]["scored"] == 150 and vl["results"]["a"]["published_sizes_met"] is False  # a subset
-    assert sum(vl["results"]["a"]["counts"].get(c, 0) for c in ("general", "hallucination", "reasoning")) == 150
+    # MM-RLHF: the 25 video rows scored on the frames route (stand-in frames here), counted in Acc / Acc+
+    assert mm["counts"] == {"read": 170, "scored": 170, "bad_rows": 0, "not_supported": 0, "unscorable": 0,
+                            "stand_in_images": 170, "videos": 25}
+    assert mm["bad_reasons"] == {} and mm["not_supported_reasons"] == {} and mm["video_routes"] == {"frames": 25}
+    assert mm["results"]["a"]["counts"]["video"] == 25
+    assert vl["counts"]["scored"] == 170 and vl["results"]["a"]["published_sizes_met"] is False  # a subset
+    assert sum(vl["results"]["a"]["counts"].get(c, 0) for c in ("general", "hallucination", "reasoning")) == 170
     assert set(vl["results"]) == {"a", "b", *ENSEMBLE_ROWS, "ensemble.yaml (accuracy_weighted)"}
     markdown = (out / "report.md").read_text()
-    assert "145 pairs were scored with stand-in images" in markdown and "| ensemble: mean |" in markdown
+    assert "170 pairs were scored with stand-in images" in markdown and "| ensemble: mean |" in markdown
+    assert "25 video pairs scored on the frames route" in markdown
 
     # every metric follows from the per-pair scores, which equal the members scored in this process
     pairs = pq.read_table(out / "scores.parquet").to_pandas()
@@ -109,8 +111,10 @@ def test_evaluate_job_on_real_benchmarks_with_stand_in_images(ray_head, fitted, 
     assert mm["results"]["ensemble: mean"]["Acc"] == pytest.approx(mean_ok.mean())
     # the fitted ensemble routes image pairs to member a alone: its accuracy is a's
     assert mm["results"]["ensemble.yaml (accuracy_weighted)"]["Acc"] == pytest.approx(expected["Acc"])
-    rows = [r for r in read_benchmark("mm_rlhf", bench / "mm_rlhf_reward_bench.jsonl",
-                                      stand_in_images=shared_data / "real-images") if not isinstance(r, Rejected)][:4]
+    good = [r for r in read_benchmark("mm_rlhf", bench / "mm_rlhf_reward_bench.jsonl",
+                                      stand_in_images=shared_data / "real-images") if not isinstance(r, Rejected)]
+    rows = good[:4] + [r for r in good if r.get("route")][:1]  # four image pairs and a video pair (its frames)
+    assert (mm_pairs.route == "frames").sum() == 25 and mm_pairs.route.isna().sum() == 145
     offline = Scorer(str(reward_checkpoints[1])).score_pairs([{**r, "prompt": to_chat_messages(r["prompt"])}
                                                              for r in rows])
     by_id = mm_pairs.set_index("id")
@@ -142,7 +146,7 @@ def _mmrb2_file(folder):
 
 def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, reward_checkpoints, shared_data,
                                                                tmp_path):
-    """One run: MM-RLHF (stand-in images, video rows not supported), MMRB2 (images inside responses), a file
+    """One run: MM-RLHF (stand-in images and frames), MMRB2 (images inside responses), a file
     whose every record is bad and a path that does not exist. The page is rendered in a real headless
     browser and the numbers it shows are read back."""
     from PIL import Image
@@ -154,7 +158,15 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
 
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": "a"}\n{"id": "b", "prompt": "p", "chosen": "c"}\n{not json\n')
-    bench = {"mm_rlhf": str(shared_data / "benchmarks" / "mm_rlhf_reward_bench.jsonl"),
+    # MM-RLHF's first 11 image rows after a video row (its frames missing here: stand-in frames) and a video
+    # given as a file (not supported: frames are read from folders)
+    lines = (shared_data / "benchmarks" / "mm_rlhf_reward_bench.jsonl").read_text().splitlines()
+    video = next(json.loads(line) for line in lines if json.loads(line).get("video"))
+    (tmp_path / "mm" / "video").mkdir(parents=True)
+    (tmp_path / "mm" / "video" / "clip.mp4").write_bytes(b"\0\0\0\x18ftypmp42")
+    (tmp_path / "mm" / "bench.jsonl").write_text("\n".join(
+        [json.dumps(video), json.dumps({**video, "id": "file_1", "video": "video/clip.mp4"}), *lines[:11]]) + "\n")
+    bench = {"mm_rlhf": str(tmp_path / "mm" / "bench.jsonl"),
              "mmrb2": str(_mmrb2_file(tmp_path / "mmrb2")), "vl_rewardbench": str(broken),
              "multimodal_rewardbench": str(tmp_path / "absent" / "all_data.json")}
     members = {"a": str(reward_checkpoints[0]), "b": str(reward_checkpoints[1])}
@@ -162,8 +174,9 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
                         tracking=tracking_config(tmp_path / "trackers"))
     report, table = evaluate(config)
     benches = report["benchmarks"]
-    assert benches["mm_rlhf"]["counts"] == {"read": 12 + 25, "scored": 12, "bad_rows": 0, "not_supported": 25,
-                                            "unscorable": 0, "stand_in_images": 12}
+    assert benches["mm_rlhf"]["counts"] == {"read": 13, "scored": 12, "bad_rows": 0, "not_supported": 1,
+                                            "unscorable": 0, "stand_in_images": 12, "videos": 1}
+    assert list(benches["mm_rlhf"]["not_supported_reasons"]) == [f"not supported: {VIDEO_FILE}"]
     assert "message" not in benches["mm_rlhf"] and "message" not in benches["mmrb2"]
     assert benches["vl_rewardbench"]["results"] == {} and benches["vl_rewardbench"]["message"] == (
         f"vl_rewardbench ({broken}): nothing readable: 3 bad, 0 not supported and 0 unscorable records: "
@@ -256,6 +269,7 @@ def test_report_page_mmrb2_and_benchmarks_with_nothing_readable(ray_cluster, rew
     assert page.values[("td", "number", "mm_rlhf", "paper: BaseReward", "Acc")] == "91.76"
     assert page.classes.count("stand-in") == 1  # MM-RLHF's flag (MMRB2's images are all there)
     assert page.classes.count("nothing") == 2 and page.classes.count("not-supported") == 1
+    assert page.classes.count("video-route") == 1  # MM-RLHF's video pair, on the frames route
     picture = Image.open(screenshot).convert("RGB")
     assert len(picture.getcolors(1 << 20)) > 50  # drawn, not a blank page
 

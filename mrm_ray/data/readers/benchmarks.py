@@ -14,8 +14,10 @@ rows seen with that id.
   id's first word before `_` or `-`, RLAIF / RLHF / hallucination (POVID) = hallucination,
   mathverse / mmmu = reasoning, the rest general (183 / 749 / 318).
 - MM-RLHF-RewardBench (yifanzhang114/MM-RLHF-RewardBench, `mm_reward_bench.jsonl` or its
-  Parquet): `id`, `image` or `video`, `prompt`, `chosen`, `rejected`. Video pairs (a folder of
-  frames) are reported, row by row, as not supported (`VIDEO` says why).
+  Parquet): `id`, `image` or `video`, `prompt`, `chosen`, `rejected`. A video (a folder of frames) is read
+  on the frames route (model/inputs.py: its frames in order, each an image, before the question; the row
+  says `route: frames`), sampled evenly to at most 16 frames; a video file is not decoded (not supported,
+  saying how to make its frames).
 - Multimodal RewardBench (`all_data.json`: `ID`, `Text`, `Image`, `Output1`, `Output2`,
   `Better`, `Category`).
 - Multimodal RewardBench 2 (facebookresearch/MMRB2): see `read_mmrb2`.
@@ -38,14 +40,18 @@ from typing import Any
 from mrm_ray.data.quarantine import BadRecord, NotSupported, Rejected
 from mrm_ray.data.readers.base import guarded, iter_dataset_rows
 from mrm_ray.data.schema import canonical_pair
-from mrm_ray.model.inputs import IMAGE_MARKER, file_under, image_reference
+from mrm_ray.model.inputs import (IMAGE_MARKER, VIDEO_ROUTE, file_under, frames_as_images, image_reference,
+                                  sample_frames, video_frames)
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 MM_RLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")
 # VL-RewardBench's official categorisation: the id's first word, matched case-insensitively
 VL_REWARDBENCH_WORDS = {"hallucination": ("rlaif", "rlhf", "hallucination"), "reasoning": ("mathverse", "mmmu")}
 MMRB2_TASKS = ("t2i", "edit", "interleaved", "reasoning")
-VIDEO = ("video pair (frames are not read: the packed forward takes images only, and the backbone's video "
-         "processor needs torchvision, which does not install beside the CPU torch)")
+VIDEO_FILE = ("video file (videos are read as folders of frames: decode it to frames first, e.g. "
+              "`ffmpeg -i clip.mp4 -vf fps=2 clip/%04d.jpg`)")
+STAND_IN_FRAMES = 4  # frames of a stand-in video: one stand-in photograph, repeated (smoke runs only)
 
 
 def mm_rlhf_category(media: str) -> str:
@@ -93,6 +99,23 @@ class Media:
             raise BadRecord(f"missing image: {image}")
         self.used_stand_in = True
         return self.stand_ins[zlib.crc32(image.encode()) % len(self.stand_ins)].read_bytes()
+
+    def video(self, folder: Any) -> list[bytes]:
+        """A video's frames: the images of a folder under the root (or its `images/`), in name order, sampled
+        evenly down to `MAX_VIDEO_FRAMES`; else a stand-in photograph as `STAND_IN_FRAMES` frames where the
+        caller gave stand-ins. A video file is not decoded (NotSupported, saying how to make frames)."""
+        if not isinstance(folder, str) or not folder:
+            raise BadRecord("missing video: no folder name")
+        for candidate in (file_under(self.root, folder), file_under(self.root / "images", folder)):
+            if candidate.is_file():
+                raise NotSupported(VIDEO_FILE)
+            if candidate.is_dir():
+                frames = sorted(p for p in candidate.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+                return video_frames([p.read_bytes() for p in sample_frames(frames)])
+        if not self.stand_ins:
+            raise BadRecord(f"missing video: {folder}")
+        self.used_stand_in = True
+        return [self.stand_ins[zlib.crc32(folder.encode()) % len(self.stand_ins)].read_bytes()] * STAND_IN_FRAMES
 
 
 def _rows(path: str | Path, *, source: str | None, split: str, patterns: tuple[str, ...],
@@ -155,8 +178,12 @@ def read_vl_rewardbench(path: str | Path, *, source: str | None = None, image_ro
 
 def _mm_rlhf_pair(row: dict, k: int, media: Media, source: str, position: str) -> dict:
     group_id = str(row["id"])
-    if row.get("video") is not None:
-        raise NotSupported(VIDEO)
+    if row.get("video") is not None:  # the frames route: the video's frames, in order, before the question
+        prompt, frames = frames_as_images(row.get("prompt") or "", [], [media.video(row["video"])])
+        pair = _benchmark_pair(group_id=group_id, k=k, category=mm_rlhf_category(str(row["video"])), source=source,
+                               position=position, prompt=prompt, images=frames, chosen=row.get("chosen"),
+                               rejected=row.get("rejected"))
+        return {**pair, "route": VIDEO_ROUTE}
     return _benchmark_pair(group_id=group_id, k=k, category=mm_rlhf_category(str(row.get("image") or "")),
                            source=source, position=position, prompt=row.get("prompt"), images=[media(row["image"])],
                            chosen=row.get("chosen"), rejected=row.get("rejected"))

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mrm_ray.data.quarantine import Rejected
-from mrm_ray.data.readers.benchmarks import (VIDEO, read_mmrb2, read_vl_rewardbench,
+from mrm_ray.data.readers.benchmarks import (read_mmrb2, read_vl_rewardbench,
                                              vl_rewardbench_category)
 from mrm_ray.eval.benchmarks import read_benchmark
 
@@ -123,10 +123,12 @@ def test_vl_rewardbench_official_categories():
 # ---------------------------------------------------------------- MM-RLHF-RewardBench
 def test_mm_rlhf_hub_repository_jsonl_and_parquet(tmp_path):
     """The hub repository: `mm_reward_bench.jsonl` at the top, media under `images/`, and the same records in
-    `data/train-00000-of-00001.parquet`; video pairs (folders of frames) are not supported, row by row."""
+    `data/train-00000-of-00001.parquet`; a video pair (a folder of frames) is read on the frames route: its frames,
+    in name order, before the question, each an image."""
     repo = tmp_path / "MM-RLHF-RewardBench"
     _write(repo / "images" / "mcq" / "073712.png", RED)
     _write(repo / "images" / "safety" / "img_1.jpg", BLUE)
+    _write(repo / "images" / "video" / "v_scene" / "c01_0002.jpeg", BLUE)
     _write(repo / "images" / "video" / "v_scene" / "c01_0001.jpeg", GREEN)
     records = [{"id": "073712_6205145", "image": "mcq/073712.png", "prompt": "Which?", "chosen": "A", "rejected": "B",
                 "chosen_reason": "right", "rejected_reason": "wrong"},
@@ -142,11 +144,14 @@ def test_mm_rlhf_hub_repository_jsonl_and_parquet(tmp_path):
                    repo / "data" / "train-00000-of-00001.parquet")
     expected = [("073712_6205145#0", "073712_6205145", "mcq", [RED], "A", "B"),
                 ("073712_6205145#1", "073712_6205145", "mcq", [RED], "A", "C"),
+                ("v_1#0", "v_1", "video", [GREEN, BLUE], "x", "y"),
                 ("s_1#0", "s_1", "safety", [BLUE], "No.", "Sure.")]
     for path, root in ((repo / "mm_reward_bench.jsonl", None), (repo / "data", repo)):
         good, bad = _split(read_benchmark("mm_rlhf", path, image_root=root))
         assert [(r["id"], r["group_id"], r["category"], r["images"], r["chosen"], r["rejected"]) for r in good] == expected
-        assert list(bad.values()) == [f"not supported: {VIDEO}"]
+        assert bad == {} and [r.get("route") for r in good] == [None, None, "frames", None]
+        assert good[2]["prompt"] == [{"role": "user", "content": [{"type": "image", "text": None}] * 2 + [
+            {"type": "text", "text": "What happens?"}]}]
 
 
 # ---------------------------------------------------------------- Multimodal RewardBench 2

@@ -17,7 +17,7 @@ import pytest
 
 from mrm_ray.data.quarantine import Rejected, reason_kind
 from mrm_ray.data.readers import READERS, get_reader
-from mrm_ray.data.readers.benchmarks import (VIDEO, mm_rlhf_category, read_mm_rlhf_rewardbench,
+from mrm_ray.data.readers.benchmarks import (mm_rlhf_category, read_mm_rlhf_rewardbench,
                                              read_multimodal_rewardbench, read_vl_rewardbench, vl_rewardbench_category)
 from mrm_ray.data.readers.hf import read_hf_rlaif_v, read_hf_ultrafeedback_binarized
 from mrm_ray.data.readers.sharegpt import read_sharegpt
@@ -225,7 +225,7 @@ def test_benchmark_readers_ids_groups_categories_and_media(tmp_path):
     assert [(r["id"], r["group_id"], r["category"], r["images"]) for r in rows] == [
         ("q1#0", "q1", "mcq", [RED]), ("q1#2", "q1", "mcq", [RED]), ("q2#0", "q2", "safety", [BLUE])]
     assert rows[0]["prompt"] == [{"role": "user", "content": [IMG, _t("Q?")]}] and rows[0]["chosen"] == "yes q1"
-    assert bad == {"mm.jsonl:2": f"not supported: {VIDEO}",
+    assert bad == {"mm.jsonl:2": "missing video: video/clip_1",
                    "mm.jsonl:5": "missing image: mcq/missing.png",
                    "mm.jsonl:6": "image outside root: '../secret.png' resolves outside " + str(root)}
 
@@ -303,7 +303,7 @@ def test_real_benchmark_files(shared_data, tmp_path):
     items = list(read_mm_rlhf_rewardbench(mm_file, image_root=root))
     rows, bad = _split(items)
     assert len(items) == 170 and len(rows) == 9
-    assert Counter(reason_kind(r) for r in bad.values()) == {"missing image": 136, "not supported": 25}
+    assert Counter(reason_kind(r) for r in bad.values()) == {"missing image": 136, "missing video": 25}  # no frames
     groups = {r["group_id"] for r in rows} | {r.id for r in items if isinstance(r, Rejected)}
     assert len(groups) == 46 and len({r["id"] for r in rows}) == 9
     assert [r["id"] for r in rows[:5]] == [f"073712_6205145#{k}" for k in range(4)] + ["081256_6212689#0"]

@@ -162,3 +162,41 @@ def test_openrlhf_and_vllm_requests_become_items():
     assert item.response == "red" and item.prompt[0].content[0].type == "image_url"
     with pytest.raises(BadInput, match="either"):
         pooling_items(PoolingRequest())
+
+
+VIDEO_LIMITS = Limits(max_items=4, max_images_per_item=2, max_videos_per_item=1, max_video_frames=3,
+                      max_image_bytes=50_000)
+
+
+def test_a_video_is_its_frames_in_order_where_its_placeholder_is():
+    """The frames route: a video (an ordered list of frames, inline) reaches the members as its frames, each an image,
+    in order, where the video is: before a string prompt's text (after its images), or at a `video` part."""
+    frames = [png((i * 60, 0, 0)) for i in range(3)]
+    plain, chat = prepare_items(ScoreRequest(items=[
+        {"prompt": "Which way?", "response": "left", "images": [b64(BLUE)], "videos": [[b64(f) for f in frames]]},
+        {"prompt": [{"role": "user", "content": [{"type": "text", "text": "Watch"}, {"type": "video"},
+                                                 {"type": "image"}, {"type": "text", "text": "then this."}]},
+                    {"role": "assistant", "content": "It moves left."},
+                    {"role": "user", "content": "And now?"}],
+         "response": "right", "images": [data_url(RED)], "videos": [[data_url(f) for f in frames[::-1]]]}]),
+        VIDEO_LIMITS)
+    assert plain["images"] == [BLUE, *frames]
+    assert plain["prompt"][0]["content"] == [{"type": "image"}] * 4 + [{"type": "text", "text": "Which way?"}]
+    assert chat["images"] == [*frames[::-1], RED]
+    assert chat["prompt"][0]["content"] == [{"type": "text", "text": "Watch"}, *[{"type": "image"}] * 4,
+                                           {"type": "text", "text": "then this."}]
+
+
+@pytest.mark.parametrize("item, status, field, words", [
+    ({"videos": [[]]}, 422, "items[0].videos[0]", "no frames"),
+    ({"videos": [[b64(RED)] * 4]}, 413, "items[0].videos[0]", "4 frames, over the limit of 3"),
+    ({"videos": [[b64(RED), b64(png(size=(30, 30)))]]}, 422, "items[0].videos[0]", "different sizes"),
+    ({"videos": [[b64(RED)], [b64(RED)]]}, 413, "items[0].videos", "2 videos"),
+    ({"videos": [["/etc/passwd"]]}, 422, "items[0].videos[0][0]", "never"),
+    ({"prompt": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "x"}]}]}, 422,
+     "items[0].videos", "video mismatch"),
+])
+def test_bad_videos_get_their_4xx_naming_the_field(item, status, field, words):
+    with pytest.raises(BadInput) as info:
+        prepare_items(ScoreRequest(items=[{"prompt": "x", "response": "y", **item}]), VIDEO_LIMITS)
+    assert (info.value.status, info.value.field) == (status, field) and words in info.value.message, info.value
