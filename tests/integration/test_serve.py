@@ -147,7 +147,7 @@ def test_a_group_item_scores_each_response_as_its_own_item(served, offline):
     assert bad.status_code == 422 and "items[0].responses[1]" in bad.text, bad.text
 
 
-def test_multi_turn_conversations_score_as_the_whole_conversation(served, offline, processor):
+def test_multi_turn_conversations_and_videos_score_as_offline(served, offline, processor):
     """A conversation with images in two user turns and an assistant turn between them scores, in each form a
     client sends it (a prompt and a response; the conversation ending with the assistant turn scored; OpenRLHF's
     chat-templated query; veRL's raw_prompt), as the members score it offline; a conversation that does not end
@@ -177,6 +177,18 @@ def test_multi_turn_conversations_score_as_the_whole_conversation(served, offlin
         assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
     refused = served.post("/v1/compare", {"pairs": [{"prompt": whole["prompt"], "chosen": "a", "rejected": "b"}]})
     assert refused.status_code == 422 and refused.json()["field"] == "pairs[0].prompt[4]", refused.text
+
+    # a video (an ordered list of frames, inline) in the second user turn: scored as its frames, in order
+    video_turns = [*turns[:3], {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Which way?"}]}]
+    sent = served.post("/v1/score", {"items": [{"prompt": video_turns, "videos": [[b64(GREEN), b64(RED)]],
+                                                "response": "Left."}]})
+    assert sent.status_code == 200, sent.text
+    frames_prompt = [*decoded[:3], {"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                                                 {"type": "text", "text": "Which way?"}]}]
+    want_video = [s.score_items([{"prompt": frames_prompt, "images": [RED, GREEN, RED], "response": "Left."}])[0]
+                  for s in offline[:2]]
+    assert sent.json()["results"][0]["scores"] == pytest.approx({"tiny-a": want_video[0], "tiny-b": want_video[1]},
+                                                                abs=1e-4)
 
     # OpenRLHF: the multi-turn conversation its chat template wrote, as one query (text turns)
     text_turns = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Red."},

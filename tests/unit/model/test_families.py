@@ -1,5 +1,5 @@
 """Every supported family: a real tiny checkpoint, the template's own rendering, and packed groups that
-equal each response alone (rewards and gradients); Qwen3.5's recurrent layers fall back to one response
+equal each response alone (rewards and gradients; a video on the frames route among them); Qwen3.5's recurrent layers fall back to one response
 per row, and sharing the prompt there would be wrong."""
 
 import dataclasses
@@ -123,6 +123,14 @@ def test_packed_groups_equal_each_response_alone(family):
         content = [{"type": "image"} for _ in images] + [{"type": "text", "text": _text(rng, 1, 8)}]
         groups.append(encoder.encode_group([{"role": "user", "content": content}], images,
                                            [_text(rng, 1, 20) for _ in range(rng.randint(1, 4))]))
+    if vision:  # a video on the frames route: its 3 frames (one size), in order, then an image
+        from mrm_ray.model.inputs import frames_as_images
+
+        frames = [noise_png(rng, smallest=40, largest=40) for _ in range(3)]
+        prompt, images = frames_as_images([{"role": "user", "content": [
+            {"type": "video"}, {"type": "image"}, {"type": "text", "text": _text(rng, 1, 8)}]}],
+            [noise_png(rng)], [frames])
+        groups.append(encoder.encode_group(prompt, images, [_text(rng, 1, 20) for _ in range(3)]))
     reference = collate_sequences([{**{k: v for k, v in g.items() if k != "responses"}, "response_ids": r}
                                    for g in groups for r in g["responses"]], pad_token_id=encoder.pad_token_id)
     weights = torch.randn(sum(len(g["responses"]) for g in groups), generator=torch.Generator().manual_seed(0))
