@@ -4,7 +4,10 @@ Each JSON line has `id`, `prompt` (user turns whose content parts include
 `{"type": "image_url", "image_url": {"url": "name.jpg"}}`), and `chosen` / `rejected`
 as assistant turns (or strings), optionally `margin`. Image names resolve against an
 image root (default: the `image/` folder beside the file, else the file's folder) and may
-not escape it.
+not escape it. A prompt may be a multi-turn conversation (images in any user turn), and a part
+`{"type": "video", "video": [frame names]}` (or a folder of frames, `"video": "clips/a"`) is a video,
+read on the frames route (model/inputs.py: its frames in order, each an image; a folder's frames
+sampled evenly to 16); a video with no frames, too many or frames of different sizes is quarantined.
 """
 
 from __future__ import annotations
@@ -12,26 +15,44 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from mrm_ray.data.quarantine import Rejected
+from mrm_ray.data.quarantine import BadRecord, Rejected
 from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records
 from mrm_ray.data.schema import canonical_pair
-from mrm_ray.model.inputs import image_bytes, is_image_part
+from mrm_ray.model.inputs import (file_under, frames_as_images, image_bytes, is_image_part, is_video_part,
+                                  sample_frames, video_frames)
+
+
+def _frames(video, root: Path) -> list[bytes]:
+    """A video part's frames: a list of frame names, or a folder of frames (sampled evenly), under the root."""
+    if isinstance(video, str):
+        folder = file_under(root, video)
+        if not folder.is_dir():
+            raise BadRecord(f"missing video: {video} (a folder of frames)")
+        video = [p.relative_to(root).as_posix() for p in sample_frames(sorted(
+            p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp")))]
+    if not isinstance(video, list):
+        raise BadRecord(f"bad video: a list of frame names or a folder name, got {type(video).__name__}")
+    return video_frames(video, root=root)
 
 
 def _pair(row: dict, *, root: Path, source: str, position: str) -> dict:
-    images, messages = [], []
+    images, videos, messages = [], [], []
     for message in row["prompt"]:
         content = message["content"]
         if isinstance(content, list):
             parts = []
             for part in content:
-                if is_image_part(part):
+                if is_video_part(part):
+                    videos.append(_frames(part.get("video"), root))
+                    parts.append({"type": "video"})
+                elif is_image_part(part):
                     images.append(image_bytes(part, root=root))
                     parts.append({"type": "image"})
                 else:
                     parts.append(part)
             content = parts
         messages.append({"role": message.get("role", "user"), "content": content})
+    messages, images = frames_as_images(messages, images, videos)
     return canonical_pair(id=row.get("id", position), source=source, position=position, prompt=messages,
                           images=images, chosen=row.get("chosen"), rejected=row.get("rejected"),
                           margin=row.get("margin"))

@@ -483,3 +483,40 @@ def test_chat_messages_keep_multi_turn_conversations_and_quarantine_one_ending_w
     assert rows[0]["images"] == [RED, BLUE]
     assert list(bad) == ["chat.jsonl:2"] and bad["chat.jsonl:2"].startswith(
         "bad conversation: the prompt's last turn (of 3) is the assistant's")
+
+
+def test_chat_messages_read_videos_on_the_frames_route_and_quarantine_bad_ones(tmp_path):
+    """A video part (frame names, or a folder of frames) becomes its frames in order, each an image where the video
+    is; a video with no frames, with frames of different sizes, or missing is set aside with the reason."""
+    from mrm_ray.data.readers.chat_messages import read_chat_messages
+
+    root = _images(tmp_path / "img")
+    (root / "clip").mkdir()
+    for i, colour in enumerate(("red", "blue", "green")):
+        (root / "clip" / f"{i:04d}.png").write_bytes(_png(colour))
+    (root / "small.png").write_bytes(_png_size(3, 3))
+
+    def record(id_, video):
+        return {"id": id_, "prompt": [{"role": "user", "content": [
+            {"type": "text", "text": "Which way?"}, {"type": "video", "video": video},
+            {"type": "image_url", "image_url": {"url": "red.png"}}]}], "chosen": "Left.", "rejected": "Right."}
+
+    data = _jsonl(root / "videos.jsonl", [record("names", ["blue.png", "red.png"]), record("folder", "clip"),
+                                          record("empty", []), record("sizes", ["red.png", "small.png"]),
+                                          record("gone", "nowhere")])
+    rows, bad = _split(read_chat_messages(data))
+    assert [r["id"] for r in rows] == ["names", "folder"]
+    assert rows[0]["images"] == [BLUE, RED, RED]  # the video's frames in order, then the image after it
+    assert rows[0]["prompt"][0]["content"] == [_t("Which way?"), IMG, IMG, IMG]
+    assert rows[1]["images"] == [_png("red"), _png("blue"), _png("green"), RED]
+    assert {k: v.split(":")[0] for k, v in bad.items()} == {"videos.jsonl:3": "empty video",
+                                                            "videos.jsonl:4": "frames of different sizes in one video",
+                                                            "videos.jsonl:5": "missing video"}
+
+
+def _png_size(w: int, h: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), "white").save(buf, format="PNG")
+    return buf.getvalue()
