@@ -258,6 +258,14 @@ def video_frames(frames: Sequence[Any], *, max_frames: int = MAX_VIDEO_FRAMES,
     return data
 
 
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def frame_files(folder: Path, max_frames: int = MAX_VIDEO_FRAMES) -> list[Path]:
+    """A folder of frames (images, in name order), sampled evenly down to `max_frames`."""
+    return sample_frames(sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), max_frames)
+
+
 def frames_as_images(prompt: str | Sequence[Mapping], images: Sequence[Any], videos: Sequence[Sequence[Any]]
                      ) -> tuple[str | list[dict], list[Any]]:
     """The frames route (`VIDEO_ROUTE`): each video given as its frames in order, each an image part where the

@@ -40,10 +40,8 @@ from typing import Any
 from mrm_ray.data.quarantine import BadRecord, NotSupported, Rejected
 from mrm_ray.data.readers.base import guarded, iter_dataset_rows
 from mrm_ray.data.schema import canonical_pair
-from mrm_ray.model.inputs import (IMAGE_MARKER, VIDEO_ROUTE, file_under, frames_as_images, image_reference,
-                                  sample_frames, video_frames)
-
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+from mrm_ray.model.inputs import (IMAGE_MARKER, VIDEO_ROUTE, file_under, frame_files, frames_as_images,
+                                  image_reference, video_frames)
 
 MM_RLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")
 # VL-RewardBench's official categorisation: the id's first word, matched case-insensitively
@@ -110,8 +108,7 @@ class Media:
             if candidate.is_file():
                 raise NotSupported(VIDEO_FILE)
             if candidate.is_dir():
-                frames = sorted(p for p in candidate.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
-                return video_frames([p.read_bytes() for p in sample_frames(frames)])
+                return video_frames([p.read_bytes() for p in frame_files(candidate)])
         if not self.stand_ins:
             raise BadRecord(f"missing video: {folder}")
         self.used_stand_in = True

@@ -18,8 +18,8 @@ from pathlib import Path
 from mrm_ray.data.quarantine import BadRecord, Rejected
 from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records
 from mrm_ray.data.schema import canonical_pair
-from mrm_ray.model.inputs import (file_under, frames_as_images, image_bytes, is_image_part, is_video_part,
-                                  sample_frames, video_frames)
+from mrm_ray.model.inputs import (file_under, frame_files, frames_as_images, image_bytes, is_image_part,
+                                  is_video_part, video_frames)
 
 
 def _frames(video, root: Path) -> list[bytes]:
@@ -28,8 +28,7 @@ def _frames(video, root: Path) -> list[bytes]:
         folder = file_under(root, video)
         if not folder.is_dir():
             raise BadRecord(f"missing video: {video} (a folder of frames)")
-        video = [p.relative_to(root).as_posix() for p in sample_frames(sorted(
-            p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp")))]
+        video = [p.relative_to(root).as_posix() for p in frame_files(folder)]
     if not isinstance(video, list):
         raise BadRecord(f"bad video: a list of frame names or a folder name, got {type(video).__name__}")
     return video_frames(video, root=root)
