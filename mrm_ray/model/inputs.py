@@ -269,7 +269,8 @@ def frame_files(folder: Path, max_frames: int = MAX_VIDEO_FRAMES) -> list[Path]:
 def frames_as_images(prompt: str | Sequence[Mapping], images: Sequence[Any], videos: Sequence[Sequence[Any]]
                      ) -> tuple[str | list[dict], list[Any]]:
     """The frames route (`VIDEO_ROUTE`): each video given as its frames in order, each an image part where the
-    video is (a `{"type": "video"}` part; in a text prompt, the videos go after its images, before the text).
+    video is (a `{"type": "video"}` part; in a text prompt, the videos go before the text, after the images that
+    lead it).
     Returns the prompt (chat messages when there is a video) and every image in the order the parts take them.
     A prompt with no video comes back as it was."""
     if not videos and (isinstance(prompt, str) or not any(
@@ -278,7 +279,8 @@ def frames_as_images(prompt: str | Sequence[Mapping], images: Sequence[Any], vid
     if isinstance(prompt, str):
         messages = as_messages(prompt, len(images))
         content = messages[0]["content"]
-        at = sum(is_image_part(p) for p in content) if not (len(images) and IMAGE_MARKER in prompt) else len(content)
+        # after the images that lead the text; first when `<image>` marks place the images inside it
+        at = 0 if len(images) and IMAGE_MARKER in prompt else sum(is_image_part(p) for p in content)
         messages[0]["content"] = content[:at] + [{"type": "video"} for _ in videos] + content[at:]
         prompt = messages
     pending_images, pending_videos = list(images), list(videos)
