@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mrm_ray.data.quarantine import Rejected
-from mrm_ray.data.readers.benchmarks import VIDEO_FILE
+from mrm_ray.data.readers.base import VIDEO_FILE
 from mrm_ray.data.schema import PAIR_SCHEMA, to_chat_messages
 from mrm_ray.eval import metrics
 from mrm_ray.eval.benchmarks import read_benchmark

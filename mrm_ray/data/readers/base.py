@@ -25,8 +25,27 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrm_ray.data.quarantine import Rejected
-from mrm_ray.model.inputs import InvalidInput
+from mrm_ray.data.quarantine import BadRecord, NotSupported, Rejected
+from mrm_ray.model.inputs import InvalidInput, file_under, frame_files, video_frames
+
+VIDEO_FILE = ("video file (videos are read as folders of frames: decode it to frames first, e.g. "
+              "`ffmpeg -i clip.mp4 -vf fps=2 clip/%04d.jpg`)")
+
+
+def read_video(ref: Any, root: Path) -> list[bytes]:
+    """A video's frames (model/inputs.py's frames route takes them from here): a list of frame file names, or a
+    folder of frames (sampled evenly to 16), under `root`; checked as `video_frames` checks. A video file is not
+    decoded (NotSupported, saying how to make its frames)."""
+    if isinstance(ref, str) and ref:
+        path = file_under(root, ref)
+        if path.is_file():
+            raise NotSupported(VIDEO_FILE)
+        if not path.is_dir():
+            raise BadRecord(f"missing video: {ref} (a folder of frames)")
+        return video_frames([p.read_bytes() for p in frame_files(path)])
+    if not isinstance(ref, list):
+        raise BadRecord(f"bad video: a list of frame names or a folder name, got {type(ref).__name__}")
+    return video_frames(ref, root=root)
 
 
 # ---------------------------------------------------------------------------- parts

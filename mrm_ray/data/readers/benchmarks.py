@@ -38,17 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from mrm_ray.data.quarantine import BadRecord, NotSupported, Rejected
-from mrm_ray.data.readers.base import guarded, iter_dataset_rows
+from mrm_ray.data.readers.base import guarded, iter_dataset_rows, read_video
 from mrm_ray.data.schema import canonical_pair
-from mrm_ray.model.inputs import (IMAGE_MARKER, VIDEO_ROUTE, file_under, frame_files, frames_as_images,
-                                  image_reference, video_frames)
+from mrm_ray.model.inputs import IMAGE_MARKER, VIDEO_ROUTE, file_under, frames_as_images, image_reference
 
 MM_RLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")
 # VL-RewardBench's official categorisation: the id's first word, matched case-insensitively
 VL_REWARDBENCH_WORDS = {"hallucination": ("rlaif", "rlhf", "hallucination"), "reasoning": ("mathverse", "mmmu")}
 MMRB2_TASKS = ("t2i", "edit", "interleaved", "reasoning")
-VIDEO_FILE = ("video file (videos are read as folders of frames: decode it to frames first, e.g. "
-              "`ffmpeg -i clip.mp4 -vf fps=2 clip/%04d.jpg`)")
 STAND_IN_FRAMES = 4  # frames of a stand-in video: one stand-in photograph, repeated (smoke runs only)
 
 
@@ -104,11 +101,9 @@ class Media:
         caller gave stand-ins. A video file is not decoded (NotSupported, saying how to make frames)."""
         if not isinstance(folder, str) or not folder:
             raise BadRecord("missing video: no folder name")
-        for candidate in (file_under(self.root, folder), file_under(self.root / "images", folder)):
-            if candidate.is_file():
-                raise NotSupported(VIDEO_FILE)
-            if candidate.is_dir():
-                return video_frames([p.read_bytes() for p in frame_files(candidate)])
+        for root in (self.root, self.root / "images"):
+            if file_under(root, folder).exists():
+                return read_video(folder, root)
         if not self.stand_ins:
             raise BadRecord(f"missing video: {folder}")
         self.used_stand_in = True

@@ -15,23 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from mrm_ray.data.quarantine import BadRecord, Rejected
-from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records
+from mrm_ray.data.quarantine import Rejected
+from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records, read_video
 from mrm_ray.data.schema import canonical_pair
-from mrm_ray.model.inputs import (file_under, frame_files, frames_as_images, image_bytes, is_image_part,
-                                  is_video_part, video_frames)
-
-
-def _frames(video, root: Path) -> list[bytes]:
-    """A video part's frames: a list of frame names, or a folder of frames (sampled evenly), under the root."""
-    if isinstance(video, str):
-        folder = file_under(root, video)
-        if not folder.is_dir():
-            raise BadRecord(f"missing video: {video} (a folder of frames)")
-        video = [p.relative_to(root).as_posix() for p in frame_files(folder)]
-    if not isinstance(video, list):
-        raise BadRecord(f"bad video: a list of frame names or a folder name, got {type(video).__name__}")
-    return video_frames(video, root=root)
+from mrm_ray.model.inputs import frames_as_images, image_bytes, is_image_part, is_video_part
 
 
 def _pair(row: dict, *, root: Path, source: str, position: str) -> dict:
@@ -42,7 +29,7 @@ def _pair(row: dict, *, root: Path, source: str, position: str) -> dict:
             parts = []
             for part in content:
                 if is_video_part(part):
-                    videos.append(_frames(part.get("video"), root))
+                    videos.append(read_video(part.get("video"), root))
                     parts.append({"type": "video"})
                 elif is_image_part(part):
                     images.append(image_bytes(part, root=root))

@@ -520,3 +520,25 @@ def _png_size(w: int, h: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (w, h), "white").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_sharegpt_videos_where_their_tags_are_or_leading_the_first_user_turn(tmp_path):
+    """LLaMA-Factory's `videos` (frame lists or frame folders) at `<video>` marks, or before the first user turn's
+    text; each video's frames in order, each an image; a video file is not supported, saying how to make frames."""
+    root = _images(tmp_path / "img")
+    (root / "clip").mkdir()
+    for i, colour in enumerate(("green", "blue")):
+        (root / "clip" / f"{i}.png").write_bytes(_png(colour))
+    (root / "movie.mp4").write_bytes(b"\0\0\0\x18ftypmp42")
+    data = root / "v.json"
+    data.write_text(json.dumps([
+        _sg([("human", "Look <image> then <video> now")], images=["red.png"], videos=["clip"]),
+        _sg([("human", "Which way?")], videos=[["blue.png", "red.png"]]),
+        _sg([("human", "<video>?")], videos=["movie.mp4"])]))
+    (tagged, untagged), bad = _split(read_sharegpt(data, source="sg"))
+    assert tagged["prompt"] == [{"role": "user", "content": [_t("Look "), IMG, _t(" then "), IMG, IMG, _t(" now")]}]
+    assert tagged["images"] == [RED, _png("green"), _png("blue")]
+    assert untagged["prompt"] == [{"role": "user", "content": [IMG, IMG, _t("Which way?")]}]
+    assert untagged["images"] == [BLUE, RED]
+    assert list(bad.values()) == ["not supported: video file (videos are read as folders of frames: decode it to "
+                                  "frames first, e.g. `ffmpeg -i clip.mp4 -vf fps=2 clip/%04d.jpg`)"]
