@@ -190,8 +190,8 @@ class EnsembleMember:
 
     def settings(self, serving: MemberServing) -> MemberSettings:
         """What this member's replicas load, served with `serving`."""
-        return MemberSettings(path=self.path, kind=self.kind, judge=self.judge, score_mean=self.score_mean, score_std=self.score_std,
-                              max_batch_tokens=serving.max_batch_tokens,
+        return MemberSettings(path=self.path, kind=self.kind, judge=self.judge, score_mean=self.score_mean,
+                              score_std=self.score_std, max_batch_tokens=serving.max_batch_tokens,
                               batch_wait_timeout_s=serving.batch_wait_timeout_s, dtype=serving.dtype)
 
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from mrm_ray.config import MAX_BATCH_TOKENS, JudgeConfig, to_dict
 from mrm_ray.model.inputs import InvalidInput, is_image_part, load_image, prompt_text, response_text
-from mrm_ray.model.scorer import Scorer
+from mrm_ray.model.scorer import Scorer, device_and_dtype
 
 
 class VerdictHead(nn.Module):
@@ -145,13 +145,10 @@ def single_token(tokenizer, text: str, *, member: str, setting: str) -> int:
     return ids[0]
 
 
-def has_lm_head(path: Path) -> bool:
-    """Whether the checkpoint's weights hold an LM head (or tie it to the input embeddings)."""
-    from transformers import AutoConfig
-
+def has_lm_head(path: Path, config) -> bool:
+    """Whether the checkpoint's weights (its `config`) hold an LM head, or tie it to the input embeddings."""
     from mrm_ray.model.families import text_config
 
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     if getattr(config, "tie_word_embeddings", False) or getattr(text_config(config), "tie_word_embeddings", False):
         return True
     index = path / "model.safetensors.index.json"
@@ -177,12 +174,13 @@ def load_generator(ref: str, *, member: str, dtype: torch.dtype | str = torch.fl
         what = "reward" if found == checkpoints.REWARD else "sequence-classification"
         raise ValueError(f"member {member}: {ref} is a {what} checkpoint, which has no LM head to judge with; serve "
                          "it as `kind: scalar`, or give a judge a generative checkpoint (an instruction-tuned model)")
-    if not has_lm_head(path):
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    if not has_lm_head(path, config):
         raise ValueError(f"member {member}: {ref} has no LM head (no lm_head.weight, embeddings not tied); a judge "
                          "reads its verdict from the LM head: give the full generative checkpoint")
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    family = families.family_of(AutoConfig.from_pretrained(path, trust_remote_code=False))
+    family = families.family_of(config)
     generator = family.transformers_class("generator").from_pretrained(
         path, dtype=dtype, attn_implementation="sdpa", trust_remote_code=False, use_safetensors=True)
     return generator.eval(), path
@@ -200,9 +198,7 @@ class Judge(Scorer):
 
         if problems := judge.problems():
             raise ValueError(f"member {name}: " + "; ".join(problems))
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype == "auto":
-            dtype = "bfloat16" if device.type == "cuda" else "float32"
+        device, dtype = device_and_dtype(dtype)
         generator, local = load_generator(path, member=name, dtype=dtype)
         processor = load_processor(local)
         good, bad = (single_token(processor.tokenizer, t, member=name, setting=s)
@@ -262,12 +258,12 @@ class Judge(Scorer):
     def _critique_group(self, group: Mapping) -> list[float | str] | str:
         """Each response critiqued, then its verdict read; a timed-out or failed generation is that response's
         reason, the rest are scored."""
-        if group.get("response_images") and any(group["response_images"]):
-            return "cannot encode: a judge reads text responses; images inside a response go to scalar members"
+        shown = group.get("response_images") or [()] * len(group["responses"])
         out: list[float | str] = []
-        for response in group["responses"]:
+        for response, images in zip(group["responses"], shown):
             try:
-                (question,), _ = self.encoder.encode_groups(group["prompt"], group.get("images") or [], [response])
+                (question,), _ = self.encoder.encode_groups(group["prompt"], group.get("images") or [], [response],
+                                                            [images])
             except Exception as exc:
                 return f"cannot encode: {type(exc).__name__}: {str(exc)[:200]}"
             out.append(self._critique(question))

@@ -17,6 +17,15 @@ from typing import Any
 from mrm_ray.config import MAX_BATCH_TOKENS
 
 
+def device_and_dtype(dtype: str = "auto"):
+    """(the device a scorer runs on: CUDA when there is one; its weights' dtype name: `auto` is bfloat16 on a GPU,
+    float32 on a CPU)."""
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return device, ("bfloat16" if device.type == "cuda" else "float32") if dtype == "auto" else dtype
+
+
 def budget_chunks(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
     """Indices grouped shortest first so each group's total tokens fit the budget (packed rows
     carry no padding between groups). A single input longer than the budget still runs, alone."""
@@ -41,17 +50,13 @@ class Scorer:
 
     def __init__(self, path: str, *, max_batch_tokens: int = MAX_BATCH_TOKENS, dtype: str = "auto",
                  score_mean: float | None = None, score_std: float | None = None) -> None:
-        import torch
-
         from mrm_ray.model import checkpoints
         from mrm_ray.model.inputs import PairEncoder
         from mrm_ray.model.processor import load_processor
         from mrm_ray.model.reward_model import RewardModel
 
         path = str(checkpoints.resolve(path))  # a reward checkpoint or a sequence classifier, local or fetched
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype == "auto":
-            dtype = "bfloat16" if device.type == "cuda" else "float32"
+        device, dtype = device_and_dtype(dtype)
         model = RewardModel.from_pretrained(path, dtype=dtype).to(device).eval()
         self._setup(model, PairEncoder(load_processor(path)), max_batch_tokens=max_batch_tokens, path=path,
                     version=checkpoints.version(path), score_mean=score_mean, score_std=score_std)

@@ -26,6 +26,7 @@ class Architecture:
     """What the plan needs of a model: its parameters (backbone, no LM head) and the sizes activations scale with."""
 
     params: int
+    active: int  # parameters a token runs through: a mixture of experts' k of E experts and the rest (dense: all)
     lm_head: int  # the published total's LM head (0 when tied): not trained, the reward head replaces it
     hidden: int
     layers: int
@@ -33,11 +34,6 @@ class Architecture:
     vision_hidden: int = 0  # 0: a text-only backbone
     vision_layers: int = 0
     merge: int = 4  # patches per image token
-    active: int = 0  # parameters a token runs through: a mixture of experts' routed share; 0 = all of `params`
-
-    @property
-    def active_params(self) -> int:
-        return self.active or self.params
 
 
 def architecture(config) -> Architecture:
@@ -55,9 +51,9 @@ def architecture(config) -> Architecture:
     params = sum(p.numel() for p in model.parameters())
     experts = sum(p.numel() for block in model.modules() if type(block).__name__.endswith("SparseMoeBlock")
                   for p in block.experts.parameters())  # every expert of every MoE layer (a token runs k of E)
-    routed = getattr(text, "num_experts_per_tok", 0) / getattr(text, "num_experts", 1) if experts else 1.0
+    unrouted = (text.num_experts - text.num_experts_per_tok, text.num_experts) if experts else (0, 1)
     return Architecture(
-        params=params, active=int(params - experts * (1 - routed)),
+        params=params, active=params - experts * unrouted[0] // unrouted[1],
         lm_head=0 if tied else text.vocab_size * text.hidden_size,
         hidden=text.hidden_size, layers=text.num_hidden_layers,
         # a mixture of experts' MLP width per token: its k routed experts and its shared one
@@ -111,8 +107,8 @@ def estimate(arch: Architecture, train, *, gpus: int, tokens_per_pair: int, imag
         act = 34 * tokens * h * layers + 34 * vision
     largest_layer = 2 * (4 * h * h + 3 * h * arch.intermediate)
     overhead = 2.5 * GIB + (2 * largest_layer if stage == 3 else 0) + 0.05 * (weights + grads + optim + act)
-    return Plan(params=p, active=arch.active_params, weights=weights, gradients=grads, optimizer=optim, activations=act, overhead=overhead,
-                cpu_offload=offload)
+    return Plan(params=p, active=arch.active, weights=weights, gradients=grads, optimizer=optim, activations=act,
+                overhead=overhead, cpu_offload=offload)
 
 
 def format_plan(name: str, plan: Plan, *, gpus: int, gpu_mem_gib: float, train) -> str:
@@ -120,7 +116,7 @@ def format_plan(name: str, plan: Plan, *, gpus: int, gpu_mem_gib: float, train) 
     rows = [("weights (bf16)", plan.weights), ("gradients (bf16)", plan.gradients),
             ("optimizer (fp32 master + Adam)", plan.optimizer), ("activations", plan.activations),
             ("overhead", plan.overhead)]
-    active = f" ({plan.active / 1e9:.2f}B active per token)" if plan.active and plan.active < plan.params else ""
+    active = f" ({plan.active / 1e9:.2f}B active per token)" if plan.active < plan.params else ""
     lines = [f"{name}: {plan.params / 1e9:.2f}B parameters{active}, ZeRO-{train.zero_stage}"
              f"{', optimizer offload' if train.offload_optimizer else ''}"
              f"{', parameter offload' if train.offload_params else ''}"

@@ -41,22 +41,32 @@ def unlabelled_record(*, id: str, source: str, position: str, prompt, images=(),
 
 
 def _record(row: dict, *, root: Path, source: str, position: str) -> dict:
-    prompt, images = row.get("prompt"), [image_bytes(im, root=root) for im in row.get("images") or ()]
-    if isinstance(prompt, list):  # image parts that carry their image (chat messages with image_url parts)
-        messages = []
-        for message in prompt:
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, list):
-                parts = []
-                for part in content:
-                    if is_image_part(part) and part.get("type") != "image":
+    """The row's prompt and its images in the order the prompt shows them: `{"type": "image"}` placeholders take
+    the next of `images`, parts that carry their image (`image_url`) read it where they stand."""
+    prompt, given = row.get("prompt"), [image_bytes(im, root=root) for im in row.get("images") or ()]
+    if not isinstance(prompt, list):
+        return unlabelled_record(id=row.get("id", position), source=source, position=position, prompt=prompt,
+                                 images=given, responses=row.get("responses"))
+    images, messages = [], []
+    for message in prompt:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if is_image_part(part):
+                    if part.get("type") != "image" or part.get("image") is not None:
                         images.append(image_bytes(part, root=root))
-                        part = {"type": "image"}
-                    parts.append(part)
-                message = {**message, "content": parts}
-            messages.append(message)
-        prompt = messages
-    return unlabelled_record(id=row.get("id", position), source=source, position=position, prompt=prompt,
+                    elif given:
+                        images.append(given.pop(0))
+                    else:
+                        raise BadRecord("image mismatch: more image placeholders than images")
+                    part = {"type": "image"}
+                parts.append(part)
+            message = {**message, "content": parts}
+        messages.append(message)
+    if given:
+        raise BadRecord(f"image mismatch: {len(given)} image(s) have no image placeholder")
+    return unlabelled_record(id=row.get("id", position), source=source, position=position, prompt=messages,
                              images=images, responses=row.get("responses"))
 
 

@@ -542,3 +542,23 @@ def test_sharegpt_videos_where_their_tags_are_or_leading_the_first_user_turn(tmp
     assert untagged["images"] == [BLUE, RED]
     assert list(bad.values()) == ["not supported: video file (videos are read as folders of frames: decode it to "
                                   "frames first, e.g. `ffmpeg -i clip.mp4 -vf fps=2 clip/%04d.jpg`)"]
+
+
+def test_unlabelled_records_keep_images_in_the_order_the_prompt_shows_them(tmp_path):
+    """A prompt mixing an inline image part and a placeholder filled from `images`: the images come in the order of
+    their parts; a record with one response, or with more images than placeholders, is quarantined."""
+    from mrm_ray.data.readers.unlabelled import read_unlabelled
+
+    root = _images(tmp_path / "img")
+    mixed = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "red.png"}}, {"type": "image"},
+                                          {"type": "text", "text": "Compare."}]}]
+    data = _jsonl(root / "u.jsonl", [
+        {"id": "mixed", "prompt": mixed, "images": ["blue.png"], "responses": ["Red, then blue.", "Blue, then red."]},
+        {"id": "plain", "prompt": "Which colour?", "images": ["blue.png"], "responses": ["Blue.", "Red."]},
+        {"id": "extra", "prompt": mixed, "images": ["blue.png", "red.png"], "responses": ["a", "b"]},
+        {"id": "one", "prompt": "Q?", "responses": ["only"]}])
+    rows, bad = _split(read_unlabelled(data))
+    assert [r["id"] for r in rows] == ["mixed", "plain"]
+    assert rows[0]["images"] == [RED, BLUE] and rows[1]["images"] == [BLUE]
+    assert rows[0]["prompt"][0]["content"] == [IMG, IMG, _t("Compare.")]
+    assert {k: reason_kind(v) for k, v in bad.items()} == {"u.jsonl:3": "image mismatch", "u.jsonl:4": "bad field"}
