@@ -81,7 +81,7 @@ def test_pairwise_reads_both_orders_and_swapping_negates_the_margin(tiny_checkpo
     swapped = [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in pairs]
     forward, backward = judge.score_pairs(pairs), judge.score_pairs(swapped)
     for (c, r), (c2, r2) in zip(forward, backward):
-        assert c - r == pytest.approx(-(c2 - r2), abs=1e-6) and c == pytest.approx(-r, abs=1e-9)
+        assert c - r == pytest.approx(-(c2 - r2), abs=1e-4) and c == pytest.approx(-r, abs=1e-9)
     for p, (c, r), (margin, consistent) in zip(pairs, forward, judge.compare_orders(pairs)):
         fields = {"prompt": p["prompt"]}
         first = _reference(tiny_checkpoint, config, p["images"], config.prompt.user.format(
