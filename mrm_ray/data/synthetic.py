@@ -89,10 +89,12 @@ def text_colour_pair(rng: random.Random, *, size: int = 112, blank: bool = False
 ORDER_QUESTION = "Which way does the shape move in the video?"
 
 
-def frame_order_pair(rng: random.Random, *, size: int = 112, blank: bool = False, frames: int = 4) -> dict:
+def frame_order_pair(rng: random.Random, *, size: int = 112, blank: bool = False, frames: int = 4,
+                     right: bool | None = None) -> dict:
     """One pair about a video (`videos`: one ordered list of frames) of a shape crossing the picture: chosen names
-    the way it moves, rejected the other way. Every frame set appears both ways across pairs, so only the frames'
-    order tells the answer; `blank` shuffles the frames (no order to see)."""
+    the way it moves, rejected the other way. The way is drawn after the frames (`right` forces it), and going
+    left only reverses them: the same frames run either way, so only their order tells the answer; `blank`
+    shuffles the frames (no order to see)."""
     from PIL import Image, ImageDraw
 
     colour = COLOURS[rng.choice(sorted(COLOURS))]
@@ -104,7 +106,8 @@ def frame_order_pair(rng: random.Random, *, size: int = 112, blank: bool = False
         image = Image.new("RGB", (size, size), (245, 245, 245))
         ImageDraw.Draw(image).rectangle([x, y, x + s, y + s], fill=colour)
         images.append(_png(image))
-    right = rng.random() < 0.5
+    drawn = rng.random() < 0.5  # drawn even when forced: the generator's sequence stays the same
+    right = drawn if right is None else right
     if not right:
         images.reverse()
     if blank:
