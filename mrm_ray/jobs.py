@@ -15,6 +15,7 @@ import os
 import sys
 
 from mrm_ray.config.commands import EQUAL_WEIGHT_METHODS
+from mrm_ray.config.ensemble import VIDEO_ROUTES
 
 ADDRESS_HELP = ("submit to this Ray cluster's job server (e.g. http://HEAD:8265) and stream its logs; "
                 "default: run here (on the cluster in RAY_ADDRESS, else a fresh local Ray)")
@@ -263,6 +264,10 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", nargs="*", choices=EQUAL_WEIGHT_METHODS,
                         help=f"ensemble rows (default: {' '.join(EQUAL_WEIGHT_METHODS)})")
     parser.add_argument("--uncertainty-coef", type=float, help="of the uwo and lcb rows (default 0.5)")
+    parser.add_argument("--video-route", choices=VIDEO_ROUTES,
+                        help="how videos reach the models, one route for the run: video (the family's video "
+                             "processor; needs torchvision), frames (each frame an image, in order), auto (video "
+                             "where it loads; the default)")
     parser.add_argument("--config", help="a YAML file of the evaluation's settings (config/commands.py's EvalConfig)")
     parser.add_argument("--address", help=ADDRESS_HELP)
     parser.set_defaults(func=run_evaluate, overrides=[])
@@ -280,7 +285,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "image_root": args.image_root, "stand_in_images": args.stand_in_images, "out": args.out,
         "batch_size": args.batch_size, "actors_per_model": args.actors_per_model,
         "gpus_per_model": args.gpus_per_model, "cpus_per_model": args.cpus_per_model, "limit": args.limit,
-        "methods": args.methods, "uncertainty_coef": args.uncertainty_coef})
+        "methods": args.methods, "uncertainty_coef": args.uncertainty_coef, "video_route": args.video_route})
     if args.address:  # its paths are read (and checked) on the cluster
         from mrm_ray.submit import submit
 

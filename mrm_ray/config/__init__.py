@@ -21,6 +21,7 @@ from mrm_ray.config.core import (ConfigError, Fraction, NonNegative, Positive, P
                                  config_file, load, merged, parse_overrides, read_yaml, run_main, set_path, to_dict,
                                  validate)
 from mrm_ray.config.ensemble import (CONSERVATIVE_METHODS, MAX_BATCH_TOKENS, METHODS, MODALITIES, UNCERTAINTY_COEF,
+                                     VIDEO_ROUTES,
                                      EnsembleConfig, EnsembleMember, JudgeConfig, JudgeTemplate, MemberServing,
                                      MemberSettings, UncertaintyCoef)
 from mrm_ray.config.grpo import GRPOConfig, OptimConfig, PromptsConfig, RewardServiceConfig, RolloutConfig

@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 from annotated_types import Ge
 
 from mrm_ray.config.core import NonNegative, Positive, PositiveFloat, config_dataclass
-from mrm_ray.config.ensemble import CONSERVATIVE_METHODS, MAX_BATCH_TOKENS, METHODS, UNCERTAINTY_COEF, UncertaintyCoef
+from mrm_ray.config.ensemble import (CONSERVATIVE_METHODS, MAX_BATCH_TOKENS, METHODS, UNCERTAINTY_COEF, VIDEO_ROUTES,
+                                     UncertaintyCoef)
 from mrm_ray.config.run import DataConfig
 from mrm_ray.config.tracking import TrackingConfig
 from mrm_ray.references import anchored
@@ -42,6 +43,7 @@ class EvalConfig:
     methods: tuple[Literal[EQUAL_WEIGHT_METHODS], ...] = EQUAL_WEIGHT_METHODS  # one report row (and ECE) each
     uncertainty_coef: UncertaintyCoef = UNCERTAINTY_COEF  # of the uwo / lcb rows (ensemble.yaml's row: its own)
     max_batch_tokens: Positive = MAX_BATCH_TOKENS  # real tokens per forward
+    video_route: Literal[VIDEO_ROUTES] = "auto"  # videos: video (the family's video processor) | frames | auto
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B: the figures and the report
 
     def __post_init__(self) -> None:

@@ -40,6 +40,9 @@ TOKEN_ENV = "MRM_SERVE_TOKEN"  # the environment variable that holds the endpoin
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]  # auto: bfloat16 on a GPU, float32 on a CPU
 
 
+# how videos reach a member's model (model/inputs.py): the family's video processor (torchvision needed), each
+# video's frames as images, or the first where it loads
+VIDEO_ROUTES = ("auto", "video", "frames")
 MEMBER_KINDS = ("scalar", "judge")  # a reward checkpoint with its head, or a generative checkpoint asked to judge
 JUDGE_MODES = ("verdict", "pairwise", "critique")
 # the placeholders each mode's user text must hold, once each
@@ -146,6 +149,7 @@ class MemberServing:
     max_surge_percent: SurgePercent = 100  # on an update, new replicas start before the old stop (0: stop first)
     resources: dict[str, NonNegative] = field(default_factory=dict)  # custom resources, e.g. {reward_serving: 1}
     dtype: Dtype = "auto"  # the member's weights: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    video_route: Literal[VIDEO_ROUTES] = "auto"  # videos: video (the family's video processor) | frames | auto
 
 
 @config_dataclass
@@ -161,6 +165,7 @@ class MemberSettings:
     max_batch_tokens: Positive = MAX_BATCH_TOKENS
     batch_wait_timeout_s: NonNegative = BATCH_WAIT_S
     dtype: Dtype = "auto"
+    video_route: Literal[VIDEO_ROUTES] = "auto"
 
 
 @config_dataclass
@@ -192,7 +197,8 @@ class EnsembleMember:
         """What this member's replicas load, served with `serving`."""
         return MemberSettings(path=self.path, kind=self.kind, judge=self.judge, score_mean=self.score_mean,
                               score_std=self.score_std, max_batch_tokens=serving.max_batch_tokens,
-                              batch_wait_timeout_s=serving.batch_wait_timeout_s, dtype=serving.dtype)
+                              batch_wait_timeout_s=serving.batch_wait_timeout_s, dtype=serving.dtype,
+                              video_route=serving.video_route)
 
 
 @config_dataclass

@@ -33,7 +33,8 @@ import numpy as np
 import pyarrow as pa
 
 from mrm_ray.data.quarantine import BadRecord
-from mrm_ray.model.inputs import IMAGE_MARKER, as_messages, is_image_part, response_text
+from mrm_ray.model.inputs import (IMAGE_MARKER, InvalidInput, as_messages, is_image_part, is_video_part, place_videos,
+                                  response_text, video_frames)
 
 PART = pa.struct([("type", pa.string()), ("text", pa.string())])
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.list_(PART))])
@@ -61,6 +62,8 @@ def _part(part: Any) -> dict:
         raise BadRecord(f"bad prompt part: expected text or a dict, got {type(part).__name__}")
     if is_image_part(part):
         return {"type": "image", "text": None}
+    if is_video_part(part):
+        return {"type": "video", "text": None}
     text = part.get("text")
     if text is None and "content" in part:
         text = response_text(part["content"])
@@ -140,13 +143,23 @@ def ranked_pairs(texts: Sequence[Any], scores: Sequence[float] | None) -> list[t
 def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: Any, rejected: Any,
                    images: Sequence[bytes] = (), margin: float | None = None, more_responses: Sequence[Any] = (),
                    scores: Sequence[Any] | None = None, chosen_images: Sequence[bytes] = (),
-                   rejected_images: Sequence[bytes] = ()) -> dict:
-    """A validated canonical row; raises `BadRecord` with the reason when it cannot be one."""
-    if prompt is None or (isinstance(prompt, str) and not prompt.strip() and not images):
+                   rejected_images: Sequence[bytes] = (), videos: Sequence[Sequence[bytes]] = ()) -> dict:
+    """A validated canonical row; raises `BadRecord` with the reason when it cannot be one.
+
+    `videos` (each an ordered list of frames; a `{"type": "video"}` part where each goes, or before a text
+    prompt) stay videos, with a `videos` key, so that the run's encoder chooses their route
+    (model/inputs.py); rows without videos have no such key."""
+    if prompt is None or (isinstance(prompt, str) and not prompt.strip() and not images and not videos):
         raise BadRecord("missing field: prompt" if prompt is None else "empty field: prompt")
+    if videos:
+        try:
+            videos = [video_frames(v) for v in videos]
+            prompt, images, videos = place_videos(prompt, images, videos, frames=False)
+        except InvalidInput as exc:
+            raise BadRecord(exc.reason) from None
     messages = normalize_prompt(prompt, len(images))
     has_text = any(p["type"] == "text" and p["text"].strip() for m in messages for p in m["content"])
-    if not has_text and not images:
+    if not has_text and not images and not videos:
         raise BadRecord("empty field: prompt")
     chosen_text, rejected_text = text_field(chosen, "chosen"), text_field(rejected, "rejected")
     more = [text_field(r, f"more_responses[{i}]") for i, r in enumerate(more_responses or ())]
@@ -167,11 +180,13 @@ def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: 
     return {"id": str(id), "source": source, "position": position, "prompt": messages,
             "images": [bytes(b) for b in images], "chosen": chosen_text, "rejected": rejected_text,
             "margin": margin, "more_responses": more, "scores": ranking,
-            "chosen_images": [bytes(b) for b in chosen_images], "rejected_images": [bytes(b) for b in rejected_images]}
+            "chosen_images": [bytes(b) for b in chosen_images], "rejected_images": [bytes(b) for b in rejected_images],
+            **({"videos": [[bytes(f) for f in v] for v in videos]} if videos else {})}
 
 
 def to_chat_messages(prompt: list[dict]) -> list[dict]:
-    """Canonical prompt -> messages the chat template renders (image parts as {"type": "image"})."""
-    return [{"role": m["role"], "content": [{"type": "image"} if p["type"] == "image" else
+    """Canonical prompt -> messages the chat template renders (image parts as {"type": "image"}, video parts as
+    {"type": "video"})."""
+    return [{"role": m["role"], "content": [{"type": p["type"]} if p["type"] in ("image", "video") else
                                             {"type": "text", "text": p["text"]} for p in m["content"]]}
             for m in prompt]

@@ -49,6 +49,8 @@ def left_out(bench: dict) -> str:
 
 STAND_IN = ("pairs were scored with stand-in images (the benchmark's own images were absent): the scoring path "
             "ran end to end, but these accuracies say nothing about the model.")
+VIDEO_ROUTES = {"frames": "each video given as its frames, in order, each an image",  # what each route shows
+                "video": "the family's own video path: its video processor's patches and M-RoPE's temporal axis"}
 
 
 def markdown(report: dict) -> str:
@@ -62,8 +64,7 @@ def markdown(report: dict) -> str:
             lines += ["", f"**Nothing scored.** {bench['message']}"]
             continue
         for route, n in bench.get("video_routes", {}).items():
-            lines += ["", f"{n} video pairs scored on the {route} route (each video given as its frames, in order, "
-                          "each an image; model/inputs.py)."]
+            lines += ["", f"{n} video pairs scored on the {route} route ({VIDEO_ROUTES[route]}; model/inputs.py)."]
         if bench["counts"]["stand_in_images"]:
             lines += ["", f"**{bench['counts']['stand_in_images']} {STAND_IN}**"]
         keys = bench["headline"] + categories(bench)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from html import escape
 
-from mrm_ray.eval.markdown import STAND_IN, categories, inputs, left_out, sizes, value
+from mrm_ray.eval.markdown import STAND_IN, VIDEO_ROUTES, categories, inputs, left_out, sizes, value
 from mrm_ray.eval.metrics import percent
 
 PALETTE = ("#3366cc", "#dc3912", "#ff9900", "#109618", "#990099", "#0099c6", "#dd4477", "#66aa00", "#b82e2e",
@@ -140,7 +140,7 @@ def _section(name: str, bench: dict) -> str:
         out.append(f'<div class="flag stand-in"><b>{counts["stand_in_images"]} {escape(STAND_IN)}</b></div>')
     for route, n in bench.get("video_routes", {}).items():
         out.append(f'<div class="flag video-route" data-route="{escape(route)}"><b>{n} video pairs</b> scored on the '
-                   f'{escape(route)} route: each video as its frames, in order, each an image</div>')
+                   f'{escape(route)} route: {escape(VIDEO_ROUTES[route])}</div>')
     if counts["not_supported"]:
         reasons = "; ".join(f"{r} ({n})" for r, n in bench["not_supported_reasons"].items())
         out.append(f'<div class="flag not-supported"><b>{counts["not_supported"]} rows not supported</b>, left out: '

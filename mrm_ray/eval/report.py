@@ -87,6 +87,13 @@ def _nothing_scored(name: str, data: dict, unscorable: Counter) -> str:
             f"{sum(unscorable.values())} unscorable records: {listed}")
 
 
+def _route(scores: dict, names: Sequence[str], members: dict, i: int) -> str | None:
+    """The route pair `i`'s videos took: the scalar members' (one per run), a judge's where only judges scored it."""
+    taken = [scores[n]["routes"][i] for n in names if scores[n]["routes"][i]]
+    scalar = [scores[n]["routes"][i] for n in names if scores[n]["routes"][i] and members[n].get("kind") != "judge"]
+    return (scalar or taken or [None])[0]
+
+
 def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
     """Score every benchmark with every member on Ray Data.
 
@@ -102,8 +109,9 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
     from mrm_ray.eval.scoring import has_images, score_pairs_on_ray
 
     ensemble: EnsembleConfig | None = load_ensemble(config.ensemble) if config.ensemble else None
-    members = {m.name: {"path": m.path, "kind": m.kind, "judge": to_dict(m.judge)} for m in ensemble.members} \
-        if ensemble is not None else {n: {"path": p} for n, p in config.models.items()}
+    members = {m.name: {"path": m.path, "kind": m.kind, "judge": to_dict(m.judge), "video_route": config.video_route}
+               for m in ensemble.members} if ensemble is not None else \
+        {n: {"path": p, "video_route": config.video_route} for n, p in config.models.items()}
     names = list(members)
     per, every = load_benchmarks(config.bench, image_root=config.image_root,
                                  stand_in_images=config.stand_in_images, limit=config.limit)
@@ -111,7 +119,7 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
                                 num_gpus=config.gpus_per_model, num_cpus=config.cpus_per_model,
                                 max_batch_tokens=config.max_batch_tokens) if every else {
         n: {"chosen": np.zeros(0), "rejected": np.zeros(0), "errors": [], "applicable": np.zeros(0, bool),
-            "takes_images": True} for n in names}
+            "routes": [], "takes_images": True} for n in names}
     # a judge has no stored statistics: its log-odds as they are, unless ensemble.yaml gives them
     stats = [(0.0, 1.0) if members[n].get("kind") == "judge" else member_stats(members[n]["path"]) for n in names]
     if ensemble is not None:  # the ensemble file's normalisation wins over the checkpoints'
@@ -121,7 +129,8 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
     table = {"benchmark": [r["id"].split("/", 1)[0] for r in every], "id": [r["id"].split("/", 1)[1] for r in every],
              "group_id": [r.get("group_id") for r in every], "category": [r.get("category") for r in every],
              "stand_in": [bool(r.get("stand_in")) for r in every],
-             "route": [r.get("route") for r in every]}  # how a video pair's video reached the model (frames)
+             # how a video pair's videos reached the scalar members' models (video or frames; a judge reads frames)
+             "route": [_route(scores, names, members, i) for i in range(len(every))]}
     for n in names:
         table[f"{n}/chosen"], table[f"{n}/rejected"] = scores[n]["chosen"], scores[n]["rejected"]
         table[f"{n}/error"] = scores[n]["errors"]
@@ -160,8 +169,8 @@ def evaluate(config: EvalConfig) -> tuple[dict, "pa.Table"]:
                        "bad_rows": len(data["bad"]), "not_supported": len(data["unsupported"]),
                        "unscorable": int((~keep).sum()),
                        "stand_in_images": sum(bool(r.get("stand_in")) for r in kept),
-                       "videos": sum(bool(r.get("route")) for r in kept)},
-            "video_routes": dict(Counter(r["route"] for r in kept if r.get("route"))),
+                       "videos": sum(bool(r.get("videos")) for r in kept)},
+            "video_routes": dict(Counter(table["route"][i] for i in idx[keep] if table["route"][i])),
             "bad_reasons": dict(Counter(reason_kind(b.reason) for b in data["bad"])),
             "not_supported_reasons": dict(Counter(b.reason for b in data["unsupported"])),
             "unscorable_reasons": dict(failed), "bad_examples": [_example(b) for b in data["bad"][:20]],

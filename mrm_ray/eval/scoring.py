@@ -20,12 +20,13 @@ from mrm_ray.data.schema import MESSAGE
 
 SCORE_INPUT = pa.schema([("id", pa.string()), ("prompt", pa.list_(MESSAGE)), ("images", pa.list_(pa.binary())),
                          ("chosen", pa.string()), ("rejected", pa.string()),
-                         ("chosen_images", pa.list_(pa.binary())), ("rejected_images", pa.list_(pa.binary()))])
+                         ("chosen_images", pa.list_(pa.binary())), ("rejected_images", pa.list_(pa.binary())),
+                         ("videos", pa.list_(pa.list_(pa.binary())))])
 
 
 def has_images(pair: Mapping) -> bool:
-    """Whether a pair shows any image, in its prompt or in a response."""
-    return bool(pair.get("images") or pair.get("chosen_images") or pair.get("rejected_images"))
+    """Whether a pair shows any image (or video), in its prompt or in a response."""
+    return bool(pair.get("images") or pair.get("chosen_images") or pair.get("rejected_images") or pair.get("videos"))
 
 
 class PairScoring:
@@ -48,7 +49,7 @@ class PairScoring:
         applicable = [self.scorer.takes_images or not has_images(r) for r in rows]
         mine = [{"prompt": to_chat_messages(r["prompt"]), "images": r["images"], "chosen": r["chosen"],
                  "rejected": r["rejected"], "chosen_images": r["chosen_images"],
-                 "rejected_images": r["rejected_images"]} for r, a in zip(rows, applicable) if a]
+                 "rejected_images": r["rejected_images"], "videos": r["videos"]} for r, a in zip(rows, applicable) if a]
         if self.orders:
             scored = iter(v if isinstance(v, str) else (v[0] / 2, -v[0] / 2, v[1])
                           for v in self.scorer.compare_orders(mine))
@@ -63,7 +64,10 @@ class PairScoring:
                          "rejected_score": [v[1] if good else float("nan") for v, good in zip(out, ok)],
                          "consistent": pa.array([v[2] if good else None for v, good in zip(out, ok)], pa.bool_()),
                          "error": [None if good else v for v, good in zip(out, ok)],
-                         "applicable": applicable, "takes_images": [self.scorer.takes_images] * len(rows)})
+                         "applicable": applicable, "takes_images": [self.scorer.takes_images] * len(rows),
+                         # how this member's model saw each pair's videos (one route per member for the run)
+                         "route": [self.scorer.encoder.video_route if r["videos"] and a else None
+                                   for r, a in zip(rows, applicable)]})
 
 
 def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, Mapping], *, batch_size: int = 16,
@@ -71,11 +75,13 @@ def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, Mapping], 
                        max_batch_tokens: int = MAX_BATCH_TOKENS) -> dict[str, dict[str, np.ndarray | list]]:
     """Per member (name -> its `MemberSettings` as a mapping: `path`, and `kind` / `judge` for a judge):
     `chosen`, `rejected` (pairs,) aligned with `rows`, `errors` (message or None), `consistent` (a pairwise
-    judge's two orders agree; None for the others), `applicable` (bool (pairs,): False where a text-only member was given a pair with images) and
-    `takes_images` (whether the member's backbone sees images)."""
+    judge's two orders agree; None for the others), `applicable` (bool (pairs,): False where a text-only member
+    was given a pair with images), `routes` (how its model saw a pair's videos: video or frames; None without)
+    and `takes_images` (whether the member's backbone sees images)."""
     import ray
 
-    table = pa.Table.from_pylist([{k: r.get(k, []) if k.endswith("_images") else r[k] for k in SCORE_INPUT.names}
+    table = pa.Table.from_pylist([{k: r.get(k, []) if k.endswith("_images") or k == "videos" else r[k]
+                                   for k in SCORE_INPUT.names}
                                   for r in rows], schema=SCORE_INPUT)
     # blocks of a few batches each, so every actor of the pool gets work (one big block feeds one actor)
     step = batch_size * 4
@@ -100,12 +106,13 @@ def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, Mapping], 
         applicable = np.zeros(len(rows), dtype=bool)
         errors: list[str | None] = [None] * len(rows)
         consistent: list[bool | None] = [None] * len(rows)
-        for pid, c, r, e, a, o in zip(*(result.column(k).to_pylist() for k in (
-                "id", "chosen_score", "rejected_score", "error", "applicable", "consistent"))):
+        routes: list[str | None] = [None] * len(rows)
+        for pid, c, r, e, a, o, v in zip(*(result.column(k).to_pylist() for k in (
+                "id", "chosen_score", "rejected_score", "error", "applicable", "consistent", "route"))):
             i = position[pid]
-            chosen[i], rejected[i], errors[i], applicable[i], consistent[i] = c, r, e, a, o
+            chosen[i], rejected[i], errors[i], applicable[i], consistent[i], routes[i] = c, r, e, a, o, v
         takes_images = result.column("takes_images").to_pylist()[:1] or [True]
         out[name] = {"chosen": chosen, "rejected": rejected, "errors": errors, "applicable": applicable,
-                     "consistent": consistent,
+                     "consistent": consistent, "routes": routes,
                      "takes_images": bool(takes_images[0])}
     return out

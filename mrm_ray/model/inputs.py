@@ -12,9 +12,10 @@ through these:
 - `<image>` markers in text (LLaMA-Factory, veRL, MMRB2's responses): `split_markers`, `marker_parts`.
 - `as_messages`: a prompt (text, or chat messages with parts or markers) as chat messages whose
   image parts are `{"type": "image"}`, one per image given; `response_text`: a response's text.
-- videos: `video_frames` checks a video's frames (an ordered list of images), `frames_as_images` gives each
-  video to the model as its frames in order, each an image, where the video is (the frames route,
-  `VIDEO_ROUTE`: the same records score on every machine, torchvision or not);
+- videos: `video_frames` checks a video's frames (an ordered list of images); `place_videos` puts each video
+  where its part is, by the run's route (`choose_video_route`): the family's own video path where its video
+  processor loads, or its frames in order, each an image (`frames_as_images`: on every machine, torchvision
+  or not);
 - `PairEncoder`: a prompt and K responses as model-ready features (the prompt once), and
   `count_prompt_tokens`: the prompt's length from its images' sizes alone, through the same rendering,
   so the data pipeline's light pass decides truncation exactly as its encoder does (model/truncation.py).
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mrm_ray.config.ensemble import VIDEO_ROUTES  # how a run gives videos to the model
 
 END_OF_TURN = "<|im_end|>"
 IMAGE_MARKER = "<image>"  # where an image sits in text (a prompt's, or a response's when it shows images)
@@ -221,8 +224,25 @@ def as_messages(prompt: str | Sequence[Mapping], n_images: int) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ videos
-VIDEO_ROUTE = "frames"  # how videos reach the model on this build: each frame an image, in order (see below)
 MAX_VIDEO_FRAMES = 16  # frames a video may have (a frame folder is sampled down to it, evenly)
+DEFAULT_VIDEO_FPS = 2.0  # frames per second of a video given as frames, where the video processor names none
+
+
+def choose_video_route(processor, wanted: str = "auto") -> str:
+    """The route this run's videos take, one for every row: "video", the family's own video path (the processor's
+    video processor: `pixel_values_videos`, `video_grid_thw`, M-RoPE's temporal axis), or "frames", each video
+    given as its frames in order, each an image (`place_videos`). "auto" takes the video path where the processor
+    has its video processor (it needs torchvision) and the frames elsewhere."""
+    if wanted not in VIDEO_ROUTES:
+        raise ValueError(f"video_route must be one of {VIDEO_ROUTES}, got {wanted!r}")
+    has_video = getattr(processor, "video_processor", None) is not None
+    if wanted == "video" and not has_video:
+        raise ValueError("video_route: video needs the family's video processor, which transformers builds only "
+                         "where torchvision imports beside torch (here it does not: install the torchvision release "
+                         "built for your torch); or set video_route: frames (or auto)")
+    if wanted == "auto":
+        return "video" if has_video else "frames"
+    return wanted
 
 
 def is_video_part(part: Any) -> bool:
@@ -266,25 +286,25 @@ def frame_files(folder: Path, max_frames: int = MAX_VIDEO_FRAMES) -> list[Path]:
     return sample_frames(sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), max_frames)
 
 
-def frames_as_images(prompt: str | Sequence[Mapping], images: Sequence[Any], videos: Sequence[Sequence[Any]]
-                     ) -> tuple[str | list[dict], list[Any]]:
-    """The frames route (`VIDEO_ROUTE`): each video given as its frames in order, each an image part where the
-    video is (a `{"type": "video"}` part; in a text prompt, the videos go before the text, after the images that
-    lead it).
-    Returns the prompt (chat messages when there is a video) and every image in the order the parts take them.
+def place_videos(prompt: str | Sequence[Mapping], images: Sequence[Any], videos: Sequence[Sequence[Any]], *,
+                 frames: bool) -> tuple[str | list[dict], list[Any], list[Sequence[Any]]]:
+    """Each video where its `{"type": "video"}` part is (in a text prompt, the videos go before the text, after
+    the images that lead it; first when `<image>` marks place the images inside it).
+    `frames=True`, the frames route: each video becomes its frames in order, each an image part, and its frames
+    join the images in that order. `frames=False`, the video route: the video parts stay, the videos come back
+    in order. Returns (the prompt, chat messages when there is a video; the images; the videos).
     A prompt with no video comes back as it was."""
     if not videos and (isinstance(prompt, str) or not any(
             is_video_part(p) for m in prompt if isinstance(m.get("content"), list) for p in m["content"])):
-        return prompt, list(images)
+        return prompt, list(images), []
     if isinstance(prompt, str):
         messages = as_messages(prompt, len(images))
         content = messages[0]["content"]
-        # after the images that lead the text; first when `<image>` marks place the images inside it
         at = 0 if len(images) and IMAGE_MARKER in prompt else sum(is_image_part(p) for p in content)
         messages[0]["content"] = content[:at] + [{"type": "video"} for _ in videos] + content[at:]
         prompt = messages
     pending_images, pending_videos = list(images), list(videos)
-    out_messages, out_images = [], []
+    out_messages, out_images, out_videos = [], [], []
     for message in prompt:
         content = message.get("content")
         if not isinstance(content, list):
@@ -295,9 +315,13 @@ def frames_as_images(prompt: str | Sequence[Mapping], images: Sequence[Any], vid
             if is_video_part(part):
                 if not pending_videos:
                     raise InvalidInput("video mismatch: more video parts than videos")
-                frames = pending_videos.pop(0)
-                parts += [{"type": "image"} for _ in frames]
-                out_images += list(frames)
+                video = pending_videos.pop(0)
+                if frames:
+                    parts += [{"type": "image"} for _ in video]
+                    out_images += list(video)
+                else:
+                    parts.append({"type": "video"})
+                    out_videos.append(video)
             else:
                 if is_image_part(part):
                     if not pending_images:
@@ -310,7 +334,14 @@ def frames_as_images(prompt: str | Sequence[Mapping], images: Sequence[Any], vid
         raise InvalidInput(f"video mismatch: {len(pending_videos)} video(s) have no video part in the prompt")
     if pending_images:
         raise InvalidInput(f"image mismatch: {len(pending_images)} image(s) have no image placeholder")
-    return out_messages, out_images
+    return out_messages, out_images, out_videos
+
+
+def frames_as_images(prompt: str | Sequence[Mapping], images: Sequence[Any], videos: Sequence[Sequence[Any]]
+                     ) -> tuple[str | list[dict], list[Any]]:
+    """The frames route (`place_videos`): (the prompt, every image and frame in the order the parts take them)."""
+    prompt, images, _ = place_videos(prompt, images, videos, frames=True)
+    return prompt, images
 
 
 _REPLY = "\ue000"  # a private-use character standing for the reply while the template renders it
@@ -330,16 +361,31 @@ def prompt_text(processor, messages: Sequence[Mapping]) -> str:
 class PairEncoder:
     """Turns prompts and responses into model-ready numpy features with one processor."""
 
-    def __init__(self, processor) -> None:
+    def __init__(self, processor, *, video_route: str = "auto") -> None:
+        """`video_route`: how videos reach the model, one route for the encoder's whole run (`video_route()`)."""
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.pad_token_id = self.tokenizer.pad_token_id
+        self.video_route = choose_video_route(processor, video_route) if getattr(processor, "image_processor", None) \
+            else "frames"  # a text-only backbone refuses videos as it refuses images
 
-    def encode_prompt(self, prompt: str | Sequence[Mapping], images: Sequence[Any] = ()) -> dict[str, np.ndarray]:
+    def _video_inputs(self, videos: Sequence[Sequence[Any]]) -> dict[str, Any]:
+        """The video processor's inputs for videos given as frames: each its frames in order, taken as sampled at
+        the processor's fps (`DEFAULT_VIDEO_FPS` where it names none), none sampled again."""
+        fps = float(getattr(self.processor.video_processor, "fps", None) or DEFAULT_VIDEO_FPS)
+        return {"videos": [[load_image(f) for f in video] for video in videos], "do_sample_frames": False,
+                "video_metadata": [{"total_num_frames": len(video), "fps": fps, "frames_indices": list(range(len(video)))}
+                                   for video in videos]}
+
+    def encode_prompt(self, prompt: str | Sequence[Mapping], images: Sequence[Any] = (),
+                      videos: Sequence[Sequence[Any]] = ()) -> dict[str, np.ndarray]:
+        """A prompt's features; its videos (each an ordered list of frames) by this encoder's route."""
+        prompt, images, videos = place_videos(prompt, images, videos, frames=self.video_route == "frames")
         pil_images = [load_image(im) for im in images]
         messages = as_messages(prompt, len(pil_images))
         text = prompt_text(self.processor, messages)
-        enc = self.processor(text=[text], images=pil_images or None, return_tensors="np")
+        enc = self.processor(text=[text], images=pil_images or None, return_tensors="np",
+                             **(self._video_inputs(videos) if videos else {}))
         out = {
             "prompt_ids": enc["input_ids"][0].astype(np.int64),
             "prompt_mm_token_type_ids": enc["mm_token_type_ids"][0].astype(np.int64),
@@ -347,6 +393,11 @@ class PairEncoder:
         if pil_images:
             out["pixel_values"] = enc["pixel_values"].astype(np.float32)
             out["image_grid_thw"] = enc["image_grid_thw"].astype(np.int64)
+        if videos:
+            out["pixel_values_videos"] = enc["pixel_values_videos"].astype(np.float32)
+            out["video_grid_thw"] = enc["video_grid_thw"].astype(np.int64)
+            if "second_per_grid_ts" in enc:  # Qwen2.5-VL: seconds per temporal patch, M-RoPE's time axis
+                out["second_per_grid_ts"] = np.asarray(enc["second_per_grid_ts"], np.float32).reshape(-1)
         return out
 
     def encode_response(self, response: Any) -> np.ndarray:
@@ -369,9 +420,10 @@ class PairEncoder:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return len(ids) + sum(self.image_tokens(w, h) - 1 for w, h in image_sizes)
 
-    def encode_pair(self, prompt, images, chosen, rejected, *, margin: float | None = None) -> dict[str, Any]:
+    def encode_pair(self, prompt, images, chosen, rejected, *, margin: float | None = None,
+                    videos: Sequence[Sequence[Any]] = ()) -> dict[str, Any]:
         """One pair: prompt features once, plus chosen and rejected response ids."""
-        out = self.encode_prompt(prompt, images)
+        out = self.encode_prompt(prompt, images, videos)
         out["chosen_ids"] = self.encode_response(chosen)
         out["rejected_ids"] = self.encode_response(rejected)
         if margin is not None:
@@ -408,8 +460,8 @@ class PairEncoder:
         return prefix, self.encode_response(segments[-1])
 
     def encode_groups(self, prompt, images, responses: Sequence[Any],
-                      response_images: Sequence[Sequence[Any]] | None = None
-                      ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+                      response_images: Sequence[Sequence[Any]] | None = None,
+                      videos: Sequence[Sequence[Any]] = ()) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
         """Groups for one prompt's responses, and where each response landed, (group, index in it): the
         text responses share one group; each response with images inside is a group of its own."""
         response_images = list(response_images or [()] * len(responses))
@@ -417,7 +469,7 @@ class PairEncoder:
             raise ValueError(f"{len(response_images)} response image lists for {len(responses)} responses")
         text_only = [k for k, shown in enumerate(response_images) if not shown]
         groups, where = [], [(0, 0)] * len(responses)
-        base = self.encode_prompt(prompt, images)
+        base = self.encode_prompt(prompt, images, videos)
         if text_only:
             groups.append({**base, "responses": [self.encode_response(responses[k]) for k in text_only]})
             for j, k in enumerate(text_only):
@@ -425,22 +477,23 @@ class PairEncoder:
         for k, shown in enumerate(response_images):
             if shown:
                 prefix, tail = self.encode_response_images(responses[k], shown)
-                group = {key: np.concatenate([base[key], prefix[key]]) if key in base else prefix[key]
-                         for key in prefix}
+                group = {**base, **{key: np.concatenate([base[key], prefix[key]]) if key in base else prefix[key]
+                                    for key in prefix}}
                 where[k] = (len(groups), 0)
                 groups.append({**group, "responses": [tail]})
         return groups, where
 
-    def encode_group(self, prompt, images, responses: Sequence[Any]) -> dict[str, Any]:
+    def encode_group(self, prompt, images, responses: Sequence[Any],
+                     videos: Sequence[Sequence[Any]] = ()) -> dict[str, Any]:
         """One prompt with K >= 1 responses: prompt features once, `responses` a list of id arrays."""
         if not responses:
             raise ValueError("a group needs at least one response")
-        out = self.encode_prompt(prompt, images)
+        out = self.encode_prompt(prompt, images, videos)
         out["responses"] = [self.encode_response(r) for r in responses]
         return out
 
-    def encode_item(self, prompt, images, response) -> dict[str, Any]:
+    def encode_item(self, prompt, images, response, videos: Sequence[Sequence[Any]] = ()) -> dict[str, Any]:
         """One prompt/response to score on its own."""
-        out = self.encode_prompt(prompt, images)
+        out = self.encode_prompt(prompt, images, videos)
         out["response_ids"] = self.encode_response(response)
         return out

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from mrm_ray.config import MAX_BATCH_TOKENS, JudgeConfig, to_dict
-from mrm_ray.model.inputs import InvalidInput, is_image_part, load_image, prompt_text, response_text
+from mrm_ray.model.inputs import (InvalidInput, frames_as_images, is_image_part, load_image, prompt_text,
+                                  response_text)
 from mrm_ray.model.scorer import Scorer, device_and_dtype
 
 
@@ -125,12 +126,15 @@ class JudgeEncoder:
             group["image_grid_thw"] = enc["image_grid_thw"].astype(np.int64)
         return group
 
+    video_route = "frames"
+
     def encode_groups(self, prompt, images, responses: Sequence[Any],
-                      response_images: Sequence[Sequence[Any]] | None = None
-                      ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+                      response_images: Sequence[Sequence[Any]] | None = None,
+                      videos: Sequence[Sequence[Any]] = ()) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
         """The `PairEncoder.encode_groups` interface: one group, question k at (0, k)."""
         if any(response_images or ()):
             raise InvalidInput("a judge reads text responses; images inside a response go to scalar members")
+        prompt, images = frames_as_images(prompt, images or [], videos)  # a judge reads videos as their frames
         questions = self.questions(prompt, responses)
         return [self.encode(images or [], questions)], [(0, k) for k in range(len(questions))]
 
@@ -310,4 +314,4 @@ def member_scorer(settings, *, name: str) -> Scorer:
                    score_std=settings.score_std)
     if settings.kind == "judge":
         return Judge(settings.path, settings.judge, name=name, **options)
-    return Scorer(settings.path, **options)
+    return Scorer(settings.path, video_route=settings.video_route, **options)

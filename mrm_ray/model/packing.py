@@ -18,7 +18,9 @@ The forward equals running each response alone with its prompt, by construction:
     reference);
   * M-RoPE positions: the prompt's come from the model's own `get_rope_index`, and every
     response's restart where the prompt ends (`next position + offset`);
-  * the vision tower sees each group's images once.
+  * the vision tower sees each group's images and videos once (a video's features, its
+    `video_grid_thw` and, for Qwen2.5-VL, `second_per_grid_ts` ride with its group as
+    the images' do; M-RoPE's temporal axis comes from the same `get_rope_index`).
 Collates return plain tensors (usable from `iter_torch_batches`), including the index
 arithmetic the attention needs (`attention_plan`), computed on the host in NumPy.
 """
@@ -80,15 +82,21 @@ def balanced_parts(lengths: Sequence[int], parts: int) -> list[list[int]]:
     return [sorted(b) for b in bins]
 
 
+# what a group's prompt may carry for the vision tower and M-RoPE, each concatenated over the batch's groups in
+# placement order (images in order, videos in order): the processor's own outputs
+VISION_FEATURES = (("pixel_values", torch.float32), ("image_grid_thw", torch.long),
+                   ("pixel_values_videos", torch.float32), ("video_grid_thw", torch.long),
+                   ("second_per_grid_ts", torch.float32))
+VIDEO_FEATURES = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
 def _vision(features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
-    pixels = [f["pixel_values"] for f in features if f.get("pixel_values") is not None and len(f["pixel_values"])]
-    grids = [f["image_grid_thw"] for f in features if f.get("image_grid_thw") is not None and len(f["image_grid_thw"])]
-    if not pixels:
-        return {}
-    return {
-        "pixel_values": torch.as_tensor(np.concatenate(pixels, axis=0), dtype=torch.float32),
-        "image_grid_thw": torch.as_tensor(np.concatenate(grids, axis=0), dtype=torch.long),
-    }
+    out = {}
+    for key, dtype in VISION_FEATURES:
+        parts = [f[key] for f in features if f.get(key) is not None and len(f[key])]
+        if parts:
+            out[key] = torch.as_tensor(np.concatenate(parts, axis=0), dtype=dtype)
+    return out
 
 
 def unshared(groups: Sequence[Mapping]) -> list[dict]:

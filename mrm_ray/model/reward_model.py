@@ -22,7 +22,7 @@ from mrm_ray.config import HeadConfig, to_dict, validate
 from mrm_ray.model import checkpoints, families
 from mrm_ray.model.attention import GroupPlan, choose_kernel, use_grouped_attention
 from mrm_ray.model.head import RewardHead
-from mrm_ray.model.packing import SEG_PROMPT, dense_attention_mask, last_index
+from mrm_ray.model.packing import SEG_PROMPT, VIDEO_FEATURES, dense_attention_mask, last_index
 
 logger = logging.getLogger(__name__)
 _SAID: set[str] = set()  # families whose layout fallback was logged in this process
@@ -155,20 +155,22 @@ class RewardModel(nn.Module):
         """Whether packed groups are exact for this family (model/families.py); else one response per row."""
         return self.family.shares_prompt
 
-    def _positions(self, input_ids, mm_token_type_ids, image_grid_thw, keep: torch.Tensor) -> torch.Tensor:
+    def _positions(self, input_ids, mm_token_type_ids, image_grid_thw, keep: torch.Tensor,
+                   video: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(A, B, L) positions of the tokens where `keep` is True, by the model's own rule: M-RoPE's three
-        axes for vision families (`get_rope_index`), one axis counting the kept tokens for text-only ones."""
+        axes for vision families (`get_rope_index`, videos' temporal axis from `video_grid_thw` and Qwen2.5-VL's
+        `second_per_grid_ts`), one axis counting the kept tokens for text-only ones."""
         if not self.family.vision:
             return (keep.long().cumsum(-1) - 1).clamp(min=0)[None]
         positions, _ = self.backbone.get_rope_index(
             input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw,
-            attention_mask=keep.long())
+            attention_mask=keep.long(), **{k: v for k, v in video.items() if k != "pixel_values_videos"})
         return positions
 
     def _group_positions(self, input_ids, mm_token_type_ids, image_grid_thw, segment_ids, group_ids,
-                         token_offset) -> torch.Tensor:
+                         token_offset, video: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(A, R, L) positions of packed groups: each prompt's by the model's rule over the prompts
-        alone (one per row of a (G, longest prompt) batch, images in order), each response's
+        alone (one per row of a (G, longest prompt) batch, images and videos in order), each response's
         continuing from its prompt's next position, as if it were the only one."""
         flat_ids, flat_seg, flat_group = input_ids.reshape(-1), segment_ids.reshape(-1), group_ids.reshape(-1)
         flat_offset = token_offset.reshape(-1)
@@ -179,7 +181,7 @@ class RewardModel(nn.Module):
         mm = mm_token_type_ids.new_zeros(n_groups, longest)
         valid = torch.zeros(n_groups, longest, dtype=torch.bool, device=input_ids.device)
         ids[g, off], mm[g, off], valid[g, off] = flat_ids[at], mm_token_type_ids.reshape(-1)[at], True
-        prompt_pos = self._positions(ids, mm, image_grid_thw, valid)  # (A, G, longest)
+        prompt_pos = self._positions(ids, mm, image_grid_thw, valid, video)  # (A, G, longest)
         next_pos = torch.where(valid[None], prompt_pos, -1).amax(dim=(0, 2)) + 1  # (G,)
         positions = torch.zeros(len(prompt_pos), flat_ids.numel(), dtype=prompt_pos.dtype, device=input_ids.device)
         positions[:, at] = prompt_pos[:, g, off]
@@ -187,12 +189,16 @@ class RewardModel(nn.Module):
         positions[:, resp] = (next_pos[flat_group[resp]] + flat_offset[resp])[None]
         return positions.reshape(len(prompt_pos), *input_ids.shape)
 
-    def _hidden(self, input_ids, attention_mask, position_ids, pixel_values, image_grid_thw, **kwargs) -> torch.Tensor:
+    def _hidden(self, input_ids, attention_mask, position_ids, pixel_values, image_grid_thw,
+                video: Mapping[str, torch.Tensor], **kwargs) -> torch.Tensor:
         if self.family.vision:
             kwargs.update(pixel_values=pixel_values, image_grid_thw=image_grid_thw)
+            if "pixel_values_videos" in video:  # the tower's inputs; second_per_grid_ts only moves positions
+                kwargs.update(pixel_values_videos=video["pixel_values_videos"],
+                              video_grid_thw=video["video_grid_thw"])
         else:
-            if pixel_values is not None:
-                raise ValueError(f"a text-only {self.family.name} reward model takes no images")
+            if pixel_values is not None or video:
+                raise ValueError(f"a text-only {self.family.name} reward model takes no images or videos")
             position_ids = position_ids[0]  # one axis: (B, L)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=False, **kwargs)
@@ -214,10 +220,10 @@ class RewardModel(nn.Module):
             if "chosen_index" in batch:
                 return rewards[batch["chosen_index"]], rewards[batch["rejected_index"]]
             return rewards
-        keep = attention_mask.bool()
-        positions = self._positions(input_ids, mm_token_type_ids, image_grid_thw, keep)
+        keep, video = attention_mask.bool(), _video(batch)
+        positions = self._positions(input_ids, mm_token_type_ids, image_grid_thw, keep, video)
         mask = dense_attention_mask(keep.long() * SEG_PROMPT, torch.zeros_like(input_ids), self.dtype)
-        hidden = self._hidden(input_ids, mask, positions, pixel_values, image_grid_thw)
+        hidden = self._hidden(input_ids, mask, positions, pixel_values, image_grid_thw, video)
         index = last_index(keep)
         return self.head(hidden[torch.arange(len(index), device=index.device), index])
 
@@ -231,15 +237,16 @@ class RewardModel(nn.Module):
             if bool(several) or int(segment_ids.max()) > SEG_PROMPT + 1:
                 raise ValueError(f"a {self.family.name} reward model cannot share a prompt or a row between "
                                  "responses (model/families.py): collate with share_prompt=model.shares_prompt")
+        video = _video(batch)
         positions = self._group_positions(input_ids, mm_token_type_ids, image_grid_thw, segment_ids,
-                                          batch["group_ids"], batch["token_offset"])
+                                          batch["group_ids"], batch["token_offset"], video)
         kernel = choose_kernel(self.packed_attention, device=input_ids.device, dtype=self.dtype)
         if kernel == "dense":
             mask = dense_attention_mask(segment_ids, batch["group_ids"], self.dtype)
-            hidden = self._hidden(input_ids, mask, positions, pixel_values, image_grid_thw)
+            hidden = self._hidden(input_ids, mask, positions, pixel_values, image_grid_thw, video)
         else:
             plan = GroupPlan.build(batch, kernel=kernel)
-            hidden = self._hidden(input_ids, None, positions, pixel_values, image_grid_thw, group_plan=plan)
+            hidden = self._hidden(input_ids, None, positions, pixel_values, image_grid_thw, video, group_plan=plan)
         return self.head(hidden.reshape(-1, hidden.shape[-1])[batch["reward_index"]])
 
     def forward_pairs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,6 +256,11 @@ class RewardModel(nn.Module):
             return out
         half = len(out) // 2
         return out[:half], out[half:]
+
+
+def _video(batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A batch's video inputs (packing.VIDEO_FEATURES), those it has."""
+    return {k: batch[k] for k in VIDEO_FEATURES if batch.get(k) is not None}
 
 
 def _set_vision_attention(backbone, attn_implementation: str, vision_attention: str) -> None:

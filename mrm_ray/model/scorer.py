@@ -49,7 +49,8 @@ class Scorer:
     `Scorer.from_model(model, encoder)` scores with a model already in memory."""
 
     def __init__(self, path: str, *, max_batch_tokens: int = MAX_BATCH_TOKENS, dtype: str = "auto",
-                 score_mean: float | None = None, score_std: float | None = None) -> None:
+                 score_mean: float | None = None, score_std: float | None = None,
+                 video_route: str = "auto") -> None:
         from mrm_ray.model import checkpoints
         from mrm_ray.model.inputs import PairEncoder
         from mrm_ray.model.processor import load_processor
@@ -58,7 +59,7 @@ class Scorer:
         path = str(checkpoints.resolve(path))  # a reward checkpoint or a sequence classifier, local or fetched
         device, dtype = device_and_dtype(dtype)
         model = RewardModel.from_pretrained(path, dtype=dtype).to(device).eval()
-        self._setup(model, PairEncoder(load_processor(path)), max_batch_tokens=max_batch_tokens, path=path,
+        self._setup(model, PairEncoder(load_processor(path), video_route=video_route), max_batch_tokens=max_batch_tokens, path=path,
                     version=checkpoints.version(path), score_mean=score_mean, score_std=score_std)
 
     @classmethod
@@ -85,7 +86,8 @@ class Scorer:
 
         return {"kind": "scalar", "path": self.path, "version": self.version, "score_mean": self.score_mean,
                 "score_std": self.score_std, "device": str(self.device), "dtype": str(self.model.dtype),
-                "torch_threads": torch.get_num_threads(), "max_batch_tokens": self.max_batch_tokens}
+                "torch_threads": torch.get_num_threads(), "max_batch_tokens": self.max_batch_tokens,
+                "video_route": self.encoder.video_route}
 
     # ---------------------------------------------------------------------------- scoring
     def score_encoded(self, groups: Sequence[dict], *, progress: bool = False) -> list[list[float]]:
@@ -113,13 +115,14 @@ class Scorer:
         return results
 
     def _score(self, inputs: Sequence[dict], *, progress: bool = False) -> list[list[float] | str]:
-        """Rewards per `{prompt, images, responses[, response_images]}`, or an error message for that input."""
+        """Rewards per `{prompt, images, responses[, response_images, videos]}`, or an error message for that
+        input."""
         results: list[list[float] | str] = [""] * len(inputs)
         encoded, where = [], []
         for i, x in enumerate(inputs):
             try:
                 groups, landed = self.encoder.encode_groups(x["prompt"], x.get("images") or [], x["responses"],
-                                                            x.get("response_images"))
+                                                            x.get("response_images"), videos=x.get("videos") or ())
             except Exception as exc:  # this input only: a message for its request, the batch goes on
                 results[i] = f"cannot encode: {type(exc).__name__}: {str(exc)[:200]}"
                 continue

@@ -4,8 +4,8 @@ Nothing can be downloaded where tests run, so this writes a real Hugging Face di
 that goes through exactly the `from_pretrained(path)` code path a 7B checkpoint does:
 `config.json` (the family's real config class), `model.safetensors`, a byte-level BPE
 tokenizer trained here with the family's added tokens and its published chat template
-(model/templates/), and, for the vision-language families, a preprocessor config with the
-family's real image settings but a small pixel budget. Same family and seed, same bytes.
+(model/templates/), and, for the vision-language families, preprocessor configs with the
+family's real image and video settings but a small pixel budget. Same family and seed, same bytes.
 """
 
 from __future__ import annotations
@@ -161,6 +161,21 @@ def image_processor_config(*, family: str = DEFAULT, min_pixels: int = TINY_MIN_
     }
 
 
+_VIDEO_PROCESSORS = {"Qwen2VLProcessor": "Qwen2VLVideoProcessor", "Qwen2_5_VLProcessor": "Qwen2VLVideoProcessor",
+                     "Qwen3VLProcessor": "Qwen3VLVideoProcessor"}
+
+
+def video_processor_config(*, family: str = DEFAULT) -> dict:
+    """The family's video_preprocessor_config.json: its images' settings and pixel budget per frame, videos given
+    as frames at 2 per second and never sampled again (model/inputs.py's video route)."""
+    from mrm_ray.model.inputs import DEFAULT_VIDEO_FPS, MAX_VIDEO_FRAMES
+
+    config = image_processor_config(family=family)
+    config.pop("image_processor_type")
+    return {**config, "video_processor_type": _VIDEO_PROCESSORS[family_named(family).processor],
+            "fps": DEFAULT_VIDEO_FPS, "do_sample_frames": False, "min_frames": 1, "max_frames": MAX_VIDEO_FRAMES}
+
+
 def build_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, family: str = DEFAULT,
                           text_hidden: int = 64, vision_hidden: int = 64, text_layers: int = 2) -> Path:
     """Write a tiny random checkpoint of `family` to `out_dir` atomically; return its path."""
@@ -180,4 +195,6 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, family: 
         if spec.vision:
             (tmp / "preprocessor_config.json").write_text(
                 json.dumps(image_processor_config(family=family), indent=2, sort_keys=True) + "\n")
+            (tmp / "video_preprocessor_config.json").write_text(
+                json.dumps(video_processor_config(family=family), indent=2, sort_keys=True) + "\n")
     return Path(out_dir).resolve()

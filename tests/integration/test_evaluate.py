@@ -113,7 +113,7 @@ def test_evaluate_job_on_real_benchmarks_with_stand_in_images(ray_head, fitted, 
     assert mm["results"]["ensemble.yaml (accuracy_weighted)"]["Acc"] == pytest.approx(expected["Acc"])
     good = [r for r in read_benchmark("mm_rlhf", bench / "mm_rlhf_reward_bench.jsonl",
                                       stand_in_images=shared_data / "real-images") if not isinstance(r, Rejected)]
-    rows = good[:4] + [r for r in good if r.get("route")][:1]  # four image pairs and a video pair (its frames)
+    rows = good[:4] + [r for r in good if r.get("videos")][:1]  # four image pairs and a video pair
     assert (mm_pairs.route == "frames").sum() == 25 and mm_pairs.route.isna().sum() == 145
     offline = Scorer(str(reward_checkpoints[1])).score_pairs([{**r, "prompt": to_chat_messages(r["prompt"])}
                                                              for r in rows])

@@ -40,7 +40,7 @@ from typing import Any
 from mrm_ray.data.quarantine import BadRecord, NotSupported, Rejected
 from mrm_ray.data.readers.base import guarded, iter_dataset_rows, read_video
 from mrm_ray.data.schema import canonical_pair
-from mrm_ray.model.inputs import IMAGE_MARKER, VIDEO_ROUTE, file_under, frames_as_images, image_reference
+from mrm_ray.model.inputs import IMAGE_MARKER, file_under, image_reference
 
 MM_RLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")
 # VL-RewardBench's official categorisation: the id's first word, matched case-insensitively
@@ -170,12 +170,10 @@ def read_vl_rewardbench(path: str | Path, *, source: str | None = None, image_ro
 
 def _mm_rlhf_pair(row: dict, k: int, media: Media, source: str, position: str) -> dict:
     group_id = str(row["id"])
-    if row.get("video") is not None:  # the frames route: the video's frames, in order, before the question
-        prompt, frames = frames_as_images(row.get("prompt") or "", [], [media.video(row["video"])])
-        pair = _benchmark_pair(group_id=group_id, k=k, category=mm_rlhf_category(str(row["video"])), source=source,
-                               position=position, prompt=prompt, images=frames, chosen=row.get("chosen"),
-                               rejected=row.get("rejected"))
-        return {**pair, "route": VIDEO_ROUTE}
+    if row.get("video") is not None:  # its frames in order, before the question; the run chooses their route
+        return _benchmark_pair(group_id=group_id, k=k, category=mm_rlhf_category(str(row["video"])), source=source,
+                               position=position, prompt=row.get("prompt") or "", videos=[media.video(row["video"])],
+                               chosen=row.get("chosen"), rejected=row.get("rejected"))
     return _benchmark_pair(group_id=group_id, k=k, category=mm_rlhf_category(str(row.get("image") or "")),
                            source=source, position=position, prompt=row.get("prompt"), images=[media(row["image"])],
                            chosen=row.get("chosen"), rejected=row.get("rejected"))

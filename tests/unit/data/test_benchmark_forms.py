@@ -144,14 +144,15 @@ def test_mm_rlhf_hub_repository_jsonl_and_parquet(tmp_path):
                    repo / "data" / "train-00000-of-00001.parquet")
     expected = [("073712_6205145#0", "073712_6205145", "mcq", [RED], "A", "B"),
                 ("073712_6205145#1", "073712_6205145", "mcq", [RED], "A", "C"),
-                ("v_1#0", "v_1", "video", [GREEN, BLUE], "x", "y"),
+                ("v_1#0", "v_1", "video", [], "x", "y"),
                 ("s_1#0", "s_1", "safety", [BLUE], "No.", "Sure.")]
     for path, root in ((repo / "mm_reward_bench.jsonl", None), (repo / "data", repo)):
         good, bad = _split(read_benchmark("mm_rlhf", path, image_root=root))
         assert [(r["id"], r["group_id"], r["category"], r["images"], r["chosen"], r["rejected"]) for r in good] == expected
-        assert bad == {} and [r.get("route") for r in good] == [None, None, "frames", None]
-        assert good[2]["prompt"] == [{"role": "user", "content": [{"type": "image", "text": None}] * 2 + [
-            {"type": "text", "text": "What happens?"}]}]
+        # the video stays a video (its frames in order, where its part is): the run's encoder chooses its route
+        assert bad == {} and [r.get("videos") for r in good] == [None, None, [[GREEN, BLUE]], None]
+        assert good[2]["prompt"] == [{"role": "user", "content": [{"type": "video", "text": None}, {
+            "type": "text", "text": "What happens?"}]}]
 
 
 # ---------------------------------------------------------------- Multimodal RewardBench 2

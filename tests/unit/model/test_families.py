@@ -3,6 +3,7 @@ equal each response alone (rewards and gradients; a video on the frames route am
 per row, and sharing the prompt there would be wrong."""
 
 import dataclasses
+import io
 import json
 import random
 
@@ -206,3 +207,95 @@ def test_the_same_family_and_seed_write_the_same_bytes(tmp_path):
     assert digest(a) == digest(b)
     assert digest(build_tiny_checkpoint(tmp_path / "c", seed=1, family="qwen3_vl"))["model.safetensors"] != \
         digest(a)["model.safetensors"]
+
+
+def _video_group(model, encoder, rng, *, frames: int, side: int, image: bool, responses: int) -> dict:
+    """A group whose prompt holds a video on the family's own video path, as the family's video processor gives
+    it (which needs torchvision, absent here): `pixel_values_videos` of `frames` frames (2 per temporal patch),
+    `video_grid_thw`, `<|video_pad|>` expanded (Qwen3-VL and Qwen3.5: per temporal patch, after its timestamp
+    text, as their processors write it), Qwen2.5-VL's `second_per_grid_ts` (4 frames a second: 0.5 s per
+    patch). The ids, `mm_token_type_ids` and any image come from the real processor."""
+    import numpy as np
+    from PIL import Image
+
+    vision = model.backbone.config.vision_config
+    t, hw = -(-frames // vision.temporal_patch_size), side * side
+    video = np.random.default_rng(rng.randint(0, 10**6)).standard_normal(
+        (t * hw, 3 * vision.temporal_patch_size * vision.patch_size ** 2)).astype(np.float32)
+    content = [{"type": "video"}] + [{"type": "image"}] * image + [{"type": "text", "text": _text(rng, 1, 8)}]
+    text = prompt_text(encoder.processor, [{"role": "user", "content": content}])
+    pads = "<|video_pad|>" * (hw // 4)
+    if model.family.processor == "Qwen3VLProcessor":
+        text = text.replace("<|vision_start|><|video_pad|><|vision_end|>", "".join(
+            f"<{(2 * k + 0.5) / 4:.1f} seconds><|vision_start|>{pads}<|vision_end|>" for k in range(t)), 1)
+    else:
+        text = text.replace("<|video_pad|>", pads * t, 1)
+    group = {"pixel_values_videos": video, "video_grid_thw": np.array([[t, side, side]])}
+    if image:
+        pixels = encoder.processor.image_processor(images=[Image.open(io.BytesIO(noise_png(rng)))],
+                                                   return_tensors="np")
+        group.update(pixel_values=pixels["pixel_values"], image_grid_thw=pixels["image_grid_thw"])
+        text = text.replace("<|image_pad|>", "<|image_pad|>" * (int(pixels["image_grid_thw"].prod()) // 4), 1)
+    tokenizer = encoder.tokenizer
+    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], np.int64)
+    group.update(prompt_ids=ids, prompt_mm_token_type_ids=np.select(
+        [ids == tokenizer.convert_tokens_to_ids("<|image_pad|>"), ids == tokenizer.convert_tokens_to_ids("<|video_pad|>")],
+        [1, 2], 0).astype(np.int64), responses=[encoder.encode_response(_text(rng, 1, 20)) for _ in range(responses)])
+    if model.family.name == "qwen2_5_vl":
+        group["second_per_grid_ts"] = np.array([0.5], np.float32)
+    assert (group["prompt_mm_token_type_ids"] == 2).sum() == t * hw // 4
+    return group
+
+
+def test_packed_groups_with_videos_on_the_family_video_path_equal_each_response_alone(family):
+    """The video path in the packed forward and its positions: groups with videos (of 3 and 4 frames, with and
+    without an image beside them) and without, several per row, against one padded row per response (rewards
+    and every gradient); the frames' order and Qwen2.5-VL's seconds per patch move the rewards, so M-RoPE's
+    temporal axis is read, not ignored."""
+    name, _, model, encoder = family
+    rng = random.Random(f"video {name}")
+    if not model.family.vision:  # a text-only model refuses a video's features, as it refuses images
+        batch = collate_groups([encoder.encode_group(_text(rng, 1, 8), [], ["yes"])], pad_token_id=encoder.pad_token_id)
+        batch.update(pixel_values_videos=torch.zeros(16, 8), video_grid_thw=torch.tensor([[2, 2, 2]]))
+        with pytest.raises(ValueError, match="takes no images or videos"):
+            model(**batch)
+        return
+    groups = [_video_group(model, encoder, rng, frames=4, side=4, image=False, responses=3),
+              encoder.encode_group(_text(rng, 1, 8), [noise_png(rng)], [_text(rng, 1, 20)]),
+              _video_group(model, encoder, rng, frames=3, side=2, image=True, responses=2),
+              encoder.encode_group(_text(rng, 1, 8), [], [_text(rng, 1, 20) for _ in range(2)])]
+    reference = collate_sequences([{**{k: v for k, v in g.items() if k != "responses"}, "response_ids": r}
+                                   for g in groups for r in g["responses"]], pad_token_id=encoder.pad_token_id)
+    weights = torch.randn(sum(len(g["responses"]) for g in groups), generator=torch.Generator().manual_seed(1))
+
+    def run(batch):
+        model.zero_grad(set_to_none=True)
+        rewards = model(**batch)
+        (rewards * weights).sum().backward()
+        return rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    want, want_grads = run(reference)
+    batch = collate_groups(groups, pad_token_id=encoder.pad_token_id, row_tokens=10_000,
+                           share_prompt=model.shares_prompt)
+    copies = (1, 1) if model.shares_prompt else (2, 3)  # Qwen3.5: a copy of the prompt per response
+    assert sorted(batch["video_grid_thw"].tolist()) == [[2, 2, 2]] * copies[0] + [[2, 4, 4]] * copies[1]
+    got, got_grads = run(batch)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    assert got_grads.keys() == want_grads.keys()
+    assert any("visual" in key for key in got_grads)  # the tower ran on the videos, its gradients compared
+    for key in want_grads:
+        torch.testing.assert_close(got_grads[key], want_grads[key], atol=1e-4, rtol=1e-3, msg=key)
+    model.zero_grad(set_to_none=True)
+
+    def rewards_with(**change):
+        changed = [{**groups[0], **change}, *groups[1:]]
+        with torch.no_grad():
+            return model(**collate_groups(changed, pad_token_id=encoder.pad_token_id, row_tokens=10_000,
+                                          share_prompt=model.shares_prompt))[:3]
+
+    video = groups[0]["pixel_values_videos"].reshape(2, 16, -1)
+    assert (rewards_with(pixel_values_videos=video[::-1].reshape(32, -1).copy()) - got[:3]).abs().max() > 1e-4
+    if name == "qwen2_5_vl":
+        import numpy as np
+
+        assert (rewards_with(second_per_grid_ts=np.array([2.0], np.float32)) - got[:3]).abs().max() > 1e-4
