@@ -15,7 +15,7 @@ import os
 import sys
 
 from mrm_ray.config.commands import EQUAL_WEIGHT_METHODS
-from mrm_ray.config.ensemble import VIDEO_ROUTES
+from mrm_ray.config.core import VIDEO_ROUTES
 
 ADDRESS_HELP = ("submit to this Ray cluster's job server (e.g. http://HEAD:8265) and stream its logs; "
                 "default: run here (on the cluster in RAY_ADDRESS, else a fresh local Ray)")

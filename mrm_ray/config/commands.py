@@ -11,9 +11,8 @@ from typing import Annotated, Literal
 
 from annotated_types import Ge
 
-from mrm_ray.config.core import NonNegative, Positive, PositiveFloat, config_dataclass
-from mrm_ray.config.ensemble import (CONSERVATIVE_METHODS, MAX_BATCH_TOKENS, METHODS, UNCERTAINTY_COEF, VIDEO_ROUTES,
-                                     UncertaintyCoef)
+from mrm_ray.config.core import VIDEO_ROUTES, NonNegative, Positive, PositiveFloat, config_dataclass
+from mrm_ray.config.ensemble import CONSERVATIVE_METHODS, MAX_BATCH_TOKENS, METHODS, UNCERTAINTY_COEF, UncertaintyCoef
 from mrm_ray.config.run import DataConfig
 from mrm_ray.config.tracking import TrackingConfig
 from mrm_ray.references import anchored

@@ -32,6 +32,10 @@ from pydantic.dataclasses import dataclass as _pydantic_dataclass
 from mrm_ray import storage
 from mrm_ray.config import shipped
 
+# how a run gives videos to the model (model/inputs.py): the family's own video path (its video processor, which
+# needs torchvision), each video's frames as images in order, or the first where it loads
+VIDEO_ROUTES = ("auto", "video", "frames")
+
 Positive = Annotated[int, Ge(1)]
 PositiveFloat = Annotated[float, Gt(0)]
 NonNegative = Annotated[float, Ge(0)]

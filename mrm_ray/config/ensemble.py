@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge, Le
 from pydantic import AllowInfNan
 
-from mrm_ray.config.core import NonNegative, Positive, PositiveFloat, config_dataclass
+from mrm_ray.config.core import VIDEO_ROUTES, NonNegative, Positive, PositiveFloat, config_dataclass
 from mrm_ray.references import anchored, parse_tiny
 
 CONSERVATIVE_METHODS = ("min", "uwo", "lcb")  # penalise the members' disagreement (ensemble.py)
@@ -40,9 +40,6 @@ TOKEN_ENV = "MRM_SERVE_TOKEN"  # the environment variable that holds the endpoin
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]  # auto: bfloat16 on a GPU, float32 on a CPU
 
 
-# how videos reach a member's model (model/inputs.py): the family's video processor (torchvision needed), each
-# video's frames as images, or the first where it loads
-VIDEO_ROUTES = ("auto", "video", "frames")
 MEMBER_KINDS = ("scalar", "judge")  # a reward checkpoint with its head, or a generative checkpoint asked to judge
 JUDGE_MODES = ("verdict", "pairwise", "critique")
 # the placeholders each mode's user text must hold, once each

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from typing import Annotated
+from typing import Annotated, Literal
 
 from annotated_types import Ge, Interval
 
-from mrm_ray.config.core import Fraction, NonNegative, Positive, PositiveFloat, config_dataclass
+from mrm_ray.config.core import VIDEO_ROUTES, Fraction, NonNegative, Positive, PositiveFloat, config_dataclass
 from mrm_ray.config.tracking import TrackingConfig
 from mrm_ray.references import anchored
 from mrm_ray.storage import join
@@ -94,6 +94,9 @@ class DataConfig:
     # convert (alpha over white, as the processors themselves do) | reject: CMYK, palette, 16-bit, alpha images;
     # charts and screenshots in real mixtures are full of them
     image_modes: str = "convert"
+    # how videos reach the model, one route for the run: video (the family's video processor; needs torchvision),
+    # frames (each frame an image, in order), auto (video where the processor has one, else frames)
+    video_route: Literal[VIDEO_ROUTES] = "auto"
     max_bad_fraction: float = 0.01  # stop when more records than this are bad
     shuffle_seed: int = 0  # the order the train parts are read in, and their rows
     rows_per_part: Positive = 256  # records per read task (JSONL lines; Parquet rounds to whole row groups)

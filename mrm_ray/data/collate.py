@@ -21,7 +21,8 @@ from mrm_ray.data.schema import ranked_pairs
 from mrm_ray.model.packing import balanced_parts, collate_groups, collate_two_sequence, pair_group
 
 _PAIR_COLUMNS = ("prompt_ids", "prompt_mm_token_type_ids", "chosen_ids", "rejected_ids", "pixel_values",
-                 "image_grid_thw", "margin", "more_ids", "more_lengths", "scores")
+                 "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "margin", "more_ids",
+                 "more_lengths", "scores")
 
 
 def rows_from_columns(batch: dict[str, np.ndarray]) -> list[dict]:

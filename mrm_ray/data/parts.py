@@ -32,7 +32,7 @@ CHECKED_SCHEMA = (PAIR_SCHEMA
                   .append(pa.field("chosen_tokens", pa.int64()))
                   .append(pa.field("rejected_tokens", pa.int64()))
                   .append(pa.field("more_tokens", pa.list_(pa.int64())))
-                  .append(pa.field("image_sizes", pa.list_(pa.list_(pa.int64()))))
+                  .append(pa.field("image_sizes", pa.list_(pa.list_(pa.int64()))))  # the images', then the frames
                   .append(pa.field("_part", pa.int64()))
                   .append(pa.field("_row", pa.int64())))
 PLACE = ("_part", "_row")  # a row's part and its index there
@@ -137,7 +137,7 @@ def record_row(record: dict | Rejected) -> dict:
     if isinstance(record, Rejected):
         return {"id": record.id or record.position, "source": record.source, "position": record.position,
                 "prompt": [], "images": [], "chosen": "", "rejected": "", "margin": None, "more_responses": [],
-                "scores": None, "chosen_images": [], "rejected_images": [],
+                "scores": None, "chosen_images": [], "rejected_images": [], "videos": [],
                 "reject_reason": record.reason, "reject_stage": record.stage}
     return {**{k: record.get(k) for k in PAIR_SCHEMA.names}, "reject_reason": None, "reject_stage": None}
 
@@ -175,7 +175,7 @@ def read_part(part: SourcePart, copies: Mapping[int, int] | None = None, *,
     size = 0
     for row in rows:
         block.append(row)
-        size += sum(len(b) for b in row["images"] or ())
+        size += sum(len(b) for b in row["images"] or ()) + sum(len(f) for v in row["videos"] or () for f in v)
         if len(block) >= BLOCK_ROWS or size >= BLOCK_BYTES:
             yield rows_table(block)
             block, size = [], 0

@@ -59,35 +59,42 @@ class CheckPairs:
 
         self.config = validate(DataConfig, data_config)
         self.encoder = PairEncoder(load_processor(processor_path, min_pixels=self.config.min_pixels,
-                                                  max_pixels=self.config.max_pixels))
+                                                  max_pixels=self.config.max_pixels),
+                                   video_route=self.config.video_route)
         self.vision = self.encoder.processor.image_processor is not None  # False: a text-only backbone
+
+    def _image(self, data: bytes) -> tuple[bytes, list[int]]:
+        from mrm_ray.model.images import BadImage, check_image
+
+        try:
+            converted, width, height = check_image(data, self.config)
+        except BadImage as exc:
+            raise BadRecord(exc.reason) from None
+        return converted, [width, height]
 
     def check(self, row: dict) -> dict:
         from mrm_ray.data.schema import ranked_pairs
-        from mrm_ray.model.images import BadImage, check_image
         from mrm_ray.model.truncation import cut_response, fit_responses
 
         if row.get("chosen_images") or row.get("rejected_images"):
             raise NotSupported("images inside responses (training reads text responses; `mrm-ray evaluate` and "
                                "the scorer take them)")
-        if row["images"] and not self.vision:
-            raise NotSupported("images, by a text-only backbone (a vision-language member scores them)")
-        images, sizes = [], []
-        for data in row["images"]:
-            try:
-                converted, width, height = check_image(data, self.config)
-            except BadImage as exc:
-                raise BadRecord(exc.reason) from None
-            images.append(converted)
-            sizes.append([width, height])
+        videos = row.get("videos") or []
+        if (row["images"] or videos) and not self.vision:
+            raise NotSupported(f"{'images' if row['images'] else 'videos'}, by a text-only backbone (a "
+                               "vision-language member scores them)")
+        images, sizes = map(list, zip(*map(self._image, row["images"]))) if row["images"] else ([], [])
+        checked = [[self._image(frame) for frame in video] for video in videos]  # frames converted as images
+        videos = [[data for data, _ in video] for video in checked]
         ids = [self.encoder.encode_response(t) for t in (row["chosen"], row["rejected"], *(row.get("more_responses")
                                                                                           or []))]
-        prompt = self.encoder.count_prompt_tokens(to_chat_messages(row["prompt"]), sizes)
+        prompt = self.encoder.count_prompt_tokens(to_chat_messages(row["prompt"]), sizes, videos)
         keep = fit_responses(prompt, [len(r) for r in ids], self.config)
         if not ranked_pairs([cut_response(r, k) for r, k in zip(ids, keep)], row.get("scores")):
             raise BadRecord(f"identical after truncation: the responses keep the same first {keep[0] - 1} tokens")
         lengths = [len(r) for r in ids]
-        return {"images": images, "image_sizes": sizes, "prompt_tokens": prompt, "chosen_tokens": lengths[0],
+        return {"images": images, "videos": videos, "image_sizes": sizes + [size for v in checked for _, size in v],
+                "prompt_tokens": prompt, "chosen_tokens": lengths[0],
                 "rejected_tokens": lengths[1], "more_tokens": lengths[2:]}
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -100,7 +107,7 @@ class CheckPairs:
             except InvalidInput as exc:
                 stage = "image" if "image" in exc.reason else "encode"
                 row.update({"reject_reason": exc.reason, "reject_stage": stage, "images": [], "chosen_images": [],
-                            "rejected_images": []})
+                            "rejected_images": [], "videos": []})
         return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
 
 
@@ -115,16 +122,17 @@ class EncodePairs:
 
         self.config = validate(DataConfig, data_config)
         self.encoder = PairEncoder(load_processor(processor_path, min_pixels=self.config.min_pixels,
-                                                  max_pixels=self.config.max_pixels))
+                                                  max_pixels=self.config.max_pixels),
+                                   video_route=self.config.video_route)
 
     def _encode(self, row: dict) -> dict:
         from mrm_ray.model.images import image_size
         from mrm_ray.model.truncation import cut_response, fit_responses
 
-        messages = to_chat_messages(row["prompt"])
+        messages, videos = to_chat_messages(row["prompt"]), row.get("videos") or []
         feats = self.encoder.encode_group(messages, row["images"], [row["chosen"], row["rejected"],
-                                                                    *(row.get("more_responses") or [])])
-        prompt = self.encoder.count_prompt_tokens(messages, [image_size(b) for b in row["images"]])
+                                                                    *(row.get("more_responses") or [])], videos=videos)
+        prompt = self.encoder.count_prompt_tokens(messages, [image_size(b) for b in row["images"]], videos)
         try:
             keep = fit_responses(prompt, [len(r) for r in feats["responses"]], self.config)
         except InvalidInput as exc:  # only if the record changed on disk after the light pass checked it
@@ -139,7 +147,8 @@ class EncodePairs:
     def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
         columns: dict[str, list] = {k: [] for k in (
             "id", "source", "margin", "prompt_ids", "prompt_mm_token_type_ids", "chosen_ids", "rejected_ids",
-            "more_ids", "more_lengths", "scores", "pixel_values", "image_grid_thw")}
+            "more_ids", "more_lengths", "scores", "pixel_values", "image_grid_thw", "pixel_values_videos",
+            "video_grid_thw", "second_per_grid_ts")}
         images = self.encoder.processor.image_processor  # None: a text-only backbone
         patch_dim = 0 if images is None else 3 * images.temporal_patch_size * images.patch_size ** 2
         for row in table.to_pylist():
@@ -158,6 +167,10 @@ class EncodePairs:
             columns["scores"].append(np.asarray(row.get("scores") or [], np.float64))
             columns["pixel_values"].append(feats.get("pixel_values", np.zeros((0, patch_dim), np.float32)))
             columns["image_grid_thw"].append(feats.get("image_grid_thw", np.zeros((0, 3), np.int64)))
+            # the video route's features (empty on the frames route, where a video's frames are images)
+            columns["pixel_values_videos"].append(feats.get("pixel_values_videos", np.zeros((0, patch_dim), np.float32)))
+            columns["video_grid_thw"].append(feats.get("video_grid_thw", np.zeros((0, 3), np.int64)))
+            columns["second_per_grid_ts"].append(feats.get("second_per_grid_ts", np.zeros(0, np.float32)))
         if SPLIT in table.column_names:
             columns[SPLIT] = table[SPLIT].to_pylist()
         out = {}
@@ -272,13 +285,18 @@ class IndexParts(CheckPairs):
 
 
 def _convert_images(table: pa.Table, *, data_config: dict) -> pa.Table:
-    """The heavy pass's image step: each image converted as the check converted it (modes, alpha)."""
+    """The heavy pass's image step: each image and video frame converted as the check converted it (modes,
+    alpha)."""
     from mrm_ray.model.images import check_image
 
     config = validate(DataConfig, data_config)
     images = [[check_image(data, config)[0] for data in row] for row in table["images"].to_pylist()]
-    index = table.schema.get_field_index("images")
-    return table.set_column(index, "images", pa.array(images, pa.list_(pa.binary()))).drop_columns(list(PLACE))
+    videos = [[[check_image(data, config)[0] for data in video] for video in row or ()]
+              for row in table["videos"].to_pylist()]
+    table = table.set_column(table.schema.get_field_index("images"), "images", pa.array(images, pa.list_(pa.binary())))
+    table = table.set_column(table.schema.get_field_index("videos"), "videos",
+                             pa.array(videos, pa.list_(pa.list_(pa.binary()))))
+    return table.drop_columns(list(PLACE))
 
 
 def _mix(index: pa.Table, mixture: MixtureConfig, counts: dict[str, int]) -> tuple[dict, dict, dict]:

@@ -12,6 +12,8 @@
     scores    list<double>? a ranked record's score per response, [chosen, rejected, *more_responses]
     chosen_images, rejected_images  list<binary>  images inside a response (MMRB2's "thinking with
               images"), one per `<image>` mark in its text, in order (else empty)
+    videos    list<list<binary>>  each video's frames (encoded images, in order), one per `video` part
+              (else empty or null): the run's encoder gives them to the model by its route (model/inputs.py)
 
 A ranked record (UltraFeedback-style: several scored responses to one prompt) keeps its best
 response as `chosen` and its worst as `rejected`, so everything that reads pairs reads its
@@ -51,6 +53,7 @@ PAIR_SCHEMA = pa.schema([
     ("scores", pa.list_(pa.float64())),
     ("chosen_images", pa.list_(pa.binary())),
     ("rejected_images", pa.list_(pa.binary())),
+    ("videos", pa.list_(pa.list_(pa.binary()))),
 ])
 ROLES = ("system", "user", "assistant")
 

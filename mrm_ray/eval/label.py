@@ -40,7 +40,8 @@ from mrm_ray.data.quarantine import Rejected
 from mrm_ray.data.schema import MESSAGE, PAIR_SCHEMA
 
 RECORDS = pa.schema([("record_id", pa.string()), ("prompt", pa.list_(MESSAGE)), ("images", pa.list_(pa.binary())),
-                     ("responses", pa.list_(pa.string())), ("response_images", pa.list_(pa.list_(pa.binary())))])
+                     ("responses", pa.list_(pa.string())), ("response_images", pa.list_(pa.list_(pa.binary()))),
+                     ("videos", pa.list_(pa.list_(pa.binary())))])
 LABELS = pa.schema([("record_id", pa.string()), ("first", pa.int64()), ("second", pa.int64()),
                     ("margin", pa.float64()), ("order_agreement", pa.bool_()), ("member_agreement", pa.float64()),
                     ("status", pa.string()), ("reason", pa.string()), ("version", pa.string())])
@@ -56,7 +57,7 @@ def as_unlabelled(row: Mapping) -> dict:
     responses = [row["chosen"], row["rejected"], *(row.get("more_responses") or ())]
     shown = [row.get("chosen_images") or [], row.get("rejected_images") or []] + [[] for _ in responses[2:]]
     return {"id": row["id"], "source": row["source"], "position": row["position"], "prompt": row["prompt"],
-            "images": row["images"], "responses": responses, "response_images": shown}
+            "images": row["images"], "responses": responses, "response_images": shown, "videos": row.get("videos") or []}
 
 
 def read_records(data: Mapping[str, str], *, image_root: str | None = None,
@@ -86,7 +87,8 @@ def read_records(data: Mapping[str, str], *, image_root: str | None = None,
             if rid in seen:  # a repeated id: the record's position tells it apart
                 rid = f"{name}/{record['position']}"
             seen.add(rid)
-            records.append({"response_images": [[] for _ in record["responses"]], **record, "record_id": rid})
+            records.append({"response_images": [[] for _ in record["responses"]], "videos": [], **record,
+                            "record_id": rid})
             kept += 1
     return records, rejected
 
@@ -107,11 +109,11 @@ def label_records(records: Sequence[Mapping], config, scorers: Sequence) -> list
     from mrm_ray.ensemble import aggregate, routing_mask
 
     members = config.members
-    has_image = [bool(r["images"]) or any(r["response_images"]) for r in records]
+    has_image = [bool(r["images"] or r["videos"]) or any(r["response_images"]) for r in records]
     routed = routing_mask([m.modalities for m in members], has_image) & \
         np.array([[s.takes_images or not h for h in has_image] for s in scorers])
     inputs = [{"prompt": to_chat_messages(r["prompt"]), "images": r["images"], "responses": r["responses"],
-               "response_images": r["response_images"]} for r in records]
+               "response_images": r["response_images"], "videos": r["videos"] or []} for r in records]
     pairs_of = [list(itertools.combinations(range(len(r["responses"])), 2)) for r in records]
     offset = np.cumsum([0] + [len(p) for p in pairs_of])
     first, second = (np.full((len(members), int(offset[-1])), np.nan) for _ in range(2))
@@ -239,7 +241,8 @@ def _pair_row(record: Mapping, label: Mapping, *, labeller: str) -> dict:
             "position": record["position"], "prompt": record["prompt"], "images": record["images"],
             "chosen": record["responses"][better], "rejected": record["responses"][worse], "margin": None,
             "more_responses": [], "scores": None, "chosen_images": record["response_images"][better],
-            "rejected_images": record["response_images"][worse], "record_id": record["record_id"],
+            "rejected_images": record["response_images"][worse], "videos": record["videos"] or [],
+            "record_id": record["record_id"],
             "labeller": labeller, "labeller_version": label["version"], "label_margin": abs(label["margin"]),
             "order_agreement": label["order_agreement"], "member_agreement": label["member_agreement"]}
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from mrm_ray.config.ensemble import VIDEO_ROUTES  # how a run gives videos to the model
+from mrm_ray.config.core import VIDEO_ROUTES
 
 END_OF_TURN = "<|im_end|>"
 IMAGE_MARKER = "<image>"  # where an image sits in text (a prompt's, or a response's when it shows images)
@@ -409,13 +409,25 @@ class PairEncoder:
         images = self.processor.image_processor
         return images.get_number_of_image_patches(height, width, {}) // images.merge_size ** 2
 
-    def count_prompt_tokens(self, prompt: str | Sequence[Mapping], image_sizes: Sequence[Sequence[int]]) -> int:
+    def count_prompt_tokens(self, prompt: str | Sequence[Mapping], image_sizes: Sequence[Sequence[int]],
+                            videos: Sequence[Sequence[bytes]] = ()) -> int:
         """The prompt's tokens as `encode_prompt` makes them, from its images' (width, height) alone: the same
         rendering, each image placeholder (a special token, never merged with its neighbours) expanded to that
         image's tokens. What the data pipeline's light pass and its encoder both decide truncation from
-        (model/truncation.py), so the two cannot treat a record differently."""
-        if image_sizes and self.processor.image_processor is None:
+        (model/truncation.py), so the two cannot treat a record differently.
+        `videos` (frames as encoded bytes): on the frames route, their frames' sizes (headers only) counted as
+        images where each video is; on the video route the prompt is encoded (the frames decoded) and counted."""
+        if (image_sizes or videos) and self.processor.image_processor is None:
             raise TextOnly("a text-only model takes no images; route image items to a vision-language member")
+        if videos and self.video_route == "video":  # the video processor's resize and timestamps decide: encode
+            from PIL import Image
+
+            stand_ins = [Image.new("RGB", (int(w), int(h))) for w, h in image_sizes]  # a size is all images count
+            return len(self.encode_prompt(prompt, stand_ins, videos)["prompt_ids"])
+        if videos:
+            from mrm_ray.model.images import image_size
+
+            prompt, image_sizes = frames_as_images(prompt, image_sizes, [[image_size(f) for f in v] for v in videos])
         text = prompt_text(self.processor, as_messages(prompt, len(image_sizes)))
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return len(ids) + sum(self.image_tokens(w, h) - 1 for w, h in image_sizes)

@@ -267,7 +267,7 @@ class Judge(Scorer):
         for response, images in zip(group["responses"], shown):
             try:
                 (question,), _ = self.encoder.encode_groups(group["prompt"], group.get("images") or [], [response],
-                                                            [images])
+                                                            [images], videos=group.get("videos") or ())
             except Exception as exc:
                 return f"cannot encode: {type(exc).__name__}: {str(exc)[:200]}"
             out.append(self._critique(question))

@@ -182,17 +182,18 @@ def prepare_videos(videos: list[list[str]], *, field: str, limits: Limits) -> li
 
 
 def prepare_media(prompt: str | list[Message], images: list[str], videos: list[list[str]], *, field: str,
-                  limits: Limits) -> tuple[Any, list[bytes]]:
-    """The prompt and its images for the members: videos given as their frames in order, each an image where
-    the video is (the frames route, model/inputs.py)."""
-    from mrm_ray.model.inputs import InvalidInput, frames_as_images
+                  limits: Limits) -> dict[str, Any]:
+    """`{prompt, images, videos?}` for the members: each video (its frames, decoded and checked, in order) where
+    its part is; each member's encoder gives it to its model by the member's route (model/inputs.py)."""
+    from mrm_ray.model.inputs import InvalidInput, place_videos
 
     messages, decoded = prepare_prompt(prompt, images, field=field, limits=limits)
     frames = prepare_videos(videos, field=field, limits=limits)
     try:
-        return frames_as_images(messages, decoded, frames)
+        messages, decoded, frames = place_videos(messages, decoded, frames, frames=False)
     except InvalidInput as exc:
         raise BadInput(f"{field}.videos", exc.reason) from None
+    return {"prompt": messages, "images": decoded, **({"videos": frames} if frames else {})}
 
 
 def prepare_prompt(prompt: str | list[Message], images: list[str], *, field: str,
@@ -288,7 +289,7 @@ def _check_responses(item: ScoreItem, field: str, limits: Limits) -> None:
 
 
 def prepare_items(request: ScoreRequest, limits: Limits) -> list[dict]:
-    """Member-ready groups `{prompt, images, responses}` (an item with one `response` is a group of
+    """Member-ready groups `{prompt, images, videos, responses}` (an item with one `response` is a group of
     one), or `BadInput` for the first bad field."""
     if len(request.items) > limits.max_items:
         raise BadInput("items", f"{len(request.items)} items, over the limit of {limits.max_items}", status=413)
@@ -296,10 +297,10 @@ def prepare_items(request: ScoreRequest, limits: Limits) -> list[dict]:
     for i, item in enumerate(request.items):
         split_conversation(item, f"items[{i}]")
         _check_responses(item, f"items[{i}]", limits)
-        prompt, images = prepare_media(item.prompt, item.images, item.videos, field=f"items[{i}]", limits=limits)
+        media = prepare_media(item.prompt, item.images, item.videos, field=f"items[{i}]", limits=limits)
         if item.reference is not None:
             _check_text(item.reference, f"items[{i}].reference", limits)
-        out.append({"prompt": prompt, "images": images, "responses": item.texts()})
+        out.append({**media, "responses": item.texts()})
     return out
 
 
@@ -312,10 +313,10 @@ def prepare_pairs(request: CompareRequest, limits: Limits) -> list[dict]:
             raise BadInput(f"pairs[{i}].prompt[{len(pair.prompt) - 1}]", "the conversation ends with an assistant "
                                                                        "turn: chosen and rejected answer the turn "
                                                                        "before them, so end it with that turn")
-        prompt, images = prepare_media(pair.prompt, pair.images, pair.videos, field=f"pairs[{i}]", limits=limits)
+        media = prepare_media(pair.prompt, pair.images, pair.videos, field=f"pairs[{i}]", limits=limits)
         _check_text(pair.chosen, f"pairs[{i}].chosen", limits)
         _check_text(pair.rejected, f"pairs[{i}].rejected", limits)
-        out.append({"prompt": prompt, "images": images, "chosen": pair.chosen, "rejected": pair.rejected})
+        out.append({**media, "chosen": pair.chosen, "rejected": pair.rejected})
     return out
 
 

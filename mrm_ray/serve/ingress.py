@@ -169,7 +169,7 @@ class Ingress:
         per response of each group in order for `score`; each member's stats, versions, and per unit the
         members that gave it no score with their reasons (a judge's critique that timed out). A unit no
         member scored fails the request (503), naming why."""
-        has_image = [bool(x["images"]) for x in inputs]
+        has_image = [bool(x["images"] or x.get("videos")) for x in inputs]  # a video is images to route
         mask = routing_mask([m["modalities"] for m in self.members], has_image)
         first = np.cumsum([0] + [len(x.get("responses", [None])) for x in inputs])
         calls = []

@@ -22,4 +22,4 @@ def read_canonical(path: str | Path, *, source: str | None = None) -> Iterator[d
                                   position=row.get("position") or pos, prompt=row["prompt"],
                                   images=row.get("images") or [], chosen=row["chosen"], rejected=row["rejected"],
                                   margin=row.get("margin"), more_responses=row.get("more_responses") or (),
-                                  scores=row.get("scores")))
+                                  scores=row.get("scores"), videos=row.get("videos") or ()))

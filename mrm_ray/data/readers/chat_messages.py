@@ -5,9 +5,9 @@ Each JSON line has `id`, `prompt` (user turns whose content parts include
 as assistant turns (or strings), optionally `margin`. Image names resolve against an
 image root (default: the `image/` folder beside the file, else the file's folder) and may
 not escape it. A prompt may be a multi-turn conversation (images in any user turn), and a part
-`{"type": "video", "video": [frame names]}` (or a folder of frames, `"video": "clips/a"`) is a video,
-read on the frames route (model/inputs.py: its frames in order, each an image; a folder's frames
-sampled evenly to 16); a video with no frames, too many or frames of different sizes is quarantined.
+`{"type": "video", "video": [frame names]}` (or a folder of frames, `"video": "clips/a"`) is a video:
+its frames in order (a folder's sampled evenly to 16), kept as a video for the run's route
+(model/inputs.py); a video with no frames, too many or frames of different sizes is quarantined.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from mrm_ray.data.quarantine import Rejected
 from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records, read_video
 from mrm_ray.data.schema import canonical_pair
-from mrm_ray.model.inputs import frames_as_images, image_bytes, is_image_part, is_video_part
+from mrm_ray.model.inputs import image_bytes, is_image_part, is_video_part
 
 
 def _pair(row: dict, *, root: Path, source: str, position: str) -> dict:
@@ -38,10 +38,9 @@ def _pair(row: dict, *, root: Path, source: str, position: str) -> dict:
                     parts.append(part)
             content = parts
         messages.append({"role": message.get("role", "user"), "content": content})
-    messages, images = frames_as_images(messages, images, videos)
     return canonical_pair(id=row.get("id", position), source=source, position=position, prompt=messages,
                           images=images, chosen=row.get("chosen"), rejected=row.get("rejected"),
-                          margin=row.get("margin"))
+                          margin=row.get("margin"), videos=videos)
 
 
 def read_chat_messages(path: str | Path, *, source: str | None = None,

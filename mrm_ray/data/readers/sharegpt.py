@@ -6,8 +6,8 @@ optional top-level `system` string and an optional `images` list of file names (
 image root, default the file's folder). `<image>` in a turn's text marks where each image
 goes; with images but no `<image>` tags the images lead the first user turn, as
 LLaMA-Factory does. `videos` (each a list of frame names or a folder of frames) go where
-`<video>` marks them, or lead the first user turn, and are read on the frames route (each
-frame an image, in order; model/inputs.py). The conversation must end on a user turn: the
+`<video>` marks them, or lead the first user turn, and stay videos for the run's route
+(model/inputs.py). The conversation must end on a user turn: the
 pair answers it.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from mrm_ray.data.quarantine import BadRecord, Rejected
 from mrm_ray.data.readers.base import build_each, expand_files, iter_json_records, read_video
 from mrm_ray.data.schema import canonical_pair
-from mrm_ray.model.inputs import frames_as_images, image_bytes, marker_parts
+from mrm_ray.model.inputs import image_bytes, marker_parts
 
 ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -61,9 +61,8 @@ def _messages(row: dict, n_images: int, n_videos: int = 0) -> list[dict]:
 def _pair(row: dict, *, root: Path, source: str, position: str) -> dict:
     images = [image_bytes(name, root=root) for name in row.get("images") or []]
     videos = [read_video(video, root) for video in row.get("videos") or []]
-    prompt, images = frames_as_images(_messages(row, len(images), len(videos)), images, videos)
     return canonical_pair(id=row.get("id", position), source=source, position=position,
-                          prompt=prompt, images=images,
+                          prompt=_messages(row, len(images), len(videos)), images=images, videos=videos,
                           chosen=row.get("chosen"), rejected=row.get("rejected"))
 
 

@@ -25,6 +25,7 @@ from mrm_ray.data.readers.trl import read_trl
 from mrm_ray.data.readers.ultrafeedback import read_ultrafeedback_ultra_hard
 
 IMG = {"type": "image", "text": None}
+VIDEO = {"type": "video", "text": None}
 
 
 def _t(text: str) -> dict:
@@ -485,9 +486,10 @@ def test_chat_messages_keep_multi_turn_conversations_and_quarantine_one_ending_w
         "bad conversation: the prompt's last turn (of 3) is the assistant's")
 
 
-def test_chat_messages_read_videos_on_the_frames_route_and_quarantine_bad_ones(tmp_path):
-    """A video part (frame names, or a folder of frames) becomes its frames in order, each an image where the video
-    is; a video with no frames, with frames of different sizes, or missing is set aside with the reason."""
+def test_chat_messages_read_videos_and_quarantine_bad_ones(tmp_path):
+    """A video part (frame names, or a folder of frames) stays a video where it is, its frames in order (the run's
+    encoder chooses the route); a video with no frames, with frames of different sizes, or missing is set aside with
+    the reason."""
     from mrm_ray.data.readers.chat_messages import read_chat_messages
 
     root = _images(tmp_path / "img")
@@ -506,9 +508,9 @@ def test_chat_messages_read_videos_on_the_frames_route_and_quarantine_bad_ones(t
                                           record("gone", "nowhere")])
     rows, bad = _split(read_chat_messages(data))
     assert [r["id"] for r in rows] == ["names", "folder"]
-    assert rows[0]["images"] == [BLUE, RED, RED]  # the video's frames in order, then the image after it
-    assert rows[0]["prompt"][0]["content"] == [_t("Which way?"), IMG, IMG, IMG]
-    assert rows[1]["images"] == [_png("red"), _png("blue"), _png("green"), RED]
+    assert rows[0]["images"] == [RED] and rows[0]["videos"] == [[BLUE, RED]]  # the frames in order
+    assert rows[0]["prompt"][0]["content"] == [_t("Which way?"), VIDEO, IMG]
+    assert rows[1]["images"] == [RED] and rows[1]["videos"] == [[_png("red"), _png("blue"), _png("green")]]
     assert {k: v.split(":")[0] for k, v in bad.items()} == {"videos.jsonl:3": "empty video",
                                                             "videos.jsonl:4": "frames of different sizes in one video",
                                                             "videos.jsonl:5": "missing video"}
@@ -524,7 +526,7 @@ def _png_size(w: int, h: int) -> bytes:
 
 def test_sharegpt_videos_where_their_tags_are_or_leading_the_first_user_turn(tmp_path):
     """LLaMA-Factory's `videos` (frame lists or frame folders) at `<video>` marks, or before the first user turn's
-    text; each video's frames in order, each an image; a video file is not supported, saying how to make frames."""
+    text, each a video of its frames in order; a video file is not supported, saying how to make frames."""
     root = _images(tmp_path / "img")
     (root / "clip").mkdir()
     for i, colour in enumerate(("green", "blue")):
@@ -536,10 +538,10 @@ def test_sharegpt_videos_where_their_tags_are_or_leading_the_first_user_turn(tmp
         _sg([("human", "Which way?")], videos=[["blue.png", "red.png"]]),
         _sg([("human", "<video>?")], videos=["movie.mp4"])]))
     (tagged, untagged), bad = _split(read_sharegpt(data, source="sg"))
-    assert tagged["prompt"] == [{"role": "user", "content": [_t("Look "), IMG, _t(" then "), IMG, IMG, _t(" now")]}]
-    assert tagged["images"] == [RED, _png("green"), _png("blue")]
-    assert untagged["prompt"] == [{"role": "user", "content": [IMG, IMG, _t("Which way?")]}]
-    assert untagged["images"] == [BLUE, RED]
+    assert tagged["prompt"] == [{"role": "user", "content": [_t("Look "), IMG, _t(" then "), VIDEO, _t(" now")]}]
+    assert tagged["images"] == [RED] and tagged["videos"] == [[_png("green"), _png("blue")]]
+    assert untagged["prompt"] == [{"role": "user", "content": [VIDEO, _t("Which way?")]}]
+    assert untagged["images"] == [] and untagged["videos"] == [[BLUE, RED]]
     assert list(bad.values()) == ["not supported: video file (videos are read as folders of frames: decode it to "
                                   "frames first, e.g. `ffmpeg -i clip.mp4 -vf fps=2 clip/%04d.jpg`)"]
 

@@ -168,9 +168,13 @@ VIDEO_LIMITS = Limits(max_items=4, max_images_per_item=2, max_videos_per_item=1,
                       max_image_bytes=50_000)
 
 
-def test_a_video_is_its_frames_in_order_where_its_placeholder_is():
-    """The frames route: a video (an ordered list of frames, inline) reaches the members as its frames, each an image,
-    in order, where the video is: before a string prompt's text (after its images), or at a `video` part."""
+def test_a_video_reaches_the_members_as_its_frames_in_order_where_its_placeholder_is():
+    """A video (an ordered list of frames, inline) reaches the members as a video part where the video is (before
+    a string prompt's text, after its images; or at its `video` part) with its decoded frames in order; each
+    member's encoder gives it to its model by its route, and on the frames route it is its frames, each an image,
+    in that place."""
+    from mrm_ray.model.inputs import frames_as_images
+
     frames = [png((i * 60, 0, 0)) for i in range(3)]
     plain, chat = prepare_items(ScoreRequest(items=[
         {"prompt": "Which way?", "response": "left", "images": [b64(BLUE)], "videos": [[b64(f) for f in frames]]},
@@ -180,11 +184,18 @@ def test_a_video_is_its_frames_in_order_where_its_placeholder_is():
                     {"role": "user", "content": "And now?"}],
          "response": "right", "images": [data_url(RED)], "videos": [[data_url(f) for f in frames[::-1]]]}]),
         VIDEO_LIMITS)
-    assert plain["images"] == [BLUE, *frames]
-    assert plain["prompt"][0]["content"] == [{"type": "image"}] * 4 + [{"type": "text", "text": "Which way?"}]
-    assert chat["images"] == [*frames[::-1], RED]
-    assert chat["prompt"][0]["content"] == [{"type": "text", "text": "Watch"}, *[{"type": "image"}] * 4,
+    assert plain["images"] == [BLUE] and plain["videos"] == [frames]
+    assert plain["prompt"][0]["content"] == [{"type": "image"}, {"type": "video"}, {"type": "text", "text": "Which way?"}]
+    assert chat["images"] == [RED] and chat["videos"] == [frames[::-1]]
+    assert chat["prompt"][0]["content"] == [{"type": "text", "text": "Watch"}, {"type": "video"}, {"type": "image"},
                                            {"type": "text", "text": "then this."}]
+    prompt, images = frames_as_images(plain["prompt"], plain["images"], plain["videos"])
+    assert images == [BLUE, *frames]
+    assert prompt[0]["content"] == [{"type": "image"}] * 4 + [{"type": "text", "text": "Which way?"}]
+    prompt, images = frames_as_images(chat["prompt"], chat["images"], chat["videos"])
+    assert images == [*frames[::-1], RED]
+    assert prompt[0]["content"] == [{"type": "text", "text": "Watch"}, *[{"type": "image"}] * 4,
+                                    {"type": "text", "text": "then this."}]
 
 
 @pytest.mark.parametrize("item, status, field, words", [
