@@ -55,7 +55,7 @@ class Limits:
     max_pairs: Positive = 32  # pairs per /v1/compare request
     max_images_per_item: Positive = 8  # images per item or pair (a video's frames count apart)
     max_videos_per_item: Positive = 2  # videos per item or pair
-    max_video_frames: Positive = 16  # frames of one video (each an image to the model: the frames route)
+    max_video_frames: Positive = 16  # frames of one video (each member gives it to its model by its video_route)
     max_image_bytes: Positive = 10 * 2**20  # decoded size of one image
     max_image_pixels: Positive = 4096 * 4096  # refused from the header, before decoding
     max_text_chars: Positive = 32_768  # per prompt, response or reference

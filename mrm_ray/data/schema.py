@@ -150,8 +150,8 @@ def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: 
     """A validated canonical row; raises `BadRecord` with the reason when it cannot be one.
 
     `videos` (each an ordered list of frames; a `{"type": "video"}` part where each goes, or before a text
-    prompt) stay videos, with a `videos` key, so that the run's encoder chooses their route
-    (model/inputs.py); rows without videos have no such key."""
+    prompt) stay videos, so that the run's encoder chooses their route
+    (model/inputs.py)."""
     if prompt is None or (isinstance(prompt, str) and not prompt.strip() and not images and not videos):
         raise BadRecord("missing field: prompt" if prompt is None else "empty field: prompt")
     if videos:
@@ -184,7 +184,7 @@ def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: 
             "images": [bytes(b) for b in images], "chosen": chosen_text, "rejected": rejected_text,
             "margin": margin, "more_responses": more, "scores": ranking,
             "chosen_images": [bytes(b) for b in chosen_images], "rejected_images": [bytes(b) for b in rejected_images],
-            **({"videos": [[bytes(f) for f in v] for v in videos]} if videos else {})}
+            "videos": [[bytes(f) for f in v] for v in videos]}
 
 
 def to_chat_messages(prompt: list[dict]) -> list[dict]:

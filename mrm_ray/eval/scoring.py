@@ -66,8 +66,8 @@ class PairScoring:
                          "error": [None if good else v for v, good in zip(out, ok)],
                          "applicable": applicable, "takes_images": [self.scorer.takes_images] * len(rows),
                          # how this member's model saw each pair's videos (one route per member for the run)
-                         "route": [self.scorer.encoder.video_route if r["videos"] and a else None
-                                   for r, a in zip(rows, applicable)]})
+                         "route": pa.array([self.scorer.encoder.video_route if r["videos"] and a else None
+                                            for r, a in zip(rows, applicable)], pa.string())})
 
 
 def score_pairs_on_ray(rows: Sequence[Mapping], members: Mapping[str, Mapping], *, batch_size: int = 16,

@@ -178,7 +178,9 @@ def test_multi_turn_conversations_and_videos_score_as_offline(served, offline, p
     refused = served.post("/v1/compare", {"pairs": [{"prompt": whole["prompt"], "chosen": "a", "rejected": "b"}]})
     assert refused.status_code == 422 and refused.json()["field"] == "pairs[0].prompt[4]", refused.text
 
-    # a video (an ordered list of frames, inline) in the second user turn: scored as its frames, in order
+    # a video (an ordered list of frames, inline) in the second user turn: each member takes its route (auto: the
+    # frames here, where no video processor loads), says so in /v1/models, and scores it as its frames, in order
+    assert {m["video_route"] for m in served.models()["members"]} == {"frames"}
     video_turns = [*turns[:3], {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Which way?"}]}]
     sent = served.post("/v1/score", {"items": [{"prompt": video_turns, "videos": [[b64(GREEN), b64(RED)]],
                                                 "response": "Left."}]})

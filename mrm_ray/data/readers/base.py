@@ -33,7 +33,7 @@ VIDEO_FILE = ("video file (videos are read as folders of frames: decode it to fr
 
 
 def read_video(ref: Any, root: Path) -> list[bytes]:
-    """A video's frames (model/inputs.py's frames route takes them from here): a list of frame file names, or a
+    """A video's frames (kept as a video, for the run's route: model/inputs.py): a list of frame file names, or a
     folder of frames (sampled evenly to 16), under `root`; checked as `video_frames` checks. A video file is not
     decoded (NotSupported, saying how to make its frames)."""
     if isinstance(ref, str) and ref:

@@ -15,9 +15,9 @@ rows seen with that id.
   mathverse / mmmu = reasoning, the rest general (183 / 749 / 318).
 - MM-RLHF-RewardBench (yifanzhang114/MM-RLHF-RewardBench, `mm_reward_bench.jsonl` or its
   Parquet): `id`, `image` or `video`, `prompt`, `chosen`, `rejected`. A video (a folder of frames) is read
-  on the frames route (model/inputs.py: its frames in order, each an image, before the question; the row
-  says `route: frames`), sampled evenly to at most 16 frames; a video file is not decoded (not supported,
-  saying how to make its frames).
+  as its frames in order, sampled evenly to at most 16, a video before the question (the evaluation's
+  members choose its route, model/inputs.py, and the scores record it); a video file is not decoded (not
+  supported, saying how to make its frames).
 - Multimodal RewardBench (`all_data.json`: `ID`, `Text`, `Image`, `Output1`, `Output2`,
   `Better`, `Category`).
 - Multimodal RewardBench 2 (facebookresearch/MMRB2): see `read_mmrb2`.

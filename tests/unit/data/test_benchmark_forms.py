@@ -150,7 +150,7 @@ def test_mm_rlhf_hub_repository_jsonl_and_parquet(tmp_path):
         good, bad = _split(read_benchmark("mm_rlhf", path, image_root=root))
         assert [(r["id"], r["group_id"], r["category"], r["images"], r["chosen"], r["rejected"]) for r in good] == expected
         # the video stays a video (its frames in order, where its part is): the run's encoder chooses its route
-        assert bad == {} and [r.get("videos") for r in good] == [None, None, [[GREEN, BLUE]], None]
+        assert bad == {} and [r["videos"] for r in good] == [[], [], [[GREEN, BLUE]], []]
         assert good[2]["prompt"] == [{"role": "user", "content": [{"type": "video", "text": None}, {
             "type": "text", "text": "What happens?"}]}]
 

@@ -65,7 +65,7 @@ def test_canonical_rows_keep_videos_and_refuse_bad_ones():
     assert row["videos"] == [frames] and row["images"] == []
     assert to_chat_messages(row["prompt"]) == [{"role": "user", "content": [
         {"type": "video"}, {"type": "text", "text": "Which way?"}]}]
-    assert "videos" not in canonical_pair(id="t", source="s", position="f:2", prompt="p", chosen="a", rejected="b")
+    assert canonical_pair(id="t", source="s", position="f:2", prompt="p", chosen="a", rejected="b")["videos"] == []
     for videos, reason in (([[]], "empty video"), ([frames * 6], "too many frames"),
                            ([frames + [noise_png(rng, smallest=50, largest=50)]], "frames of different sizes"),
                            ([frames, frames], "video mismatch")):
