@@ -1,5 +1,6 @@
 """Every supported family: a real tiny checkpoint, the template's own rendering, and packed groups that
-equal each response alone (rewards and gradients; a video on the frames route among them); Qwen3.5's recurrent layers fall back to one response
+equal each response alone (rewards and gradients), with a video on the frames route among them and, for the
+vision families, videos on the family's own video path; Qwen3.5's recurrent layers fall back to one response
 per row, and sharing the prompt there would be wrong."""
 
 import dataclasses
@@ -113,6 +114,31 @@ def test_a_multi_turn_conversation_is_the_processors_own_rendering_of_it(family)
         assert len(group["image_grid_thw"]) == 2
 
 
+def _packed_equals_alone(model, encoder, groups, seed):
+    """Packs `groups` (several per row) and checks rewards and every parameter's gradient against one padded row
+    per response; returns (the packed batch, its rewards, the reference's rewards)."""
+    reference = collate_sequences([{**{k: v for k, v in g.items() if k != "responses"}, "response_ids": r}
+                                   for g in groups for r in g["responses"]], pad_token_id=encoder.pad_token_id)
+    weights = torch.randn(sum(len(g["responses"]) for g in groups), generator=torch.Generator().manual_seed(seed))
+
+    def run(batch):
+        model.zero_grad(set_to_none=True)
+        rewards = model(**batch)
+        (rewards * weights).sum().backward()
+        return rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    want, want_grads = run(reference)
+    batch = collate_groups(groups, pad_token_id=encoder.pad_token_id, row_tokens=10_000,
+                           share_prompt=model.shares_prompt)
+    got, got_grads = run(batch)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    assert got_grads.keys() == want_grads.keys()
+    for key in want_grads:
+        torch.testing.assert_close(got_grads[key], want_grads[key], atol=1e-4, rtol=1e-3, msg=key)
+    model.zero_grad(set_to_none=True)
+    return batch, got, want, got_grads
+
+
 def test_packed_groups_equal_each_response_alone(family):
     """Rewards and every parameter's gradient, several groups per row, against one padded row per response."""
     name, _, model, encoder = family
@@ -132,28 +158,11 @@ def test_packed_groups_equal_each_response_alone(family):
             {"type": "video"}, {"type": "image"}, {"type": "text", "text": _text(rng, 1, 8)}]}],
             [noise_png(rng)], [frames])
         groups.append(encoder.encode_group(prompt, images, [_text(rng, 1, 20) for _ in range(3)]))
-    reference = collate_sequences([{**{k: v for k, v in g.items() if k != "responses"}, "response_ids": r}
-                                   for g in groups for r in g["responses"]], pad_token_id=encoder.pad_token_id)
-    weights = torch.randn(sum(len(g["responses"]) for g in groups), generator=torch.Generator().manual_seed(0))
-
-    def run(batch):
-        model.zero_grad(set_to_none=True)
-        rewards = model(**batch)
-        (rewards * weights).sum().backward()
-        return rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    want, want_grads = run(reference)
-    batch = collate_groups(groups, pad_token_id=encoder.pad_token_id, row_tokens=10_000,
-                           share_prompt=model.shares_prompt)
-    got, got_grads = run(batch)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
-    assert got_grads.keys() == want_grads.keys()
-    for key in want_grads:
-        torch.testing.assert_close(got_grads[key], want_grads[key], atol=1e-4, rtol=1e-3, msg=key)
+    batch, _, want, _ = _packed_equals_alone(model, encoder, groups, 0)
     if model.shares_prompt:
         assert batch["input_ids"].shape[0] == 1  # every group in one row, each prompt once
     else:  # Qwen3.5: one response per row; sharing the prompt would carry a response's state into the next
-        assert batch["input_ids"].shape[0] == len(weights)
+        assert batch["input_ids"].shape[0] == len(want)
         shared = collate_groups(groups, pad_token_id=encoder.pad_token_id, row_tokens=10_000)
         with pytest.raises(ValueError, match="cannot share a prompt or a row"):
             model(**shared)  # refused, not silently wrong
@@ -164,7 +173,6 @@ def test_packed_groups_equal_each_response_alone(family):
                 assert (model(**shared) - want).abs().max() > 1e-3
         finally:
             model.family = family
-    model.zero_grad(set_to_none=True)
 
 
 def test_an_unsupported_architecture_names_the_supported_ones():
@@ -264,28 +272,10 @@ def test_packed_groups_with_videos_on_the_family_video_path_equal_each_response_
               encoder.encode_group(_text(rng, 1, 8), [noise_png(rng)], [_text(rng, 1, 20)]),
               _video_group(model, encoder, rng, frames=3, side=2, image=True, responses=2),
               encoder.encode_group(_text(rng, 1, 8), [], [_text(rng, 1, 20) for _ in range(2)])]
-    reference = collate_sequences([{**{k: v for k, v in g.items() if k != "responses"}, "response_ids": r}
-                                   for g in groups for r in g["responses"]], pad_token_id=encoder.pad_token_id)
-    weights = torch.randn(sum(len(g["responses"]) for g in groups), generator=torch.Generator().manual_seed(1))
-
-    def run(batch):
-        model.zero_grad(set_to_none=True)
-        rewards = model(**batch)
-        (rewards * weights).sum().backward()
-        return rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    want, want_grads = run(reference)
-    batch = collate_groups(groups, pad_token_id=encoder.pad_token_id, row_tokens=10_000,
-                           share_prompt=model.shares_prompt)
+    batch, got, _, grads = _packed_equals_alone(model, encoder, groups, 1)
     copies = (1, 1) if model.shares_prompt else (2, 3)  # Qwen3.5: a copy of the prompt per response
     assert sorted(batch["video_grid_thw"].tolist()) == [[2, 2, 2]] * copies[0] + [[2, 4, 4]] * copies[1]
-    got, got_grads = run(batch)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
-    assert got_grads.keys() == want_grads.keys()
-    assert any("visual" in key for key in got_grads)  # the tower ran on the videos, its gradients compared
-    for key in want_grads:
-        torch.testing.assert_close(got_grads[key], want_grads[key], atol=1e-4, rtol=1e-3, msg=key)
-    model.zero_grad(set_to_none=True)
+    assert any("visual" in key for key in grads)  # the tower ran on the videos, its gradients compared
 
     def rewards_with(**change):
         changed = [{**groups[0], **change}, *groups[1:]]
