@@ -72,7 +72,9 @@ def test_every_record_the_check_passes_encodes_as_it_counted(family, family_chec
         assert checked["prompt_tokens"] + sum(longest_two) <= CONFIG.max_length
     assert passed >= 20 and refused >= 1, (passed, refused)  # both kinds happen in this sample
     assert videos >= 5 if vision else videos == 0
-    assert encode.encoder.video_route == "frames"  # this machine's route (no torchvision): each frame an image
+    # the route `auto` takes: the family's video processor where torchvision imports, else each frame an image
+    assert encode.encoder.video_route == ("video" if hasattr(encode.encoder.processor, "video_processor") and
+                                          encode.encoder.processor.video_processor is not None else "frames")
 
 
 def test_a_text_only_backbone_sets_videos_aside(family_checkpoint):
@@ -82,3 +84,37 @@ def test_a_text_only_backbone_sets_videos_aside(family_checkpoint):
     assert row["videos"]
     with pytest.raises(NotSupported, match="videos, by a text-only backbone"):
         CheckPairs(str(family_checkpoint("qwen3")), to_dict(CONFIG)).check({**row, "images": []})
+
+
+def test_the_trainers_batches_score_video_records_as_the_scorer_does(tiny_checkpoint):
+    """The heavy pass end to end, in process: checked records with videos (and without) encoded by `EncodePairs`
+    into the columns the trainers stream, collated by `PairCollate`: the model's rewards on that batch equal the
+    scorer's on the same records, whichever route the run takes (the frames here, the family's video path where
+    its video processor loads: then the batch carries every video's grid)."""
+    import pyarrow as pa
+    import torch
+
+    from mrm_ray.data.collate import PairCollate
+    from mrm_ray.data.schema import PAIR_SCHEMA, to_chat_messages
+    from mrm_ray.model.reward_model import RewardModel
+    from mrm_ray.model.scorer import Scorer
+
+    config = DataConfig()
+    path = str(tiny_checkpoint)
+    check, encode = CheckPairs(path, to_dict(config)), EncodePairs(path, to_dict(config))
+    rows = [{**r, **{k: v for k, v in check.check(r).items() if k in ("images", "videos")}}
+            for r in _records(12, images=True, seed=3) if not r["more_responses"]]  # pairs: a reward each side
+    assert sum(bool(r["videos"]) for r in rows) == 3
+    columns = encode(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA))
+    batch = PairCollate(pad_token_id=encode.encoder.pad_token_id)(columns)
+    if encode.encoder.video_route == "video":
+        assert len(batch["video_grid_thw"]) == 3
+    else:
+        assert "video_grid_thw" not in batch
+    model = RewardModel.from_pretrained(path).eval()
+    with torch.no_grad():
+        chosen, rejected = model(**batch)
+    scored = Scorer.from_model(model, encode.encoder).score_pairs(
+        [{**r, "prompt": to_chat_messages(r["prompt"])} for r in rows])
+    torch.testing.assert_close(chosen, torch.tensor([c for c, _ in scored]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(rejected, torch.tensor([r for _, r in scored]), atol=1e-4, rtol=0)

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from helpers.images import noise_png
+from helpers.packing import packed_equals_alone
 from mrm_ray.model.families import FAMILIES, UnsupportedArchitecture, family_named, family_of
 from mrm_ray.model.inputs import END_OF_TURN, PairEncoder, prompt_text
-from mrm_ray.model.packing import collate_groups, collate_sequences
+from mrm_ray.model.packing import collate_groups
 from mrm_ray.model.processor import TextOnly, load_processor
 from mrm_ray.model.reward_model import RewardModel
 from mrm_ray.model.families import TINY_FAMILIES
@@ -114,31 +115,6 @@ def test_a_multi_turn_conversation_is_the_processors_own_rendering_of_it(family)
         assert len(group["image_grid_thw"]) == 2
 
 
-def _packed_equals_alone(model, encoder, groups, seed):
-    """Packs `groups` (several per row) and checks rewards and every parameter's gradient against one padded row
-    per response; returns (the packed batch, its rewards, the reference's rewards)."""
-    reference = collate_sequences([{**{k: v for k, v in g.items() if k != "responses"}, "response_ids": r}
-                                   for g in groups for r in g["responses"]], pad_token_id=encoder.pad_token_id)
-    weights = torch.randn(sum(len(g["responses"]) for g in groups), generator=torch.Generator().manual_seed(seed))
-
-    def run(batch):
-        model.zero_grad(set_to_none=True)
-        rewards = model(**batch)
-        (rewards * weights).sum().backward()
-        return rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    want, want_grads = run(reference)
-    batch = collate_groups(groups, pad_token_id=encoder.pad_token_id, row_tokens=10_000,
-                           share_prompt=model.shares_prompt)
-    got, got_grads = run(batch)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
-    assert got_grads.keys() == want_grads.keys()
-    for key in want_grads:
-        torch.testing.assert_close(got_grads[key], want_grads[key], atol=1e-4, rtol=1e-3, msg=key)
-    model.zero_grad(set_to_none=True)
-    return batch, got, want, got_grads
-
-
 def test_packed_groups_equal_each_response_alone(family):
     """Rewards and every parameter's gradient, several groups per row, against one padded row per response."""
     name, _, model, encoder = family
@@ -158,7 +134,7 @@ def test_packed_groups_equal_each_response_alone(family):
             {"type": "video"}, {"type": "image"}, {"type": "text", "text": _text(rng, 1, 8)}]}],
             [noise_png(rng)], [frames])
         groups.append(encoder.encode_group(prompt, images, [_text(rng, 1, 20) for _ in range(3)]))
-    batch, _, want, _ = _packed_equals_alone(model, encoder, groups, 0)
+    batch, _, want, _ = packed_equals_alone(model, encoder, groups, 0)
     if model.shares_prompt:
         assert batch["input_ids"].shape[0] == 1  # every group in one row, each prompt once
     else:  # Qwen3.5: one response per row; sharing the prompt would carry a response's state into the next
@@ -272,7 +248,7 @@ def test_packed_groups_with_videos_on_the_family_video_path_equal_each_response_
               encoder.encode_group(_text(rng, 1, 8), [noise_png(rng)], [_text(rng, 1, 20)]),
               _video_group(model, encoder, rng, frames=3, side=2, image=True, responses=2),
               encoder.encode_group(_text(rng, 1, 8), [], [_text(rng, 1, 20) for _ in range(2)])]
-    batch, got, _, grads = _packed_equals_alone(model, encoder, groups, 1)
+    batch, got, _, grads = packed_equals_alone(model, encoder, groups, 1)
     copies = (1, 1) if model.shares_prompt else (2, 3)  # Qwen3.5: a copy of the prompt per response
     assert sorted(batch["video_grid_thw"].tolist()) == [[2, 2, 2]] * copies[0] + [[2, 4, 4]] * copies[1]
     assert any("visual" in key for key in grads)  # the tower ran on the videos, its gradients compared
