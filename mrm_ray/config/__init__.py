@@ -17,11 +17,10 @@ every problem comes back at once as one `ConfigError` naming its dotted path (ex
 
 from mrm_ray.config.adapters import OpenRLHFAgentConfig, VerlReward
 from mrm_ray.config.commands import DataCommandConfig, EvalConfig, FitConfig, LabelConfig, PlanConfig
-from mrm_ray.config.core import (VIDEO_ROUTES, ConfigError, Fraction, NonNegative, Positive, PositiveFloat, config_dataclass,
+from mrm_ray.config.core import (ConfigError, Fraction, NonNegative, Positive, PositiveFloat, config_dataclass,
                                  config_file, load, merged, parse_overrides, read_yaml, run_main, set_path, to_dict,
                                  validate)
 from mrm_ray.config.ensemble import (CONSERVATIVE_METHODS, MAX_BATCH_TOKENS, METHODS, MODALITIES, UNCERTAINTY_COEF,
-
                                      EnsembleConfig, EnsembleMember, JudgeConfig, JudgeTemplate, MemberServing,
                                      MemberSettings, UncertaintyCoef)
 from mrm_ray.config.grpo import GRPOConfig, OptimConfig, PromptsConfig, RewardServiceConfig, RolloutConfig

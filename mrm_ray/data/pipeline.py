@@ -83,8 +83,9 @@ class CheckPairs:
         if (row["images"] or videos) and not self.vision:
             raise NotSupported(f"{'images' if row['images'] else 'videos'}, by a text-only backbone (a "
                                "vision-language member scores them)")
-        images, sizes = map(list, zip(*map(self._image, row["images"]))) if row["images"] else ([], [])
+        shown = [self._image(data) for data in row["images"]]
         checked = [[self._image(frame) for frame in video] for video in videos]  # frames converted as images
+        images, sizes = [data for data, _ in shown], [size for _, size in shown]
         videos = [[data for data, _ in video] for video in checked]
         ids = [self.encoder.encode_response(t) for t in (row["chosen"], row["rejected"], *(row.get("more_responses")
                                                                                           or []))]
@@ -168,7 +169,8 @@ class EncodePairs:
             columns["pixel_values"].append(feats.get("pixel_values", np.zeros((0, patch_dim), np.float32)))
             columns["image_grid_thw"].append(feats.get("image_grid_thw", np.zeros((0, 3), np.int64)))
             # the video route's features (empty on the frames route, where a video's frames are images)
-            columns["pixel_values_videos"].append(feats.get("pixel_values_videos", np.zeros((0, patch_dim), np.float32)))
+            columns["pixel_values_videos"].append(feats.get("pixel_values_videos",
+                                                            np.zeros((0, patch_dim), np.float32)))
             columns["video_grid_thw"].append(feats.get("video_grid_thw", np.zeros((0, 3), np.int64)))
             columns["second_per_grid_ts"].append(feats.get("second_per_grid_ts", np.zeros(0, np.float32)))
         if SPLIT in table.column_names:

@@ -150,8 +150,7 @@ def canonical_pair(*, id: str, source: str, position: str, prompt: Any, chosen: 
     """A validated canonical row; raises `BadRecord` with the reason when it cannot be one.
 
     `videos` (each an ordered list of frames; a `{"type": "video"}` part where each goes, or before a text
-    prompt) stay videos, so that the run's encoder chooses their route
-    (model/inputs.py)."""
+    prompt) stay videos, so that the run's encoder chooses their route (model/inputs.py)."""
     if prompt is None or (isinstance(prompt, str) and not prompt.strip() and not images and not videos):
         raise BadRecord("missing field: prompt" if prompt is None else "empty field: prompt")
     if videos:

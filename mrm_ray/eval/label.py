@@ -57,7 +57,8 @@ def as_unlabelled(row: Mapping) -> dict:
     responses = [row["chosen"], row["rejected"], *(row.get("more_responses") or ())]
     shown = [row.get("chosen_images") or [], row.get("rejected_images") or []] + [[] for _ in responses[2:]]
     return {"id": row["id"], "source": row["source"], "position": row["position"], "prompt": row["prompt"],
-            "images": row["images"], "responses": responses, "response_images": shown, "videos": row.get("videos") or []}
+            "images": row["images"], "responses": responses, "response_images": shown,
+            "videos": row.get("videos") or []}
 
 
 def read_records(data: Mapping[str, str], *, image_root: str | None = None,

@@ -362,7 +362,7 @@ class PairEncoder:
     """Turns prompts and responses into model-ready numpy features with one processor."""
 
     def __init__(self, processor, *, video_route: str = "auto") -> None:
-        """`video_route`: how videos reach the model, one route for the encoder's whole run (`video_route()`)."""
+        """`video_route`: how videos reach the model, one route for the encoder's whole run (`choose_video_route`)."""
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.pad_token_id = self.tokenizer.pad_token_id
@@ -374,8 +374,8 @@ class PairEncoder:
         the processor's fps (`DEFAULT_VIDEO_FPS` where it names none), none sampled again."""
         fps = float(getattr(self.processor.video_processor, "fps", None) or DEFAULT_VIDEO_FPS)
         return {"videos": [[load_image(f) for f in video] for video in videos], "do_sample_frames": False,
-                "video_metadata": [{"total_num_frames": len(video), "fps": fps, "frames_indices": list(range(len(video)))}
-                                   for video in videos]}
+                "video_metadata": [{"total_num_frames": len(video), "fps": fps,
+                                    "frames_indices": list(range(len(video)))} for video in videos]}
 
     def encode_prompt(self, prompt: str | Sequence[Mapping], images: Sequence[Any] = (),
                       videos: Sequence[Sequence[Any]] = ()) -> dict[str, np.ndarray]:

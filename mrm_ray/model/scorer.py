@@ -59,7 +59,8 @@ class Scorer:
         path = str(checkpoints.resolve(path))  # a reward checkpoint or a sequence classifier, local or fetched
         device, dtype = device_and_dtype(dtype)
         model = RewardModel.from_pretrained(path, dtype=dtype).to(device).eval()
-        self._setup(model, PairEncoder(load_processor(path), video_route=video_route), max_batch_tokens=max_batch_tokens, path=path,
+        self._setup(model, PairEncoder(load_processor(path), video_route=video_route),
+                    max_batch_tokens=max_batch_tokens, path=path,
                     version=checkpoints.version(path), score_mean=score_mean, score_std=score_std)
 
     @classmethod

@@ -1,6 +1,6 @@
 """The light pass and the encoder decide alike: `CheckPairs` counts a record's tokens from its images' (and its
-videos' frames') sizes with the encoder's own rendering, and `EncodePairs` truncates every record the check passed as the check decided,
-never refusing one (the two map_batches classes called in-process; no Ray here)."""
+videos' frames') sizes with the encoder's own rendering, and `EncodePairs` truncates every record the check passed
+as the check decided, never refusing one (the two map_batches classes called in-process; no Ray here)."""
 
 import random
 

@@ -223,7 +223,7 @@ def _video_group(model, encoder, rng, *, frames: int, side: int, image: bool, re
     tokenizer = encoder.tokenizer
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], np.int64)
     group.update(prompt_ids=ids, prompt_mm_token_type_ids=np.select(
-        [ids == tokenizer.convert_tokens_to_ids("<|image_pad|>"), ids == tokenizer.convert_tokens_to_ids("<|video_pad|>")],
+        [ids == tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")],
         [1, 2], 0).astype(np.int64), responses=[encoder.encode_response(_text(rng, 1, 20)) for _ in range(responses)])
     if model.family.name == "qwen2_5_vl":
         group["second_per_grid_ts"] = np.array([0.5], np.float32)

@@ -185,7 +185,8 @@ def test_a_video_reaches_the_members_as_its_frames_in_order_where_its_placeholde
          "response": "right", "images": [data_url(RED)], "videos": [[data_url(f) for f in frames[::-1]]]}]),
         VIDEO_LIMITS)
     assert plain["images"] == [BLUE] and plain["videos"] == [frames]
-    assert plain["prompt"][0]["content"] == [{"type": "image"}, {"type": "video"}, {"type": "text", "text": "Which way?"}]
+    assert plain["prompt"][0]["content"] == [{"type": "image"}, {"type": "video"},
+                                            {"type": "text", "text": "Which way?"}]
     assert chat["images"] == [RED] and chat["videos"] == [frames[::-1]]
     assert chat["prompt"][0]["content"] == [{"type": "text", "text": "Watch"}, {"type": "video"}, {"type": "image"},
                                            {"type": "text", "text": "then this."}]
