@@ -29,20 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_serve import CORES, drive, make_items  # noqa: E402
-
-
-def deploy(members: list[dict], port: int, *, cpus_each: float) -> str:
-    from ray import serve
-
-    from mrm_ray.serve.app import build_app
-
-    serve.run(build_app({
-        "members": members,
-        "serving": {"max_batch_size": 16, "max_ongoing_requests": 32, "num_replicas": 1, "num_cpus": cpus_each,
-                    "batch_wait_timeout_s": 0.01},
-        "ingress": {"num_cpus": 0}}), name="bench", route_prefix="/", logging_config={"enable_access_log": False})
-    return f"http://127.0.0.1:{port}"
+from bench_serve import CORES, deploy, drive, make_items  # noqa: E402
 
 
 def main() -> None:

@@ -122,15 +122,17 @@ async def drive_handle(app: str, payloads: list[dict], concurrency: int, seconds
     return _point(latencies, items, elapsed, failures)
 
 
-def deploy(path: Path, port: int, *, max_batch_size: int, access_log: bool) -> str:
+def deploy(members: list[dict], port: int, *, max_batch_size: int = 16, access_log: bool = False,
+           cpus_each: float = CORES) -> str:
+    """The app `bench` at `port`: `members` (name, path, ...), one replica each holding `cpus_each` CPUs."""
     from ray import serve
 
     from mrm_ray.serve.app import build_app
 
     serve.run(build_app({
-        "members": [{"name": "m", "path": str(path)}],
+        "members": members,
         "serving": {"max_batch_size": max_batch_size, "max_ongoing_requests": 32,  # the same on and off
-                    "num_replicas": 1, "num_cpus": CORES, "batch_wait_timeout_s": 0.01},
+                    "num_replicas": 1, "num_cpus": cpus_each, "batch_wait_timeout_s": 0.01},
         "ingress": {"num_cpus": 0}}), name="bench", route_prefix="/",
         logging_config={"enable_access_log": access_log})
     return f"http://127.0.0.1:{port}"
@@ -168,7 +170,8 @@ def main() -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         results = {}
         for batching, max_batch in (("on", 16), ("off", 1)):
-            url = deploy(path, port, max_batch_size=max_batch, access_log=not args.no_access_log)
+            url = deploy([{"name": "m", "path": str(path)}], port, max_batch_size=max_batch,
+                         access_log=not args.no_access_log)
             shapes = [(1, 1), (1, 8), (1, 32)] + ([(16, 1), (16, 8), (16, 32)] if batching == "on" else [])
             if args.quick:
                 shapes = [(1, 32)] + ([(16, 32)] if batching == "on" else [])
