@@ -95,8 +95,10 @@ async def drive(url: str, payloads: list[dict], concurrency: int, seconds: float
 
 
 async def drive_handle(app: str, payloads: list[dict], concurrency: int, seconds: float) -> dict:
-    """`drive` through the app's DeploymentHandle (what HandleRewardClient calls)."""
+    """`drive` through the app's DeploymentHandle (what HandleRewardClient calls); a call the app sheds counts as
+    failed, as `drive` counts a 503."""
     from ray import serve
+    from ray.serve.exceptions import BackPressureError
 
     handle = serve.get_app_handle(app)
     latencies, items, failures = [], 0, 0
@@ -108,7 +110,10 @@ async def drive_handle(app: str, payloads: list[dict], concurrency: int, seconds
         while time.perf_counter() < stop:
             payload = payloads[i % len(payloads)]
             t = time.perf_counter()
-            answer = await handle.call.remote("score", payload)
+            try:
+                answer = await handle.call.remote("score", payload)
+            except BackPressureError:  # shed at the ingress's queue: what HTTP clients get as a 503
+                answer = {"status": 503}
             i += concurrency
             if answer["status"] != 200:
                 failures += 1
@@ -133,7 +138,10 @@ def deploy(members: list[dict], port: int, *, max_batch_size: int = 16, access_l
         "members": members,
         "serving": {"max_batch_size": max_batch_size, "max_ongoing_requests": 32,  # the same on and off
                     "num_replicas": 1, "num_cpus": cpus_each, "batch_wait_timeout_s": 0.01},
-        "ingress": {"num_cpus": 0}}), name="bench", route_prefix="/",
+        # admission wide enough that none of these clients is shed: this measures throughput (bench_overload.py
+        # measures shedding)
+        "ingress": {"num_cpus": 0, "max_ongoing_requests": 64, "max_queued_requests": 64}}), name="bench",
+        route_prefix="/",
         logging_config={"enable_access_log": access_log})
     return f"http://127.0.0.1:{port}"
 
