@@ -133,7 +133,10 @@ class EncodePairs:
         messages, videos = to_chat_messages(row["prompt"]), row.get("videos") or []
         feats = self.encoder.encode_group(messages, row["images"], [row["chosen"], row["rejected"],
                                                                     *(row.get("more_responses") or [])], videos=videos)
-        prompt = self.encoder.count_prompt_tokens(messages, [image_size(b) for b in row["images"]], videos)
+        if videos and self.encoder.video_route == "video":  # the count is this encoding's length: not encoded twice
+            prompt = len(feats["prompt_ids"])
+        else:
+            prompt = self.encoder.count_prompt_tokens(messages, [image_size(b) for b in row["images"]], videos)
         try:
             keep = fit_responses(prompt, [len(r) for r in feats["responses"]], self.config)
         except InvalidInput as exc:  # only if the record changed on disk after the light pass checked it
